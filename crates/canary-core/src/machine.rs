@@ -1,0 +1,522 @@
+//! The rollout state machine: `step(policy, state, event, now)`.
+//!
+//! One exhaustive `match` over (phase, event). It reads no clock: `now` is the
+//! time since an origin the caller chose (the simulated clock, or the wall
+//! clock at the binary's edge). The simulator and the live controller both
+//! drive rollouts through this one function, so a policy behaves the same in
+//! `canary evaluate` and in production.
+//!
+//! # Guarantees
+//! - The weight is never above 100 and never decreases while progressing.
+//! - Rollback and abort end at weight 0; success ends at weight 100.
+//! - A terminal phase (succeeded, rolled back, aborted) refuses every event
+//!   with [`TransitionError::Terminal`]; a rollout cannot be re-run.
+//! - A stage advances only on a fresh passing verdict once its bake time is
+//!   met: a tick alone (e.g. while the metrics source is down) never promotes.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::spec::{OnInconclusive, Policy};
+use crate::verdict::{Outcome, Verdict};
+
+/// Why a rollout is paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PauseReason {
+    /// A person (or the API) paused it.
+    Manual {
+        /// Their note.
+        note: String,
+    },
+    /// The stage passed and is marked `pause: true`: waiting for a promote.
+    Gate,
+    /// The stage timed out without a pass and the policy says pause.
+    Inconclusive {
+        /// What the judge last said.
+        note: String,
+    },
+}
+
+impl fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PauseReason::Manual { note } => write!(f, "paused by hand: {note}"),
+            PauseReason::Gate => f.write_str("stage passed; waiting for a manual promote"),
+            PauseReason::Inconclusive { note } => {
+                write!(f, "no decision by the stage's timeout: {note}")
+            }
+        }
+    }
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Not started; no canary traffic.
+    Pending,
+    /// Running stage `stage` (0-based).
+    Progressing {
+        /// Current stage index.
+        stage: usize,
+    },
+    /// Holding stage `stage`'s weight.
+    Paused {
+        /// Current stage index.
+        stage: usize,
+        /// Why.
+        reason: PauseReason,
+    },
+    /// The canary serves all traffic.
+    Succeeded,
+    /// The canary was judged worse; no canary traffic.
+    RolledBack {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Stopped by hand; no canary traffic.
+    Aborted {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl Phase {
+    /// The phase's name: `pending`, `progressing`, `paused`, `succeeded`,
+    /// `rolled_back` or `aborted`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Progressing { .. } => "progressing",
+            Phase::Paused { .. } => "paused",
+            Phase::Succeeded => "succeeded",
+            Phase::RolledBack { .. } => "rolled_back",
+            Phase::Aborted { .. } => "aborted",
+        }
+    }
+
+    /// True for succeeded, rolled back and aborted.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Phase::Succeeded | Phase::RolledBack { .. } | Phase::Aborted { .. }
+        )
+    }
+
+    /// The current stage, while there is one.
+    pub fn stage(&self) -> Option<usize> {
+        match self {
+            Phase::Progressing { stage } | Phase::Paused { stage, .. } => Some(*stage),
+            _ => None,
+        }
+    }
+}
+
+/// Something that happens to a rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Begin the first stage.
+    Start,
+    /// Time passed (checks the stage's timeout; never promotes by itself).
+    Tick,
+    /// The judge looked at fresh observations.
+    Verdict(Verdict),
+    /// Hold the current weight.
+    Pause {
+        /// Why.
+        note: String,
+    },
+    /// Continue after a pause (after a gate: go to the next stage).
+    Resume,
+    /// Go to the next stage now (or succeed from the last one).
+    Promote,
+    /// Go straight to 100 % and succeed.
+    PromoteFull,
+    /// Stop and send all traffic to the stable version.
+    Abort {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The event's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Start => "start",
+            Event::Tick => "tick",
+            Event::Verdict(_) => "verdict",
+            Event::Pause { .. } => "pause",
+            Event::Resume => "resume",
+            Event::Promote => "promote",
+            Event::PromoteFull => "promote-full",
+            Event::Abort { .. } => "abort",
+        }
+    }
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The rollout began.
+    Start,
+    /// A stage passed and the next began.
+    Advance,
+    /// The rollout paused.
+    Pause,
+    /// The rollout resumed.
+    Resume,
+    /// A person promoted to the next stage.
+    Promote,
+    /// A person promoted to 100 %.
+    PromoteFull,
+    /// The last stage passed: fully promoted.
+    Succeed,
+    /// The canary was rolled back.
+    Rollback,
+    /// The rollout was aborted.
+    Abort,
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// When, seconds since the origin of `now`.
+    pub at_seconds: f64,
+    /// Stage index the decision was taken in, if any.
+    pub stage: Option<usize>,
+    /// What was done.
+    pub action: Action,
+    /// Canary weight before.
+    pub weight_before: f64,
+    /// Canary weight after.
+    pub weight_after: f64,
+    /// Why, in words.
+    pub reason: String,
+    /// The verdict that led to it, with its evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+/// What the driver must do after a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Send this percentage of traffic to the canary.
+    SetWeight(f64),
+    /// A stage began: judges reset their per-stage state, observations
+    /// restart their stage totals.
+    StageStarted {
+        /// Stage index.
+        stage: usize,
+        /// Its weight.
+        weight: f64,
+    },
+    /// Append this decision to the audit trail.
+    RecordDecision(Decision),
+    /// Tell people (log line, webhook) this.
+    Notify(String),
+}
+
+/// A rollout's state: small, cloneable, serializable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutState {
+    /// The phase.
+    pub phase: Phase,
+    /// Current canary weight, percent.
+    pub weight: f64,
+    /// When the current stage began (or resumed).
+    pub stage_started_at: Duration,
+}
+
+impl Default for RolloutState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RolloutState {
+    /// A pending rollout at weight 0.
+    pub fn new() -> Self {
+        Self {
+            phase: Phase::Pending,
+            weight: 0.0,
+            stage_started_at: Duration::ZERO,
+        }
+    }
+}
+
+/// An event the current phase does not accept. The state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The rollout has ended; nothing more can happen to it.
+    #[error("rollout is {phase}: a finished rollout accepts no `{event}`")]
+    Terminal {
+        /// The terminal phase.
+        phase: &'static str,
+        /// The refused event.
+        event: &'static str,
+    },
+    /// The event makes no sense in this phase.
+    #[error("`{event}` is not allowed while the rollout is {phase}")]
+    NotAllowed {
+        /// The current phase.
+        phase: &'static str,
+        /// The refused event.
+        event: &'static str,
+    },
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The new state.
+    pub state: RolloutState,
+    /// What the driver must do, in order.
+    pub commands: Vec<Command>,
+}
+
+struct Stepper<'a> {
+    policy: &'a Policy,
+    now: Duration,
+    state: RolloutState,
+    commands: Vec<Command>,
+}
+
+impl Stepper<'_> {
+    fn decide(
+        &mut self,
+        action: Action,
+        new_weight: f64,
+        reason: String,
+        verdict: Option<Verdict>,
+    ) {
+        let stage = self.state.phase.stage();
+        let before = self.state.weight;
+        if new_weight != before {
+            self.commands.push(Command::SetWeight(new_weight));
+        }
+        self.state.weight = new_weight;
+        let name = format!("{action:?}").to_lowercase();
+        self.commands
+            .push(Command::Notify(format!("{name}: {reason}")));
+        self.commands.push(Command::RecordDecision(Decision {
+            at_seconds: self.now.as_secs_f64(),
+            stage,
+            action,
+            weight_before: before,
+            weight_after: new_weight,
+            reason,
+            verdict,
+        }));
+    }
+
+    fn begin_stage(
+        &mut self,
+        stage: usize,
+        action: Action,
+        reason: String,
+        verdict: Option<Verdict>,
+    ) {
+        let weight = self.policy.stages[stage].weight;
+        self.decide(action, weight, reason, verdict);
+        self.state.phase = Phase::Progressing { stage };
+        self.state.stage_started_at = self.now;
+        self.commands.push(Command::StageStarted { stage, weight });
+    }
+
+    /// Leaves stage `from` for the next one, or succeeds after the last.
+    fn next_stage(
+        &mut self,
+        from: usize,
+        action: Action,
+        reason: String,
+        verdict: Option<Verdict>,
+    ) {
+        if from + 1 < self.policy.stages.len() {
+            self.begin_stage(from + 1, action, reason, verdict);
+        } else {
+            self.decide(Action::Succeed, 100.0, reason, verdict);
+            self.state.phase = Phase::Succeeded;
+        }
+    }
+
+    /// Stage `stage` passed on `verdict`.
+    fn stage_passed(&mut self, stage: usize, verdict: Verdict) {
+        let w = self.policy.stages[stage].weight;
+        if self.policy.stages[stage].pause_after {
+            let reason = format!(
+                "stage {stage} ({w} %) passed: {}; waiting for a manual promote",
+                verdict.reason
+            );
+            let weight = self.state.weight;
+            self.decide(Action::Pause, weight, reason, Some(verdict));
+            self.state.phase = Phase::Paused {
+                stage,
+                reason: PauseReason::Gate,
+            };
+        } else {
+            let reason = format!("stage {stage} ({w} %) passed: {}", verdict.reason);
+            self.next_stage(stage, Action::Advance, reason, Some(verdict));
+        }
+    }
+
+    fn roll_back(&mut self, reason: String, verdict: Option<Verdict>) {
+        self.decide(Action::Rollback, 0.0, reason.clone(), verdict);
+        self.state.phase = Phase::RolledBack { reason };
+    }
+
+    /// Applies the policy for a stage that reached its timeout without a pass.
+    fn check_timeout(&mut self, stage: usize, last: Option<Verdict>) {
+        let s = &self.policy.stages[stage];
+        if self.now.saturating_sub(self.state.stage_started_at) < s.timeout {
+            return;
+        }
+        let why = last.as_ref().map_or_else(
+            || "no verdict from the judge".to_string(),
+            |v| v.reason.clone(),
+        );
+        let note = format!(
+            "stage {stage} ({} %) reached its {}s timeout without a pass ({why})",
+            s.weight,
+            s.timeout.as_secs_f64()
+        );
+        match self.policy.analysis.on_inconclusive {
+            OnInconclusive::Rollback => self.roll_back(note, last),
+            OnInconclusive::Pause => {
+                let weight = self.state.weight;
+                self.decide(Action::Pause, weight, note.clone(), last);
+                self.state.phase = Phase::Paused {
+                    stage,
+                    reason: PauseReason::Inconclusive { note },
+                };
+            }
+        }
+    }
+
+    fn abort(&mut self, reason: String) {
+        self.decide(Action::Abort, 0.0, reason.clone(), None);
+        self.state.phase = Phase::Aborted { reason };
+    }
+}
+
+/// Steps `state` by `event` at time `now` under `policy`.
+///
+/// # Errors
+/// [`TransitionError::Terminal`] for any event after the rollout ended;
+/// [`TransitionError::NotAllowed`] for an event the phase does not accept
+/// (start twice, resume while not paused, pause while paused, a verdict
+/// before the start).
+pub fn step(
+    policy: &Policy,
+    state: &RolloutState,
+    event: Event,
+    now: Duration,
+) -> Result<Transition, TransitionError> {
+    let phase_name = state.phase.name();
+    let refuse = |event: &Event| -> TransitionError {
+        if state.phase.is_terminal() {
+            TransitionError::Terminal {
+                phase: phase_name,
+                event: event.name(),
+            }
+        } else {
+            TransitionError::NotAllowed {
+                phase: phase_name,
+                event: event.name(),
+            }
+        }
+    };
+    let mut s = Stepper {
+        policy,
+        now,
+        state: state.clone(),
+        commands: Vec::new(),
+    };
+    match (&state.phase, event) {
+        (Phase::Succeeded | Phase::RolledBack { .. } | Phase::Aborted { .. }, e) => {
+            return Err(refuse(&e))
+        }
+
+        (Phase::Pending, Event::Start) => {
+            s.begin_stage(0, Action::Start, "rollout started".into(), None);
+        }
+        (Phase::Pending, Event::Abort { reason }) => s.abort(reason),
+        (Phase::Pending, e) => return Err(refuse(&e)),
+
+        (&Phase::Progressing { stage }, Event::Verdict(v)) => match v.outcome {
+            Outcome::Fail => s.roll_back(v.reason.clone(), Some(v)),
+            Outcome::Pass
+                if now.saturating_sub(state.stage_started_at) >= policy.stages[stage].bake =>
+            {
+                s.stage_passed(stage, v)
+            }
+            Outcome::Pass | Outcome::Inconclusive => s.check_timeout(stage, Some(v)),
+        },
+        (&Phase::Progressing { stage }, Event::Tick) => s.check_timeout(stage, None),
+        (&Phase::Progressing { stage }, Event::Pause { note }) => {
+            let weight = s.state.weight;
+            s.decide(Action::Pause, weight, note.clone(), None);
+            s.state.phase = Phase::Paused {
+                stage,
+                reason: PauseReason::Manual { note },
+            };
+        }
+        (&Phase::Progressing { stage }, Event::Promote) => {
+            s.next_stage(stage, Action::Promote, "promoted by hand".into(), None)
+        }
+        (Phase::Progressing { .. } | Phase::Paused { .. }, Event::PromoteFull) => {
+            s.decide(
+                Action::PromoteFull,
+                100.0,
+                "promoted to 100 % by hand".into(),
+                None,
+            );
+            s.state.phase = Phase::Succeeded;
+        }
+        (Phase::Progressing { .. } | Phase::Paused { .. }, Event::Abort { reason }) => {
+            s.abort(reason)
+        }
+        (Phase::Progressing { .. }, e @ (Event::Start | Event::Resume)) => return Err(refuse(&e)),
+
+        // While paused, analysis goes on: a failure still rolls back, but
+        // nothing else moves the rollout.
+        (Phase::Paused { .. }, Event::Verdict(v)) if v.outcome == Outcome::Fail => {
+            s.roll_back(v.reason.clone(), Some(v))
+        }
+        (Phase::Paused { .. }, Event::Verdict(_) | Event::Tick) => {}
+        (Phase::Paused { stage, reason }, Event::Resume) => match reason {
+            PauseReason::Gate => s.next_stage(
+                *stage,
+                Action::Promote,
+                "promoted past the gate".into(),
+                None,
+            ),
+            PauseReason::Manual { .. } | PauseReason::Inconclusive { .. } => {
+                let weight = s.state.weight;
+                s.decide(
+                    Action::Resume,
+                    weight,
+                    "resumed; the stage's clock restarts".into(),
+                    None,
+                );
+                s.state.phase = Phase::Progressing { stage: *stage };
+                s.state.stage_started_at = now;
+            }
+        },
+        (&Phase::Paused { stage, .. }, Event::Promote) => {
+            s.next_stage(stage, Action::Promote, "promoted by hand".into(), None)
+        }
+        (Phase::Paused { .. }, e @ (Event::Start | Event::Pause { .. })) => return Err(refuse(&e)),
+    }
+    Ok(Transition {
+        state: s.state,
+        commands: s.commands,
+    })
+}
+
+#[cfg(test)]
+mod tests;

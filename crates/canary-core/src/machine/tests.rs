@@ -1,0 +1,425 @@
+use super::*;
+use crate::spec::{OnInconclusive, RolloutSpec};
+use crate::verdict::Verdict;
+use proptest::prelude::*;
+
+fn policy() -> Policy {
+    // 10 % (1m) → 50 % (1m, gate) → 100 % (1m); timeout 3m.
+    Policy::from_text(
+        "name: t
+stages:
+  - {weight: 10, duration: 1m}
+  - {weight: 50, duration: 1m, pause: true}
+  - {weight: 100, duration: 1m}
+",
+    )
+    .unwrap()
+}
+
+fn verdict(o: Outcome) -> Verdict {
+    Verdict {
+        outcome: o,
+        judge: "test".into(),
+        metrics: vec![],
+        reason: format!("judged {o}"),
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn at(phase: Phase, weight: f64) -> RolloutState {
+    RolloutState {
+        phase,
+        weight,
+        stage_started_at: secs(0),
+    }
+}
+
+fn all_events() -> Vec<Event> {
+    vec![
+        Event::Start,
+        Event::Tick,
+        Event::Verdict(verdict(Outcome::Pass)),
+        Event::Verdict(verdict(Outcome::Fail)),
+        Event::Verdict(verdict(Outcome::Inconclusive)),
+        Event::Pause { note: "n".into() },
+        Event::Resume,
+        Event::Promote,
+        Event::PromoteFull,
+        Event::Abort { reason: "r".into() },
+    ]
+}
+
+fn all_phases() -> Vec<(Phase, f64)> {
+    vec![
+        (Phase::Pending, 0.0),
+        (Phase::Progressing { stage: 0 }, 10.0),
+        (
+            Phase::Paused {
+                stage: 0,
+                reason: PauseReason::Manual { note: "n".into() },
+            },
+            10.0,
+        ),
+        (
+            Phase::Paused {
+                stage: 1,
+                reason: PauseReason::Gate,
+            },
+            50.0,
+        ),
+        (
+            Phase::Paused {
+                stage: 0,
+                reason: PauseReason::Inconclusive { note: "n".into() },
+            },
+            10.0,
+        ),
+        (Phase::Succeeded, 100.0),
+        (Phase::RolledBack { reason: "r".into() }, 0.0),
+        (Phase::Aborted { reason: "r".into() }, 0.0),
+    ]
+}
+
+/// The expected result of each (phase, event) pair at t = 120 s (bake met,
+/// timeout not reached): `Err(true)` terminal refusal, `Err(false)` not
+/// allowed, `Ok((phase name, stage, weight))`.
+type Expect = Result<(&'static str, Option<usize>, f64), bool>;
+
+fn expected(phase: &Phase, event: &Event) -> Expect {
+    use Outcome::*;
+    if phase.is_terminal() {
+        return Err(true);
+    }
+    let same = Ok((phase.name(), phase.stage(), weight_of(phase)));
+    match (phase, event) {
+        (Phase::Pending, Event::Start) => Ok(("progressing", Some(0), 10.0)),
+        (Phase::Pending, Event::Abort { .. }) => Ok(("aborted", None, 0.0)),
+        (Phase::Pending, _) => Err(false),
+        (_, Event::Verdict(v)) if v.outcome == Fail => Ok(("rolled_back", None, 0.0)),
+        (_, Event::Abort { .. }) => Ok(("aborted", None, 0.0)),
+        (_, Event::PromoteFull) => Ok(("succeeded", None, 100.0)),
+        (Phase::Progressing { .. }, Event::Verdict(v)) if v.outcome == Pass => {
+            Ok(("progressing", Some(1), 50.0))
+        }
+        (Phase::Progressing { .. }, Event::Verdict(_) | Event::Tick) => same,
+        (Phase::Progressing { .. }, Event::Pause { .. }) => Ok(("paused", Some(0), 10.0)),
+        (Phase::Progressing { .. }, Event::Promote) => Ok(("progressing", Some(1), 50.0)),
+        (Phase::Progressing { .. }, Event::Start | Event::Resume) => Err(false),
+        (Phase::Paused { .. }, Event::Verdict(_) | Event::Tick) => same,
+        (Phase::Paused { .. }, Event::Start | Event::Pause { .. }) => Err(false),
+        (
+            Phase::Paused {
+                reason: PauseReason::Gate,
+                ..
+            },
+            Event::Resume | Event::Promote,
+        ) => Ok(("progressing", Some(2), 100.0)),
+        (Phase::Paused { .. }, Event::Resume) => Ok(("progressing", Some(0), 10.0)),
+        (Phase::Paused { .. }, Event::Promote) => Ok(("progressing", Some(1), 50.0)),
+        _ => unreachable!("{phase:?} {event:?}"),
+    }
+}
+
+fn weight_of(p: &Phase) -> f64 {
+    match p.stage() {
+        Some(0) => 10.0,
+        Some(1) => 50.0,
+        Some(_) => 100.0,
+        None => 0.0,
+    }
+}
+
+#[test]
+fn every_phase_event_pair() {
+    let p = policy();
+    let mut checked = 0;
+    for (phase, weight) in all_phases() {
+        for event in all_events() {
+            let want = expected(&phase, &event);
+            let got = step(&p, &at(phase.clone(), weight), event.clone(), secs(120));
+            match (&want, &got) {
+                (Err(terminal), Err(e)) => {
+                    assert_eq!(
+                        *terminal,
+                        matches!(e, TransitionError::Terminal { .. }),
+                        "{phase:?} {event:?}: {e}"
+                    );
+                }
+                (Ok((name, stage, w)), Ok(t)) => {
+                    assert_eq!(t.state.phase.name(), *name, "{phase:?} {event:?}");
+                    assert_eq!(t.state.phase.stage(), *stage, "{phase:?} {event:?}");
+                    assert_eq!(t.state.weight, *w, "{phase:?} {event:?}");
+                    let moved = t.state.phase != phase;
+                    let recorded = t
+                        .commands
+                        .iter()
+                        .any(|c| matches!(c, Command::RecordDecision(_)));
+                    assert_eq!(
+                        moved, recorded,
+                        "a change of phase is recorded: {phase:?} {event:?}"
+                    );
+                }
+                _ => panic!("{phase:?} {event:?}: want {want:?}, got {got:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8 * 10);
+}
+
+/// Seed "break it": advancing after the rollout completed.
+#[test]
+fn finished_rollout_refuses_everything() {
+    let p = policy();
+    let mut st = RolloutState::new();
+    st = step(&p, &st, Event::Start, secs(0)).unwrap().state;
+    st = step(&p, &st, Event::PromoteFull, secs(1)).unwrap().state;
+    assert_eq!(st.phase, Phase::Succeeded);
+    for e in all_events() {
+        let err = step(&p, &st, e, secs(2)).unwrap_err();
+        assert!(matches!(
+            err,
+            TransitionError::Terminal {
+                phase: "succeeded",
+                ..
+            }
+        ));
+    }
+    // a rollout cannot be re-run
+    assert!(step(&p, &st, Event::Start, secs(3)).is_err());
+}
+
+#[test]
+fn pass_before_bake_time_does_not_advance() {
+    let p = policy();
+    let st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    let t = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(59)).unwrap();
+    assert_eq!(t.state.phase, Phase::Progressing { stage: 0 });
+    assert!(t.commands.is_empty());
+    let t = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(60)).unwrap();
+    assert_eq!(t.state.phase, Phase::Progressing { stage: 1 });
+    assert!(t.commands.contains(&Command::SetWeight(50.0)));
+    assert!(t.commands.contains(&Command::StageStarted {
+        stage: 1,
+        weight: 50.0
+    }));
+}
+
+/// Fail safe: with no verdicts (metrics source down) ticks never promote;
+/// at the timeout the policy applies.
+#[test]
+fn ticks_alone_never_promote() {
+    let p = policy();
+    let mut st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    for t in 1..180 {
+        st = step(&p, &st, Event::Tick, secs(t)).unwrap().state;
+        assert_eq!(st.phase, Phase::Progressing { stage: 0 });
+    }
+    st = step(&p, &st, Event::Tick, secs(180)).unwrap().state;
+    assert!(matches!(
+        st.phase,
+        Phase::Paused {
+            stage: 0,
+            reason: PauseReason::Inconclusive { .. }
+        }
+    ));
+    assert_eq!(st.weight, 10.0);
+
+    let mut spec = RolloutSpec::from_text("name: t\nstages: [{weight: 10, duration: 1m}]\n")
+        .unwrap()
+        .0;
+    spec.analysis.on_inconclusive = OnInconclusive::Rollback;
+    let p = spec.validate(None).unwrap();
+    let st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    let st = step(
+        &p,
+        &st,
+        Event::Verdict(verdict(Outcome::Inconclusive)),
+        secs(180),
+    )
+    .unwrap()
+    .state;
+    assert!(matches!(st.phase, Phase::RolledBack { .. }));
+    assert_eq!(st.weight, 0.0);
+}
+
+/// Seed "alter it" / "fix it": the paused state holds without rolling back.
+#[test]
+fn pause_holds_and_resume_restarts_the_clock() {
+    let p = policy();
+    let st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    let st = step(
+        &p,
+        &st,
+        Event::Pause {
+            note: "lunch".into(),
+        },
+        secs(30),
+    )
+    .unwrap()
+    .state;
+    assert_eq!(st.phase.name(), "paused");
+    let still = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(500))
+        .unwrap()
+        .state;
+    assert_eq!(still, st, "a pass does not move a paused rollout");
+    let st = step(&p, &st, Event::Resume, secs(600)).unwrap().state;
+    assert_eq!(st.phase, Phase::Progressing { stage: 0 });
+    assert_eq!(st.stage_started_at, secs(600));
+    let st = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(630))
+        .unwrap()
+        .state;
+    assert_eq!(
+        st.phase,
+        Phase::Progressing { stage: 0 },
+        "bake restarts on resume"
+    );
+}
+
+#[test]
+fn gate_waits_for_promote_then_last_stage_succeeds() {
+    let p = policy();
+    let mut st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    st = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(60))
+        .unwrap()
+        .state;
+    st = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(120))
+        .unwrap()
+        .state;
+    assert_eq!(
+        st.phase,
+        Phase::Paused {
+            stage: 1,
+            reason: PauseReason::Gate
+        }
+    );
+    st = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(1000))
+        .unwrap()
+        .state;
+    assert_eq!(st.phase.name(), "paused");
+    st = step(&p, &st, Event::Promote, secs(1001)).unwrap().state;
+    assert_eq!((st.phase.stage(), st.weight), (Some(2), 100.0));
+    let t = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(1061)).unwrap();
+    assert_eq!(t.state.phase, Phase::Succeeded);
+    let decision = t.commands.iter().find_map(|c| match c {
+        Command::RecordDecision(d) => Some(d),
+        _ => None,
+    });
+    let d = decision.unwrap();
+    assert_eq!(d.action, Action::Succeed);
+    assert_eq!(d.verdict.as_ref().unwrap().outcome, Outcome::Pass);
+    assert!(d.reason.contains("stage 2"), "{}", d.reason);
+}
+
+#[test]
+fn a_failure_while_paused_rolls_back() {
+    let p = policy();
+    let st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    let st = step(&p, &st, Event::Pause { note: "x".into() }, secs(1))
+        .unwrap()
+        .state;
+    let t = step(&p, &st, Event::Verdict(verdict(Outcome::Fail)), secs(2)).unwrap();
+    assert_eq!(
+        t.state.phase,
+        Phase::RolledBack {
+            reason: "judged fail".into()
+        }
+    );
+    assert_eq!(t.commands[0], Command::SetWeight(0.0));
+}
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        Just(Event::Start),
+        Just(Event::Tick),
+        Just(Event::Verdict(verdict(Outcome::Pass))),
+        Just(Event::Verdict(verdict(Outcome::Pass))),
+        Just(Event::Verdict(verdict(Outcome::Inconclusive))),
+        Just(Event::Verdict(verdict(Outcome::Fail))),
+        Just(Event::Pause { note: "p".into() }),
+        Just(Event::Resume),
+        Just(Event::Promote),
+        Just(Event::PromoteFull),
+        Just(Event::Abort { reason: "a".into() }),
+    ]
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (1usize..6, any::<bool>(), any::<bool>()).prop_flat_map(|(n, rollback, gate)| {
+        prop::collection::btree_set(1u32..=100, n).prop_map(move |ws| {
+            let stages: Vec<String> = ws
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    format!(
+                        "{{weight: {w}, duration: 30s, pause: {}}}",
+                        gate && i % 2 == 1
+                    )
+                })
+                .collect();
+            let text = format!(
+                "name: p\nstages: [{}]\nanalysis: {{on_inconclusive: {}}}\n",
+                stages.join(", "),
+                if rollback { "rollback" } else { "pause" }
+            );
+            Policy::from_text(&text).unwrap()
+        })
+    })
+}
+
+proptest! {
+    #[test]
+    fn invariants_hold_for_any_event_sequence(
+        policy in arb_policy(),
+        events in prop::collection::vec((arb_event(), 0u64..120), 0..60),
+    ) {
+        let mut st = RolloutState::new();
+        let mut now = secs(0);
+        for (event, dt) in events {
+            now += secs(dt);
+            let before = st.clone();
+            match step(&policy, &st, event.clone(), now) {
+                Err(TransitionError::Terminal { .. }) => {
+                    prop_assert!(before.phase.is_terminal(), "only terminal phases refuse as terminal");
+                }
+                Err(TransitionError::NotAllowed { .. }) => {
+                    prop_assert!(!before.phase.is_terminal());
+                }
+                Ok(t) => {
+                    prop_assert!(!before.phase.is_terminal(), "terminal phases absorb nothing");
+                    st = t.state;
+                    prop_assert!(st.weight >= 0.0 && st.weight <= 100.0);
+                    match &st.phase {
+                        Phase::RolledBack { .. } | Phase::Aborted { .. } | Phase::Pending => prop_assert_eq!(st.weight, 0.0),
+                        Phase::Succeeded => prop_assert_eq!(st.weight, 100.0),
+                        Phase::Progressing { stage } | Phase::Paused { stage, .. } => {
+                            prop_assert_eq!(st.weight, policy.stages[*stage].weight);
+                            prop_assert!(st.weight >= before.weight, "weight never decreases while progressing");
+                        }
+                    }
+                    // the weight the driver is told matches the state
+                    let last_set = t.commands.iter().rev().find_map(|c| match c {
+                        Command::SetWeight(w) => Some(*w),
+                        _ => None,
+                    });
+                    prop_assert_eq!(last_set.unwrap_or(before.weight), st.weight);
+                }
+            }
+        }
+    }
+}

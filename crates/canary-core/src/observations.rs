@@ -1,0 +1,385 @@
+//! What the judges see: per version, request and error counts and a
+//! mergeable latency histogram, for the last window, the current stage and
+//! the whole rollout.
+
+use serde::{Deserialize, Serialize};
+
+/// Buckets per doubling of the latency: 32 gives buckets 2.2 % wide, so a
+/// recorded value is known to within ±1.1 %.
+const PER_OCTAVE: f64 = 32.0;
+/// Smallest distinguished latency, milliseconds (1 µs).
+const MIN_MS: f64 = 0.001;
+/// Number of buckets: 1 µs · 2^(1024/32) ≈ 71 minutes at the top.
+const BUCKETS: usize = 1024;
+
+/// A log-bucketed latency histogram, in milliseconds.
+///
+/// Cheap to record into and to merge (only the occupied bucket range is
+/// visited), and exact in its count, sum and sums of log-latency, so means of
+/// latency and of log-latency carry no bucket error. Quantiles and the CDF are
+/// within [`LatencyHistogram::RELATIVE_ERROR`] of the truth.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    counts: Vec<u64>,
+    lo: usize,
+    hi: usize,
+    count: u64,
+    sum: f64,
+    sum_ln: f64,
+    sum_ln2: f64,
+}
+
+impl LatencyHistogram {
+    /// Largest relative distance between a value and its bucket's midpoint.
+    pub const RELATIVE_ERROR: f64 = 0.010_889_286_051_700_46; // 2^(1/64) − 1
+
+    /// An empty histogram.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn index(ms: f64) -> usize {
+        if ms.is_nan() || ms <= MIN_MS {
+            return 0;
+        }
+        let i = ((ms / MIN_MS).log2() * PER_OCTAVE).floor() as usize + 1;
+        i.min(BUCKETS - 1)
+    }
+
+    /// Lower edge of bucket `i`, ms.
+    fn lower(i: usize) -> f64 {
+        if i == 0 {
+            0.0
+        } else {
+            MIN_MS * ((i - 1) as f64 / PER_OCTAVE).exp2()
+        }
+    }
+
+    /// Upper edge of bucket `i`, ms.
+    pub fn upper(i: usize) -> f64 {
+        MIN_MS * (i as f64 / PER_OCTAVE).exp2()
+    }
+
+    /// The value that stands for bucket `i` (its geometric midpoint).
+    fn mid(i: usize) -> f64 {
+        if i == 0 {
+            MIN_MS
+        } else {
+            MIN_MS * ((i as f64 - 0.5) / PER_OCTAVE).exp2()
+        }
+    }
+
+    /// Records `n` requests that took `ms` milliseconds. NaN and negative
+    /// values count as the smallest bucket.
+    pub fn record_n(&mut self, ms: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+            self.lo = BUCKETS;
+            self.hi = 0;
+        }
+        let i = Self::index(ms);
+        self.counts[i] += n;
+        self.lo = self.lo.min(i);
+        self.hi = self.hi.max(i);
+        self.count += n;
+        let v = if ms.is_finite() {
+            ms.max(MIN_MS)
+        } else {
+            MIN_MS
+        };
+        let nf = n as f64;
+        self.sum += v * nf;
+        let l = v.ln();
+        self.sum_ln += l * nf;
+        self.sum_ln2 += l * l * nf;
+    }
+
+    /// Records one request.
+    pub fn record(&mut self, ms: f64) {
+        self.record_n(ms, 1);
+    }
+
+    /// Adds every count of `other` to this one.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        if other.count == 0 {
+            return;
+        }
+        if self.counts.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        for i in other.lo..=other.hi {
+            self.counts[i] += other.counts[i];
+        }
+        self.lo = self.lo.min(other.lo);
+        self.hi = self.hi.max(other.hi);
+        self.count += other.count;
+        self.sum += other.sum;
+        self.sum_ln += other.sum_ln;
+        self.sum_ln2 += other.sum_ln2;
+    }
+
+    /// Number of recorded requests.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Mean latency, ms (exact).
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    /// Mean and sample variance of ln(latency in ms) (exact).
+    pub fn log_moments(&self) -> Option<(f64, f64)> {
+        if self.count == 0 {
+            return None;
+        }
+        let n = self.count as f64;
+        let mean = self.sum_ln / n;
+        let var = if self.count > 1 {
+            ((self.sum_ln2 - n * mean * mean) / (n - 1.0)).max(0.0)
+        } else {
+            0.0
+        };
+        Some((mean, var))
+    }
+
+    /// The `q` quantile (0 ≤ q ≤ 1), ms, within the bucket error.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for i in self.lo..=self.hi {
+            seen += self.counts[i];
+            if seen >= rank {
+                return Some(Self::mid(i));
+            }
+        }
+        Some(Self::mid(self.hi))
+    }
+
+    /// Occupied buckets in increasing order: (upper edge in ms, count).
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let range = if self.count == 0 {
+            0..0
+        } else {
+            self.lo..self.hi + 1
+        };
+        range
+            .filter(|&i| self.counts[i] > 0)
+            .map(|i| (Self::upper(i), self.counts[i]))
+    }
+
+    /// Occupied buckets as (lower edge, upper edge, count).
+    pub fn bucket_ranges(&self) -> impl Iterator<Item = (f64, f64, u64)> + '_ {
+        let range = if self.count == 0 {
+            0..0
+        } else {
+            self.lo..self.hi + 1
+        };
+        range
+            .filter(|&i| self.counts[i] > 0)
+            .map(|i| (Self::lower(i), Self::upper(i), self.counts[i]))
+    }
+}
+
+/// Counts and latencies of one version over some span of time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VersionStats {
+    /// Requests served.
+    pub requests: u64,
+    /// Requests that failed (5xx, connect errors, timeouts).
+    pub errors: u64,
+    /// Latency of the requests.
+    pub latency: LatencyHistogram,
+}
+
+impl VersionStats {
+    /// errors / requests, or `None` without requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+
+    /// Adds `other` into this one.
+    pub fn merge(&mut self, other: &VersionStats) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latency.merge(&other.latency);
+    }
+
+    /// A short summary for reports.
+    pub fn summary(&self) -> VersionSummary {
+        VersionSummary {
+            requests: self.requests,
+            errors: self.errors,
+            error_rate: self.error_rate(),
+            latency_p50_ms: self.latency.quantile(0.5),
+            latency_p99_ms: self.latency.quantile(0.99),
+        }
+    }
+}
+
+/// The numbers of [`VersionStats`] that reports print.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    /// Requests served.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// errors / requests.
+    pub error_rate: Option<f64>,
+    /// Median latency, ms.
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile latency, ms.
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// A value for the baseline (stable) and for the canary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pair<T> {
+    /// The stable version.
+    pub baseline: T,
+    /// The new version.
+    pub canary: T,
+}
+
+/// Everything a judge is shown at one look.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observations {
+    /// The canary's weight (percent) while the last window was recorded.
+    pub canary_weight: f64,
+    /// The last window (one tick).
+    pub window: Pair<VersionStats>,
+    /// Cumulative since the current stage began.
+    pub stage: Pair<VersionStats>,
+    /// Cumulative since the rollout began.
+    pub rollout: Pair<VersionStats>,
+}
+
+impl Observations {
+    /// Empty observations.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one window recorded at `canary_weight` percent.
+    pub fn push_window(&mut self, window: Pair<VersionStats>, canary_weight: f64) {
+        self.canary_weight = canary_weight;
+        self.stage.baseline.merge(&window.baseline);
+        self.stage.canary.merge(&window.canary);
+        self.rollout.baseline.merge(&window.baseline);
+        self.rollout.canary.merge(&window.canary);
+        self.window = window;
+    }
+
+    /// Starts a new stage: the stage totals begin again from zero.
+    pub fn start_stage(&mut self) {
+        self.stage = Pair::default();
+        self.window = Pair::default();
+    }
+
+    /// The baseline to compare the stage's canary with: the stage's own
+    /// baseline, or, at 100 % where the stable version gets no traffic, the
+    /// baseline recorded over the whole rollout.
+    pub fn reference_baseline(&self) -> &VersionStats {
+        if self.stage.baseline.requests > 0 {
+            &self.stage.baseline
+        } else {
+            &self.rollout.baseline
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_within_bucket_error() {
+        let mut h = LatencyHistogram::new();
+        for i in 1..=1000 {
+            h.record(i as f64);
+        }
+        for (q, want) in [(0.5, 500.0), (0.99, 990.0), (0.01, 10.0)] {
+            let got = h.quantile(q).unwrap();
+            assert!(
+                (got - want).abs() / want <= 2.0 * LatencyHistogram::RELATIVE_ERROR,
+                "q{q}: {got} vs {want}"
+            );
+        }
+        assert_eq!(h.count(), 1000);
+        assert!((h.mean().unwrap() - 500.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn merge_equals_recording_everything() {
+        let (mut a, mut b, mut all) = (
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+        );
+        for i in 0..500 {
+            let v = 1.0 + i as f64 * 0.37;
+            if i % 3 == 0 {
+                a.record(v)
+            } else {
+                b.record(v)
+            }
+            all.record(v);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), all.count());
+        assert_eq!(
+            a.buckets().collect::<Vec<_>>(),
+            all.buckets().collect::<Vec<_>>()
+        );
+        assert!((a.sum - all.sum).abs() < 1e-6);
+    }
+
+    #[test]
+    fn empty_and_odd_values() {
+        let mut h = LatencyHistogram::new();
+        assert_eq!(h.quantile(0.5), None);
+        assert_eq!(h.mean(), None);
+        h.record(f64::NAN);
+        h.record(-3.0);
+        h.record(1e12);
+        assert_eq!(h.count(), 3);
+        assert!(h.quantile(1.0).unwrap() > 1e6);
+    }
+
+    #[test]
+    fn log_moments_are_exact() {
+        let mut h = LatencyHistogram::new();
+        h.record(1.0);
+        h.record(std::f64::consts::E);
+        let (m, v) = h.log_moments().unwrap();
+        assert!((m - 0.5).abs() < 1e-12);
+        assert!((v - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn stage_totals_reset_but_rollout_totals_do_not() {
+        let mut o = Observations::new();
+        let w = |n| Pair {
+            baseline: VersionStats {
+                requests: n,
+                errors: 1,
+                latency: LatencyHistogram::new(),
+            },
+            canary: VersionStats::default(),
+        };
+        o.push_window(w(10), 5.0);
+        o.start_stage();
+        assert_eq!(o.reference_baseline().requests, 10);
+        o.push_window(w(7), 25.0);
+        assert_eq!(o.stage.baseline.requests, 7);
+        assert_eq!(o.rollout.baseline.requests, 17);
+        assert_eq!(o.reference_baseline().requests, 7);
+    }
+}

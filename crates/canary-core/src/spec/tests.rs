@@ -1,0 +1,177 @@
+use super::*;
+
+fn errors_of(text: &str) -> Vec<SpecError> {
+    Policy::from_text(text)
+        .expect_err("spec should be rejected")
+        .0
+}
+
+#[test]
+fn issue_example_is_valid() {
+    let p = Policy::from_text(
+        "name: checkout
+stages:
+  - weight: 1          # % of traffic to the canary
+    duration: 5m       # bake time at this weight
+  - weight: 5
+    duration: 10m
+  - weight: 25
+    duration: 10m
+    pause: true        # hold for a manual promote after this stage
+  - weight: 100
+    duration: 5m
+analysis:
+  judge: threshold
+",
+    )
+    .unwrap();
+    assert_eq!(p.stages.len(), 4);
+    assert!(p.stages[2].pause_after);
+    assert_eq!(p.stages[1].bake, Duration::from_secs(600));
+    assert_eq!(p.stages[0].max_error_delta, 0.02);
+    assert_eq!(p.stages[3].max_error_delta, 0.005);
+    assert_eq!(p.analysis.judge, JudgeKind::Threshold);
+    assert_eq!(p.stages[0].timeout, Duration::from_secs(900));
+}
+
+#[test]
+fn json_spec_is_accepted() {
+    let p = Policy::from_text(r#"{"name": "x", "stages": [{"weight": 10, "duration": "1m"}]}"#)
+        .unwrap();
+    assert_eq!(p.stages[0].weight, 10.0);
+}
+
+/// Seed "break it": stages with non-increasing weights (50, 25, 100).
+#[test]
+fn non_increasing_weights_name_the_stage() {
+    let e = errors_of(
+        "name: x
+stages:
+  - weight: 50
+    duration: 1m
+  - weight: 25
+    duration: 1m
+  - weight: 100
+    duration: 1m
+",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "stages[1].weight");
+    assert_eq!(e[0].line, Some(5));
+    assert_eq!(e[0].value, "25");
+    assert!(e[0].rule.contains("increase strictly"), "{}", e[0].rule);
+}
+
+#[test]
+fn empty_stage_list_names_stages() {
+    let e = errors_of("name: x\nstages: []\n");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].path, "stages");
+    assert_eq!(e[0].line, Some(2));
+}
+
+#[test]
+fn every_error_is_reported() {
+    let e = errors_of(
+        "name: x
+stages:
+  - weight: 0
+    duration: 0s
+  - weight: 150
+    duration: 1m
+    max_error_delta: -0.1
+analysis:
+  alpha: 0.9
+",
+    );
+    let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "stages[0].weight",
+            "stages[0].duration",
+            "stages[1].weight",
+            "stages[1].max_error_delta",
+            "analysis.alpha"
+        ]
+    );
+    assert_eq!(e[4].line, Some(9));
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_line() {
+    let e = errors_of(
+        "name: x
+stages:
+  - weight: 10
+    duration: 1m
+    wieght: 3
+analysis:
+  jduge: threshold
+",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e[0].path, "stages[0].wieght");
+    assert_eq!(e[0].line, Some(5));
+    assert!(e[0].rule.contains("unknown field"), "{}", e[0].rule);
+    assert_eq!(e[1].path, "analysis.jduge");
+    assert_eq!(e[1].line, Some(7));
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    let e = errors_of("name: x\nstages:\n  - weight: lots\n    duration: 1m\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "stages[0].weight");
+    assert_eq!(e[0].line, Some(3));
+}
+
+#[test]
+fn nan_threshold_is_rejected() {
+    let e = errors_of(
+        "name: x\nstages:\n  - weight: 10\n    duration: 1m\n    max_latency_delta_ms: .nan\n",
+    );
+    assert_eq!(e[0].path, "stages[0].max_latency_delta_ms");
+}
+
+#[test]
+fn bad_duration_names_the_field() {
+    let e = errors_of("name: x\nstages:\n  - weight: 10\n    duration: 5 parsecs\n");
+    assert_eq!(e[0].path, "stages[0].duration");
+    assert!(e[0].rule.contains("not a duration"), "{}", e[0].rule);
+}
+
+#[test]
+fn unknown_judge_is_rejected() {
+    let e = errors_of(
+        "name: x\nstages:\n  - weight: 10\n    duration: 1m\nanalysis:\n  judge: vibes\n",
+    );
+    assert_eq!(e[0].path, "analysis.judge");
+    assert_eq!(e[0].line, Some(6));
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let e = errors_of("name: x\nstages: [\n");
+    assert!(e[0].rule.contains("not valid YAML"), "{}", e[0].rule);
+}
+
+/// Seed "break it": an error threshold of 0 is allowed (a zero-tolerance
+/// stage), it is not an invalid spec.
+#[test]
+fn zero_error_threshold_is_allowed() {
+    let p = Policy::from_text(
+        "name: x\nstages:\n  - weight: 10\n    duration: 1m\n    max_error_delta: 0\n",
+    )
+    .unwrap();
+    assert_eq!(p.stages[0].max_error_delta, 0.0);
+}
+
+#[test]
+fn default_strategy_is_the_seeds() {
+    let p = Policy::default_strategy();
+    let w: Vec<_> = p.stages.iter().map(|s| s.weight).collect();
+    assert_eq!(w, [1.0, 5.0, 25.0, 50.0, 100.0]);
+    let d: Vec<_> = p.stages.iter().map(|s| s.max_error_delta).collect();
+    assert_eq!(d, [0.02, 0.015, 0.01, 0.01, 0.005]);
+}

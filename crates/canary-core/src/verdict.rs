@@ -1,0 +1,125 @@
+//! A judge's verdict and the evidence behind it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a judge concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The canary may go on (given the stage's bake time is met).
+    Pass,
+    /// The canary is worse: roll back.
+    Fail,
+    /// Not enough evidence either way yet.
+    Inconclusive,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Inconclusive => "inconclusive",
+        })
+    }
+}
+
+/// The evidence about one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricEvidence {
+    /// Metric name, e.g. `error_rate`, `latency`.
+    pub name: String,
+    /// This metric's outcome.
+    pub outcome: Outcome,
+    /// The test statistic (z, deviation %, log e-value, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<f64>,
+    /// The threshold the statistic was held to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// p-value (anytime-valid for the sequential judge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// e-value, where the judge has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e_value: Option<f64>,
+    /// An interval for the effect, `[low, high]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
+    /// What the interval is an interval of (e.g. "rate ratio").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_of: Option<String>,
+    /// Baseline sample size behind the evidence.
+    pub n_baseline: u64,
+    /// Canary sample size behind the evidence.
+    pub n_canary: u64,
+    /// The reason, in words.
+    pub reason: String,
+}
+
+impl MetricEvidence {
+    /// Evidence with only the essentials set.
+    pub fn new(name: &str, outcome: Outcome, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            outcome,
+            statistic: None,
+            threshold: None,
+            p_value: None,
+            e_value: None,
+            interval: None,
+            interval_of: None,
+            n_baseline: 0,
+            n_canary: 0,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A judge's verdict at one look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The overall outcome.
+    pub outcome: Outcome,
+    /// The judge's name.
+    pub judge: String,
+    /// Evidence per metric.
+    pub metrics: Vec<MetricEvidence>,
+    /// The reason, in words.
+    pub reason: String,
+}
+
+impl Verdict {
+    /// Combines per-metric evidence the usual way: any fail fails; else any
+    /// inconclusive is inconclusive; else pass. The reason names the metrics
+    /// that decided.
+    pub fn from_metrics(judge: &str, metrics: Vec<MetricEvidence>) -> Self {
+        let pick = |o: Outcome| -> Vec<&MetricEvidence> {
+            metrics.iter().filter(|m| m.outcome == o).collect()
+        };
+        let (outcome, deciding) = if !pick(Outcome::Fail).is_empty() {
+            (Outcome::Fail, pick(Outcome::Fail))
+        } else if metrics.is_empty() || !pick(Outcome::Inconclusive).is_empty() {
+            (Outcome::Inconclusive, pick(Outcome::Inconclusive))
+        } else {
+            (Outcome::Pass, pick(Outcome::Pass))
+        };
+        let reason = if deciding.is_empty() {
+            "no metrics to judge".to_string()
+        } else {
+            deciding
+                .iter()
+                .map(|m| format!("{}: {}", m.name, m.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Self {
+            outcome,
+            judge: judge.to_string(),
+            metrics,
+            reason,
+        }
+    }
+}
