@@ -1,0 +1,330 @@
+//! The engine both drivers run: observations → judge → state machine.
+//!
+//! The simulator (`canary-sim`) and the live controller feed an [`Engine`]
+//! one window of observations per tick and carry out the [`Command`]s it
+//! returns (set the weight, notify). Everything between — accumulating the
+//! stage's numbers, asking the judge, stepping the state machine, keeping the
+//! audit trail and the per-stage report — happens here, once, so the two
+//! cannot drift apart.
+
+use std::time::Duration;
+
+use canary_core::{
+    step, Command, Decision, Event, Observations, Pair, Phase, Policy, RolloutState,
+    TransitionError, Verdict, VersionStats, VersionSummary,
+};
+use serde::Serialize;
+
+use crate::Judge;
+
+/// What happened in one stage, for reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageRecord {
+    /// Stage index.
+    pub index: usize,
+    /// Canary weight, percent.
+    pub weight: f64,
+    /// When the stage began, seconds.
+    pub started_at_seconds: f64,
+    /// When it ended, seconds (absent while it runs).
+    pub ended_at_seconds: Option<f64>,
+    /// The stable version's numbers over the stage.
+    pub baseline: VersionSummary,
+    /// The canary's numbers over the stage.
+    pub canary: VersionSummary,
+    /// The judge's last verdict in this stage.
+    pub verdict: Option<Verdict>,
+    /// The decision that ended the stage, in words.
+    pub decision: Option<String>,
+}
+
+/// The report of one rollout: what `simulate` and `run` print.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutReport {
+    /// Rollout name.
+    pub name: String,
+    /// Judge used.
+    pub judge: String,
+    /// Final (or current) phase name.
+    pub phase: String,
+    /// Stages that passed.
+    pub stages_completed: usize,
+    /// Stages in the policy.
+    pub total_stages: usize,
+    /// Why it was rolled back or aborted (empty otherwise).
+    pub rollback_reason: String,
+    /// Canary weight at the end, percent.
+    pub final_weight: f64,
+    /// Time from start to the end (or now), seconds.
+    pub elapsed_seconds: f64,
+    /// Per stage.
+    pub stages: Vec<StageRecord>,
+    /// The audit trail.
+    pub decisions: Vec<Decision>,
+}
+
+/// One rollout in progress.
+pub struct Engine {
+    policy: Policy,
+    judge: Box<dyn Judge>,
+    state: RolloutState,
+    obs: Observations,
+    decisions: Vec<Decision>,
+    stages: Vec<StageRecord>,
+    last_verdict: Option<Verdict>,
+    started_at: Option<Duration>,
+    now: Duration,
+}
+
+impl Engine {
+    /// A pending rollout of `policy` judged by `judge`.
+    pub fn new(policy: Policy, judge: Box<dyn Judge>) -> Self {
+        Self {
+            policy,
+            judge,
+            state: RolloutState::new(),
+            obs: Observations::new(),
+            decisions: Vec::new(),
+            stages: Vec::new(),
+            last_verdict: None,
+            started_at: None,
+            now: Duration::ZERO,
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &RolloutState {
+        &self.state
+    }
+
+    /// The observations so far.
+    pub fn observations(&self) -> &Observations {
+        &self.obs
+    }
+
+    /// The judge's last verdict, if any.
+    pub fn last_verdict(&self) -> Option<&Verdict> {
+        self.last_verdict.as_ref()
+    }
+
+    /// The audit trail so far.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// Applies an operator event (start, pause, resume, promote,
+    /// promote-full, abort) at `now`.
+    ///
+    /// # Errors
+    /// The state machine's refusal; the rollout is unchanged.
+    pub fn apply(&mut self, event: Event, now: Duration) -> Result<Vec<Command>, TransitionError> {
+        if matches!(event, Event::Start) && self.started_at.is_none() {
+            self.started_at = Some(now);
+        }
+        self.now = now;
+        let t = step(&self.policy, &self.state, event, now)?;
+        self.state = t.state;
+        for c in &t.commands {
+            match c {
+                Command::StageStarted { stage, weight } => {
+                    self.close_stage(None);
+                    self.obs.start_stage();
+                    self.judge.start_stage(*stage, &self.policy.stages[*stage]);
+                    self.last_verdict = None;
+                    self.stages.push(StageRecord {
+                        index: *stage,
+                        weight: *weight,
+                        started_at_seconds: now.as_secs_f64(),
+                        ended_at_seconds: None,
+                        baseline: VersionStats::default().summary(),
+                        canary: VersionStats::default().summary(),
+                        verdict: None,
+                        decision: None,
+                    });
+                }
+                Command::RecordDecision(d) => {
+                    if let Some(rec) = self.stages.last_mut() {
+                        if rec.ended_at_seconds.is_none() && d.stage == Some(rec.index) {
+                            rec.decision = Some(d.reason.clone());
+                        }
+                    }
+                    self.decisions.push(d.clone());
+                }
+                Command::SetWeight(_) | Command::Notify(_) => {}
+            }
+        }
+        if self.state.phase.is_terminal() {
+            self.close_stage(Some(now));
+        }
+        Ok(t.commands)
+    }
+
+    /// One tick: the window recorded since the last tick at the current
+    /// weight, or `None` when the metrics source could not be read. With a
+    /// window, the judge looks and its verdict steps the machine; without one
+    /// only time passes, which never promotes.
+    ///
+    /// # Errors
+    /// The state machine's refusal (the rollout has ended or not started).
+    pub fn observe(
+        &mut self,
+        window: Option<Pair<VersionStats>>,
+        now: Duration,
+    ) -> Result<Vec<Command>, TransitionError> {
+        let stage = match (&self.state.phase, window) {
+            (Phase::Progressing { stage } | Phase::Paused { stage, .. }, Some(w)) => {
+                self.obs.push_window(w, self.state.weight);
+                *stage
+            }
+            (_, _) => return self.apply(Event::Tick, now),
+        };
+        let verdict = self.judge.judge(&self.policy.stages[stage], &self.obs);
+        self.last_verdict = Some(verdict.clone());
+        if let Some(rec) = self.stages.last_mut() {
+            rec.verdict = Some(verdict.clone());
+        }
+        self.apply(Event::Verdict(verdict), now)
+    }
+
+    fn close_stage(&mut self, ended: Option<Duration>) {
+        let end = ended.unwrap_or(self.now).as_secs_f64();
+        if let Some(rec) = self.stages.last_mut() {
+            if rec.ended_at_seconds.is_none() {
+                rec.ended_at_seconds = Some(end);
+                rec.baseline = self.obs.stage.baseline.summary();
+                rec.canary = self.obs.stage.canary.summary();
+            }
+        }
+    }
+
+    /// The report as of now.
+    pub fn report(&self) -> RolloutReport {
+        let mut stages = self.stages.clone();
+        if let Some(rec) = stages.last_mut() {
+            if rec.ended_at_seconds.is_none() {
+                rec.baseline = self.obs.stage.baseline.summary();
+                rec.canary = self.obs.stage.canary.summary();
+            }
+        }
+        let total = self.policy.stages.len();
+        let (stages_completed, reason) = match &self.state.phase {
+            Phase::Pending => (0, String::new()),
+            Phase::Progressing { stage } => (*stage, String::new()),
+            Phase::Paused { stage, reason } => match reason {
+                canary_core::PauseReason::Gate => (stage + 1, String::new()),
+                _ => (*stage, String::new()),
+            },
+            Phase::Succeeded => (total, String::new()),
+            Phase::RolledBack { reason } | Phase::Aborted { reason } => {
+                (self.stages.last().map_or(0, |s| s.index), reason.clone())
+            }
+        };
+        RolloutReport {
+            name: self.policy.name.clone(),
+            judge: self.judge.kind().name().to_string(),
+            phase: self.state.phase.name().to_string(),
+            stages_completed,
+            total_stages: total,
+            rollback_reason: reason,
+            final_weight: self.state.weight,
+            elapsed_seconds: self
+                .now
+                .saturating_sub(self.started_at.unwrap_or(self.now))
+                .as_secs_f64(),
+            stages,
+            decisions: self.decisions.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::threshold::ThresholdJudge;
+    use canary_core::{Outcome, Policy};
+
+    fn window(nb: u64, eb: u64, nc: u64, ec: u64) -> Pair<VersionStats> {
+        let v = |n, e| {
+            let mut s = VersionStats {
+                requests: n,
+                errors: e,
+                ..Default::default()
+            };
+            s.latency.record_n(100.0, n);
+            s
+        };
+        Pair {
+            baseline: v(nb, eb),
+            canary: v(nc, ec),
+        }
+    }
+
+    fn engine() -> Engine {
+        let p = Policy::from_text(
+            "name: e\nstages:\n  - {weight: 10, duration: 20s, min_requests: 10}\n  - {weight: 100, duration: 20s, min_requests: 10}\n",
+        )
+        .unwrap();
+        Engine::new(p, Box::new(ThresholdJudge::new()))
+    }
+
+    #[test]
+    fn healthy_rollout_succeeds_and_reports_each_stage() {
+        let mut e = engine();
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        let mut t = 0;
+        while !e.state().phase.is_terminal() {
+            t += 10;
+            e.observe(Some(window(90, 1, 10, 0)), Duration::from_secs(t))
+                .unwrap();
+            assert!(t < 1000);
+        }
+        let r = e.report();
+        assert_eq!(r.phase, "succeeded");
+        assert_eq!(r.stages_completed, 2);
+        assert_eq!(r.stages.len(), 2);
+        assert_eq!(r.stages[0].canary.requests, 20);
+        assert_eq!(r.stages[1].weight, 100.0);
+        assert_eq!(r.stages[0].verdict.as_ref().unwrap().outcome, Outcome::Pass);
+        assert!(r.stages[0].decision.as_deref().unwrap().contains("passed"));
+        assert_eq!(r.final_weight, 100.0);
+        assert_eq!(r.elapsed_seconds, 40.0);
+    }
+
+    #[test]
+    fn bad_canary_rolls_back_with_a_reason() {
+        let mut e = engine();
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        let cmds = e
+            .observe(Some(window(90, 1, 10, 5)), Duration::from_secs(10))
+            .unwrap();
+        assert!(cmds.contains(&Command::SetWeight(0.0)));
+        let r = e.report();
+        assert_eq!(r.phase, "rolled_back");
+        assert_eq!(r.stages_completed, 0);
+        assert!(
+            r.rollback_reason.contains("error-rate delta"),
+            "{}",
+            r.rollback_reason
+        );
+        assert!(e
+            .observe(Some(window(1, 0, 1, 0)), Duration::from_secs(20))
+            .is_err());
+    }
+
+    #[test]
+    fn missing_windows_never_promote() {
+        let mut e = engine();
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        for t in 1..=59 {
+            e.observe(None, Duration::from_secs(t)).unwrap();
+        }
+        assert_eq!(e.state().phase, Phase::Progressing { stage: 0 });
+        e.observe(None, Duration::from_secs(60)).unwrap();
+        assert_eq!(e.state().phase.name(), "paused");
+    }
+}
