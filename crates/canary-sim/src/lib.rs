@@ -1,1 +1,16 @@
-//! canary-sim
+//! Seeded, request-level rollout simulation.
+//!
+//! A [`Scenario`] says how the stable and canary versions behave; [`simulate`]
+//! runs one rollout of a policy on a simulated clock, drawing each tick's
+//! requests (Poisson), errors (binomial) and latencies (log-normal) for both
+//! versions at the current weight, and feeding them to the very
+//! [`Engine`](canary_stats::Engine) the live controller uses. Randomness comes
+//! only from the seed, so a seed reproduces a rollout bit for bit.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod run;
+pub mod scenario;
+
+pub use run::{run_seed, simulate, Exposure, SimError, SimOptions, Simulation, TickRecord};
+pub use scenario::{Scenario, BUILT_IN};

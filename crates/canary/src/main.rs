@@ -1,1 +1,43 @@
-fn main() {}
+//! `canary`: the command-line front of the canary rollout engine.
+//!
+//! A thin binary: each subcommand lives in its own module, parses its flags
+//! with clap, calls into the library crates and returns an exit code. Only
+//! this crate reads the wall clock or seeds an RNG.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod common;
+mod simulate;
+mod validate;
+
+/// Progressive delivery with statistical canary analysis.
+#[derive(Parser)]
+#[command(name = "canary", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Simulate(simulate::Args),
+    Validate(validate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(a) => simulate::run(a),
+        Command::Validate(a) => validate::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! One simulated rollout: the scenario draws each tick's requests, errors
+//! and latencies for both versions at the current weight; the shared
+//! [`Engine`] judges and steps; the simulated actuator sets the weight.
+
+use std::time::Duration;
+
+use canary_core::{Event, JudgeKind, Pair, PauseReason, Phase, Policy, VersionStats};
+use canary_stats::{Engine, JudgeError, RolloutReport};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Binomial, Distribution, Poisson, StandardNormal};
+use serde::Serialize;
+
+use crate::scenario::Scenario;
+
+/// Options of a simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimOptions {
+    /// Promote past `pause: true` gates at once, as an operator would who
+    /// approves every gate. Without it the simulation ends at the gate.
+    pub auto_promote_gates: bool,
+    /// Keep a per-tick timeline (for plots).
+    pub timeline: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            auto_promote_gates: true,
+            timeline: false,
+        }
+    }
+}
+
+/// What the canary served during the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Exposure {
+    /// Requests the canary served.
+    pub canary_requests: u64,
+    /// Of which failed.
+    pub canary_errors: u64,
+}
+
+/// One tick of the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TickRecord {
+    /// Simulated seconds at the end of the tick.
+    pub t: f64,
+    /// Canary weight during the tick.
+    pub weight: f64,
+    /// Baseline and canary numbers of the tick.
+    pub baseline: canary_core::VersionSummary,
+    /// The canary's.
+    pub canary: canary_core::VersionSummary,
+    /// The judge's outcome at the end of the tick.
+    pub outcome: Option<canary_core::Outcome>,
+}
+
+/// The result of one simulated rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Simulation {
+    /// The seed that reproduces it.
+    pub seed: u64,
+    /// The scenario's name.
+    pub scenario: String,
+    /// The rollout report (the same shape `canary run` prints).
+    #[serde(flatten)]
+    pub report: RolloutReport,
+    /// What the canary served.
+    pub exposure: Exposure,
+    /// Per-tick timeline, when asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TickRecord>,
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// The judge is not available.
+    #[error(transparent)]
+    Judge(#[from] JudgeError),
+    /// The state machine refused an event (a bug: the driver only sends
+    /// events the phase accepts).
+    #[error("state machine refused an event: {0}")]
+    Transition(#[from] canary_core::TransitionError),
+}
+
+/// Draws one version's window: `mean` expected requests, error rate `p`,
+/// log-normal latency with median `median_ms`, shape `sigma`.
+fn draw_version<R: Rng>(
+    rng: &mut R,
+    mean: f64,
+    p: f64,
+    median_ms: f64,
+    sigma: f64,
+) -> VersionStats {
+    let mut v = VersionStats::default();
+    if mean <= 0.0 {
+        return v;
+    }
+    let n = match Poisson::new(mean) {
+        Ok(d) => d.sample(rng) as u64,
+        Err(_) => 0,
+    };
+    v.requests = n;
+    v.errors = match Binomial::new(n, p.clamp(0.0, 1.0)) {
+        Ok(d) => d.sample(rng),
+        Err(_) => 0,
+    };
+    let mu = median_ms.ln();
+    for _ in 0..n {
+        let z: f64 = StandardNormal.sample(rng);
+        v.latency.record_ln(mu + sigma * z);
+    }
+    v
+}
+
+/// The seed of run `index` of a batch started from `seed`: runs are
+/// independent of each other and of the order they are computed in.
+pub fn run_seed(seed: u64, index: u64) -> u64 {
+    // SplitMix64 of the pair.
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Simulates one rollout of `policy` under `scenario`, judged by `judge`,
+/// from `seed`. The same arguments give the same result, bit for bit.
+///
+/// # Errors
+/// [`SimError::Judge`] when the judge is unavailable.
+pub fn simulate(
+    policy: &Policy,
+    scenario: &Scenario,
+    judge: JudgeKind,
+    seed: u64,
+    opts: &SimOptions,
+) -> Result<Simulation, SimError> {
+    let mut engine = Engine::new(policy.clone(), canary_stats::build(judge, policy)?);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let dt = policy.analysis.interval;
+    let rate = scenario.request_rate;
+    let b = &scenario.baseline;
+    // Every stage either passes or reaches its timeout: a hard stop a little
+    // past their sum guarantees the loop ends.
+    let limit: Duration = policy
+        .stages
+        .iter()
+        .map(|s| s.timeout + dt)
+        .sum::<Duration>()
+        + dt;
+    let mut now = Duration::ZERO;
+    let mut timeline = Vec::new();
+    engine.apply(Event::Start, now)?;
+    loop {
+        match &engine.state().phase {
+            Phase::Paused {
+                reason: PauseReason::Gate,
+                ..
+            } if opts.auto_promote_gates => {
+                engine.apply(Event::Promote, now)?;
+                continue;
+            }
+            Phase::Progressing { .. } => {}
+            _ => break,
+        }
+        if now >= limit {
+            break;
+        }
+        let w = engine.state().weight;
+        let expected = rate * dt.as_secs_f64();
+        let (p_canary, lat_mult) = scenario.canary_at(now, w);
+        let window = Pair {
+            baseline: draw_version(
+                &mut rng,
+                expected * (1.0 - w / 100.0),
+                b.error_rate,
+                b.latency_median_ms,
+                b.latency_sigma,
+            ),
+            canary: draw_version(
+                &mut rng,
+                expected * w / 100.0,
+                p_canary,
+                b.latency_median_ms * lat_mult,
+                b.latency_sigma,
+            ),
+        };
+        now += dt;
+        let summary = opts
+            .timeline
+            .then(|| (window.baseline.summary(), window.canary.summary()));
+        engine.observe(Some(window), now)?;
+        if let Some((baseline, canary)) = summary {
+            timeline.push(TickRecord {
+                t: now.as_secs_f64(),
+                weight: w,
+                baseline,
+                canary,
+                outcome: engine.last_verdict().map(|v| v.outcome),
+            });
+        }
+    }
+    let canary = &engine.observations().rollout.canary;
+    Ok(Simulation {
+        seed,
+        scenario: scenario.name.clone(),
+        exposure: Exposure {
+            canary_requests: canary.requests,
+            canary_errors: canary.errors,
+        },
+        report: engine.report(),
+        timeline,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threshold_policy() -> Policy {
+        let mut p = Policy::default_strategy();
+        p.analysis.judge = JudgeKind::Threshold;
+        p
+    }
+
+    #[test]
+    fn same_seed_same_result_different_seed_different_result() {
+        let p = threshold_policy();
+        let s = Scenario::built_in("errors-2x").unwrap();
+        let o = SimOptions::default();
+        let a = simulate(&p, &s, JudgeKind::Threshold, 7, &o).unwrap();
+        let b = simulate(&p, &s, JudgeKind::Threshold, 7, &o).unwrap();
+        let c = simulate(&p, &s, JudgeKind::Threshold, 8, &o).unwrap();
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+        assert_ne!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&c).unwrap()
+        );
+    }
+
+    #[test]
+    fn drawn_traffic_follows_the_weight_and_error_rate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let v = draw_version(&mut rng, 100_000.0, 0.02, 100.0, 0.5);
+        // Poisson(1e5): sd 316; Binomial: sd ≈ 44; 5 sd bounds.
+        assert!(
+            (v.requests as f64 - 1e5).abs() < 5.0 * 316.0,
+            "{}",
+            v.requests
+        );
+        assert!(
+            (v.errors as f64 - 0.02 * v.requests as f64).abs() < 5.0 * 44.3,
+            "{}",
+            v.errors
+        );
+        let med = v.latency.quantile(0.5).unwrap();
+        assert!((med - 100.0).abs() < 2.5, "{med}");
+        assert_eq!(draw_version(&mut rng, 0.0, 0.5, 1.0, 1.0).requests, 0);
+    }
+
+    #[test]
+    fn a_terrible_canary_is_rolled_back_at_the_first_stage() {
+        let p = threshold_policy();
+        let mut s = Scenario::built_in("errors-5x").unwrap();
+        s.canary.error_multiplier = 50.0; // 50 % errors
+        let r = simulate(&p, &s, JudgeKind::Threshold, 1, &SimOptions::default()).unwrap();
+        assert_eq!(r.report.phase, "rolled_back");
+        assert_eq!(r.report.stages_completed, 0);
+        assert!(r.exposure.canary_errors > 0);
+        assert!(r.report.rollback_reason.contains("error-rate delta"));
+    }
+
+    #[test]
+    fn gates_end_the_simulation_unless_auto_promoted() {
+        let p = Policy::from_text(
+            "name: g\nstages: [{weight: 10, duration: 1m, pause: true, min_requests: 10}, {weight: 100, duration: 1m, min_requests: 10}]\nanalysis: {judge: threshold}\n",
+        )
+        .unwrap();
+        let s = Scenario::built_in("healthy").unwrap();
+        let manual = SimOptions {
+            auto_promote_gates: false,
+            timeline: true,
+        };
+        let r = simulate(&p, &s, JudgeKind::Threshold, 3, &manual).unwrap();
+        assert_eq!(r.report.phase, "paused");
+        assert_eq!(r.report.stages_completed, 1);
+        assert_eq!(r.timeline.len(), 6);
+        let r = simulate(&p, &s, JudgeKind::Threshold, 3, &SimOptions::default()).unwrap();
+        assert_eq!(r.report.phase, "succeeded");
+    }
+
+    #[test]
+    fn run_seeds_are_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for s in 0..4 {
+            for i in 0..1000 {
+                assert!(seen.insert(run_seed(s, i)));
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `canary validate FILE`: checks a spec and lists every problem.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use canary_core::Policy;
+
+/// Check a rollout spec (YAML or JSON) and print "ok" or every error found.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  canary validate rollout.yaml\n  canary validate examples/checkout.json"
+)]
+pub struct Args {
+    /// The spec file.
+    file: PathBuf,
+}
+
+/// Runs the subcommand: exit 0 when valid, 1 when the spec has errors.
+pub fn run(args: Args) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    match Policy::from_text(&text) {
+        Ok(p) => {
+            println!(
+                "ok: {} — {} stage(s), judge {}",
+                p.name,
+                p.stages.len(),
+                p.analysis.judge
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{}: {e}", args.file.display());
+            }
+            eprintln!("{} error(s)", errors.0.len());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
