@@ -16,8 +16,11 @@
 
 use canary_core::{JudgeKind, Observations, Policy, Stage, Verdict};
 
+pub mod deviation;
 pub mod engine;
+pub mod special;
 pub mod threshold;
+pub mod ztest;
 
 pub use engine::{Engine, RolloutReport, StageRecord};
 
@@ -46,9 +49,13 @@ pub enum JudgeError {
 /// # Errors
 /// [`JudgeError::Unavailable`] for a judge this build lacks.
 pub fn build(kind: JudgeKind, policy: &Policy) -> Result<Box<dyn Judge>, JudgeError> {
-    let _ = policy;
+    let a = &policy.analysis;
     match kind {
         JudgeKind::Threshold => Ok(Box::new(threshold::ThresholdJudge::new())),
+        JudgeKind::Deviation => Ok(Box::new(deviation::DeviationJudge::new(
+            a.judges.deviation.clone(),
+        ))),
+        JudgeKind::Ztest => Ok(Box::new(ztest::ZTestJudge::new(a.alpha))),
         other => Err(JudgeError::Unavailable(other)),
     }
 }
