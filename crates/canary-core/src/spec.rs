@@ -204,6 +204,12 @@ pub struct KayentaOptions {
     pub pass_score: f64,
     /// Summary score at or above which the canary is marginal.
     pub marginal_score: f64,
+    /// What to do with NaN values in a series.
+    pub nan_strategy: NanStrategy,
+    /// Drop values outside [Q1 − f·IQR, Q3 + f·IQR] with this factor f
+    /// (Kayenta uses 3); absent: keep every value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier_factor: Option<f64>,
 }
 
 impl Default for KayentaOptions {
@@ -213,8 +219,21 @@ impl Default for KayentaOptions {
             tolerance: 0.25,
             pass_score: 75.0,
             marginal_score: 50.0,
+            nan_strategy: NanStrategy::default(),
+            outlier_factor: None,
         }
     }
+}
+
+/// What the `kayenta` judge does with NaN values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NanStrategy {
+    /// Drop them.
+    #[default]
+    Remove,
+    /// Replace them by 0.
+    Replace,
 }
 
 /// How several metrics' evidence is combined.
@@ -240,6 +259,13 @@ pub struct SequentialOptions {
     pub combine: Combine,
     /// Require evidence of safety to pass a stage, not only absence of harm.
     pub evidence_mode: bool,
+    /// Evidence mode: the largest tolerated canary/baseline error-rate
+    /// ratio; a stage shows safety when the ratio's confidence sequence
+    /// lies below it.
+    pub tolerated_error_ratio: f64,
+    /// Evidence mode: the largest tolerated canary/baseline latency ratio
+    /// (of geometric means).
+    pub tolerated_latency_ratio: f64,
 }
 
 impl Default for SequentialOptions {
@@ -249,6 +275,8 @@ impl Default for SequentialOptions {
             one_sided: true,
             combine: Combine::default(),
             evidence_mode: false,
+            tolerated_error_ratio: 1.5,
+            tolerated_latency_ratio: 1.1,
         }
     }
 }
@@ -529,6 +557,30 @@ impl RolloutSpec {
                 ),
                 "scores are in [0, 100] with marginal_score ≤ pass_score".into(),
             );
+        }
+        if let Some(f) = k.outlier_factor {
+            if !(f > 0.0 && f.is_finite()) {
+                err(
+                    "analysis.judges.kayenta.outlier_factor".into(),
+                    fmt_f64(f),
+                    "the IQR factor must be positive and finite".into(),
+                );
+            }
+        }
+        for (f, v) in [
+            ("tolerated_error_ratio", j.sequential.tolerated_error_ratio),
+            (
+                "tolerated_latency_ratio",
+                j.sequential.tolerated_latency_ratio,
+            ),
+        ] {
+            if !(v > 1.0 && v.is_finite()) {
+                err(
+                    format!("analysis.judges.sequential.{f}"),
+                    fmt_f64(v),
+                    "a tolerated ratio must be a finite number > 1".into(),
+                );
+            }
         }
         if !(j.sequential.k > 0.0 && j.sequential.k.is_finite()) {
             err(

@@ -1,0 +1,222 @@
+use super::*;
+use canary_core::{Pair, Policy};
+
+fn stats(requests: u64, errors: u64, latency_ms: f64) -> VersionStats {
+    let mut v = VersionStats {
+        requests,
+        errors,
+        ..Default::default()
+    };
+    // A spread of latencies around `latency_ms`.
+    for i in 0..requests {
+        v.latency
+            .record(latency_ms * (1.0 + 0.2 * ((i % 11) as f64 - 5.0) / 5.0));
+    }
+    v
+}
+
+fn policy() -> Policy {
+    Policy::from_text(
+        "name: s\nstages:\n  - {weight: 10, duration: 1m, min_requests: 200}\n  - {weight: 100, duration: 1m, min_requests: 200}\n",
+    )
+    .unwrap()
+}
+
+/// Feeds `ticks` windows into stage `index` of a fresh or running judge.
+fn run(
+    j: &mut SequentialJudge,
+    obs: &mut Observations,
+    p: &Policy,
+    index: usize,
+    ticks: usize,
+    window: impl Fn(usize) -> Pair<VersionStats>,
+) -> Verdict {
+    obs.start_stage();
+    j.start_stage(index, &p.stages[index]);
+    let mut v = None;
+    for t in 0..ticks {
+        obs.push_window(window(t), p.stages[index].weight);
+        v = Some(j.judge(&p.stages[index], obs));
+    }
+    v.unwrap()
+}
+
+#[test]
+fn healthy_canary_passes_after_min_requests() {
+    let p = policy();
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    let w = |_| Pair {
+        baseline: stats(900, 9, 100.0),
+        canary: stats(100, 1, 100.0),
+    };
+    let v = run(&mut j, &mut obs, &p, 0, 1, w);
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.reason);
+    assert!(v.reason.contains("waiting for 200"), "{}", v.reason);
+    let v = run(&mut j, &mut obs, &p, 0, 3, w);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+    let e = &v.metrics[0];
+    assert_eq!(e.name, "error_rate");
+    assert!(e.e_value.unwrap() < 1.0);
+    let [lo, hi] = e.interval.unwrap();
+    assert!(lo < 1.0 && 1.0 < hi, "{lo} {hi}");
+}
+
+#[test]
+fn more_errors_fail_and_say_why() {
+    let p = policy();
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    let v = run(&mut j, &mut obs, &p, 0, 3, |_| Pair {
+        baseline: stats(900, 9, 100.0),
+        canary: stats(100, 8, 100.0),
+    });
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
+    assert_eq!(v.metrics[0].outcome, Outcome::Fail);
+    assert!(v.reason.contains("Bonferroni"), "{}", v.reason);
+    assert!(v.metrics[0].interval.unwrap()[0] > 1.0);
+}
+
+#[test]
+fn slower_canary_fails_on_latency() {
+    let p = policy();
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    let v = run(&mut j, &mut obs, &p, 0, 5, |_| Pair {
+        baseline: stats(900, 0, 100.0),
+        canary: stats(100, 0, 130.0),
+    });
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
+    let lat = v.metrics.iter().find(|m| m.name == "latency").unwrap();
+    assert_eq!(lat.outcome, Outcome::Fail);
+    let [lo, hi] = lat.interval.unwrap();
+    assert!(lo > 1.1 && hi < 1.5, "{lo} {hi}");
+    let dist = v
+        .metrics
+        .iter()
+        .find(|m| m.name == "latency_distribution")
+        .unwrap();
+    assert_eq!(dist.outcome, Outcome::Fail, "{}", dist.reason);
+}
+
+#[test]
+fn faster_or_cleaner_canary_never_fails_one_sided() {
+    let p = policy();
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    let v = run(&mut j, &mut obs, &p, 0, 10, |_| Pair {
+        baseline: stats(900, 50, 130.0),
+        canary: stats(100, 0, 100.0),
+    });
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+}
+
+#[test]
+fn zero_requests_and_zero_errors() {
+    let p = policy();
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    let v = run(&mut j, &mut obs, &p, 0, 2, |_| Pair::default());
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert_eq!(j.ln_e_errors(), 0.0);
+    let v = run(&mut j, &mut obs, &p, 0, 3, |_| Pair {
+        baseline: stats(900, 0, 100.0),
+        canary: stats(100, 0, 100.0),
+    });
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+    assert_eq!(v.metrics[0].e_value, Some(1.0));
+}
+
+#[test]
+fn full_weight_stage_compares_with_the_earlier_baseline() {
+    let p = policy();
+    let mut j = SequentialJudge::new(&p);
+    assert_eq!(j.budget().reserve, 0.05 / 4.0);
+    let mut obs = Observations::new();
+    let v = run(&mut j, &mut obs, &p, 0, 10, |_| Pair {
+        baseline: stats(900, 9, 100.0),
+        canary: stats(100, 1, 100.0),
+    });
+    assert_eq!(v.outcome, Outcome::Pass);
+    // Healthy at 100 %: same rate as the baseline's 1 %.
+    let mut j2 = j.clone();
+    let mut obs2 = obs.clone();
+    let v = run(&mut j2, &mut obs2, &p, 1, 5, |_| Pair {
+        baseline: VersionStats::default(),
+        canary: stats(1000, 10, 100.0),
+    });
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+    assert!(
+        v.metrics[0].reason.contains("100 %"),
+        "{}",
+        v.metrics[0].reason
+    );
+    // Three times the error rate at 100 %: fails.
+    let v = run(&mut j, &mut obs, &p, 1, 5, |_| Pair {
+        baseline: VersionStats::default(),
+        canary: stats(1000, 30, 100.0),
+    });
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
+}
+
+#[test]
+fn evidence_carries_across_stages_as_a_product() {
+    let p = Policy::from_text(
+        "name: s\nstages:\n  - {weight: 10, duration: 1m, min_requests: 10}\n  - {weight: 20, duration: 1m, min_requests: 10}\n",
+    )
+    .unwrap();
+    let mut j = SequentialJudge::new(&p);
+    assert_eq!(j.budget().reserve, 0.0);
+    let mut obs = Observations::new();
+    let w = |_| Pair {
+        baseline: stats(900, 9, 100.0),
+        canary: stats(100, 3, 100.0),
+    };
+    run(&mut j, &mut obs, &p, 0, 1, w);
+    let first = j.ln_e_errors();
+    assert!(first > 0.0);
+    run(&mut j, &mut obs, &p, 1, 1, |_| Pair {
+        baseline: stats(800, 8, 100.0),
+        canary: stats(200, 6, 100.0),
+    });
+    let rho = 0.2;
+    let second = count::log_e(8.0, 6.0, rho, 100.0, true).unwrap();
+    assert!((j.ln_e_errors() - (first + second)).abs() < 1e-12);
+}
+
+#[test]
+fn average_mode_combines_and_says_so() {
+    let mut p = policy();
+    p.analysis.judges.sequential.combine = Combine::Average;
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    let v = run(&mut j, &mut obs, &p, 0, 3, |_| Pair {
+        baseline: stats(900, 9, 100.0),
+        canary: stats(100, 8, 100.0),
+    });
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
+    let c = v
+        .metrics
+        .iter()
+        .find(|m| m.name == "errors_and_latency")
+        .unwrap();
+    assert_eq!(c.outcome, Outcome::Fail);
+    assert!(v.reason.contains("averaged"), "{}", v.reason);
+}
+
+#[test]
+fn evidence_mode_needs_a_tight_interval() {
+    let mut p = policy();
+    p.analysis.judges.sequential.evidence_mode = true;
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    let w = |_| Pair {
+        baseline: stats(900, 9, 100.0),
+        canary: stats(100, 1, 100.0),
+    };
+    let v = run(&mut j, &mut obs, &p, 0, 3, w);
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.reason);
+    assert!(v.reason.contains("safety not shown"), "{}", v.reason);
+    let v = run(&mut j, &mut obs, &p, 0, 400, w);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+}
