@@ -18,6 +18,7 @@ use canary_core::{JudgeKind, Observations, Policy, Stage, Verdict};
 
 pub mod deviation;
 pub mod engine;
+pub mod kayenta;
 pub mod sequential;
 pub mod special;
 pub mod threshold;
@@ -57,7 +58,9 @@ pub fn build(kind: JudgeKind, policy: &Policy) -> Result<Box<dyn Judge>, JudgeEr
             a.judges.deviation.clone(),
         ))),
         JudgeKind::Ztest => Ok(Box::new(ztest::ZTestJudge::new(a.alpha))),
+        JudgeKind::Kayenta => Ok(Box::new(kayenta::KayentaJudge::new(
+            a.judges.kayenta.clone(),
+        ))),
         JudgeKind::Sequential => Ok(Box::new(sequential::SequentialJudge::new(policy))),
-        other => Err(JudgeError::Unavailable(other)),
     }
 }
