@@ -16,6 +16,7 @@
 
 use canary_core::{JudgeKind, Observations, Policy, Stage, Verdict};
 
+pub mod analyze;
 pub mod deviation;
 pub mod engine;
 pub mod kayenta;
