@@ -47,6 +47,10 @@ pub struct AnalyzeInput {
     pub metrics: Vec<MetricInput>,
 }
 
+/// Values per side below which a samples metric gets no mean test (its
+/// plug-in variance would be too uncertain); the band test still runs.
+pub const MIN_FOR_MEAN: usize = 30;
+
 fn default_alpha() -> f64 {
     0.05
 }
@@ -599,7 +603,9 @@ fn sequential(input: &AnalyzeInput) -> Result<Verdict, AnalyzeError> {
                 let (mb, mc) = (mean(&b), mean(&c));
                 let pooled = (var(&b, mb) + var(&c, mc)) / (nb + nc - 2.0);
                 let d = mc - mb;
-                let (ln_e, hw) = if pooled > 0.0 {
+                // The plug-in variance understates the uncertainty of a
+                // small sample: the mean test needs MIN_FOR_MEAN values a side.
+                let (ln_e, hw) = if pooled > 0.0 && b.len().min(c.len()) >= MIN_FOR_MEAN {
                     let s2 = pooled * (1.0 / nb + 1.0 / nc);
                     // Tuned for this look: one look is all there is.
                     let tau2 = msprt::kappa(e_alpha) * s2;
@@ -643,7 +649,12 @@ fn sequential(input: &AnalyzeInput) -> Result<Verdict, AnalyzeError> {
                     100.0 * (1.0 - e_alpha)
                 ));
                 e.reason = format!(
-                    "means canary {mc:.4} vs baseline {mb:.4}; distribution D = {dist:.4} vs band {thr_d:.4} (p {p_band:.3e})"
+                    "means canary {mc:.4} vs baseline {mb:.4}{}; distribution D = {dist:.4} vs band {thr_d:.4} (p {p_band:.3e})",
+                    if ln_e.is_none() {
+                        format!(" (no mean test: needs {MIN_FOR_MEAN} values a side with some spread)")
+                    } else {
+                        String::new()
+                    }
                 );
                 rows.push((e, ln_e, harm, band_fail));
             }
@@ -735,6 +746,13 @@ mod tests {
         .unwrap();
         assert_eq!(r.verdict, Outcome::Fail, "{}", r.reason);
         assert_eq!(r.metrics[0].verdict, Outcome::Fail);
+        // Three values a side: no mean test, and the band cannot reject.
+        assert_eq!(
+            r.metrics[1].verdict,
+            Outcome::Inconclusive,
+            "{}",
+            r.metrics[1].reason
+        );
         // ln E one-sided for (950, 80, 0.05) vs the Bonferroni threshold ln(3/0.05).
         assert!(r.metrics[0].e_value.unwrap() > 60.0);
         assert!(r.reason.contains("Bonferroni"), "{}", r.reason);
