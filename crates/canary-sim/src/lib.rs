@@ -9,8 +9,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod evaluate;
+#[cfg(feature = "plot")]
+pub mod plot;
+pub mod report;
 pub mod run;
 pub mod scenario;
 
+pub use evaluate::{evaluate, EvalConfig, Evaluation, PairResult};
 pub use run::{run_seed, simulate, Exposure, SimError, SimOptions, Simulation, TickRecord};
 pub use scenario::{Scenario, BUILT_IN};

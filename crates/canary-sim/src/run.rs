@@ -71,6 +71,9 @@ pub struct Simulation {
     /// Per-tick timeline, when asked for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TickRecord>,
+    /// Requests simulated, both versions (for throughput figures).
+    #[serde(skip)]
+    pub simulated_requests: u64,
 }
 
 /// Why a simulation could not run.
@@ -203,8 +206,10 @@ pub fn simulate(
             });
         }
     }
-    let canary = &engine.observations().rollout.canary;
+    let rollout = &engine.observations().rollout;
+    let canary = &rollout.canary;
     Ok(Simulation {
+        simulated_requests: rollout.baseline.requests + canary.requests,
         seed,
         scenario: scenario.name.clone(),
         exposure: Exposure {

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod common;
+mod evaluate;
 mod simulate;
 mod validate;
 
@@ -26,6 +27,7 @@ struct Cli {
 enum Command {
     Analyze(analyze::Args),
     Simulate(simulate::Args),
+    Evaluate(evaluate::Args),
     Validate(validate::Args),
 }
 
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Validate(a) => validate::run(a),
     };
     match result {

@@ -20,6 +20,7 @@ Examples:
   canary simulate --scenario errors-2x --seed 7
   canary simulate --spec rollout.yaml --scenario my-scenario.yaml --judge threshold
   canary simulate --scenario memory-leak --timeline | jq '.timeline | length'
+  canary simulate --scenario errors-2x --plot rollout.png   # weight, errors, latency, decisions
 
 Built-in scenarios: healthy, errors-2x, errors-5x, latency-20pct, latency-50pct,
 memory-leak, burst, load-dependent.")]
@@ -42,6 +43,10 @@ pub struct Args {
     /// Include the per-tick timeline in the JSON.
     #[arg(long)]
     timeline: bool,
+    /// Also draw the rollout's timeline (weight, error rates, latencies,
+    /// decisions) to FILE (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
 }
 
 /// Runs the subcommand.
@@ -53,9 +58,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let scenario = load_scenario(&args.scenario)?;
     let opts = SimOptions {
         auto_promote_gates: !args.no_auto_promote,
-        timeline: args.timeline,
+        timeline: args.timeline || args.plot.is_some(),
     };
+    if let Some(p) = &args.plot {
+        canary_sim::plot::Format::of(p)?;
+    }
     let sim = simulate(&policy, &scenario, policy.analysis.judge, args.seed, &opts)?;
+    if let Some(p) = &args.plot {
+        canary_sim::plot::timeline(&sim, p)
+            .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", p.display()))?;
+        eprintln!("plot written to {}", p.display());
+    }
+    let mut sim = sim;
+    if !args.timeline {
+        sim.timeline.clear();
+    }
     print_json(&sim)?;
     Ok(ExitCode::SUCCESS)
 }
