@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod common;
+mod demo;
+mod demo_backend;
+mod live;
+mod proxy;
+mod run;
 mod evaluate;
 mod simulate;
 mod validate;
@@ -27,6 +32,10 @@ struct Cli {
 enum Command {
     Analyze(analyze::Args),
     Simulate(simulate::Args),
+    Run(run::Args),
+    Demo(demo::Args),
+    DemoBackend(demo_backend::Args),
+    Proxy(proxy::Args),
     Evaluate(evaluate::Args),
     Validate(validate::Args),
 }
@@ -36,6 +45,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::DemoBackend(a) => demo_backend::run(a),
+        Command::Proxy(a) => proxy::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Validate(a) => validate::run(a),
     };

@@ -1,0 +1,370 @@
+//! `canary-controller`: drives a live rollout on the wall clock.
+//!
+//! Each tick the [`Controller`] reads one window of per-version numbers from
+//! a [`MetricsSource`], hands it to the shared [`Engine`] (judge + state
+//! machine, the very code `canary simulate` runs) and carries out the
+//! engine's weight commands through a [`TrafficActuator`]. The built-in
+//! proxy's [`ProxyHandle`] is both a source and an actuator.
+//!
+//! # Fail-safe behaviour
+//! - A window that cannot be read is passed to the engine as `None`: time
+//!   passes (so a stage can time out), but nothing is promoted.
+//! - A weight the actuator refused is retried on every later tick and once
+//!   more when the rollout ends, and each failure is reported.
+//! - [`Controller::abort`] (what `canary run` does on SIGINT) sends the
+//!   weight back to 0 through the same path.
+//! - Right after a weight change the source is read once and the result
+//!   dropped, so the next window holds only traffic at the new weight.
+//!
+//! Only [`run_live`] reads the wall clock; [`Controller::start`],
+//! [`Controller::tick`] and [`Controller::abort`] take `now`, so tests drive
+//! a controller tick by tick with no timing of their own.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use canary_core::{Command, Event, Pair, Phase, TransitionError, VersionStats};
+use canary_proxy::ProxyHandle;
+use canary_stats::{Engine, RolloutReport};
+
+/// A metrics source could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metrics source: {0}")]
+pub struct SourceError(pub String);
+
+/// A traffic actuator could not set the weight.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("traffic actuator: {0}")]
+pub struct ActuatorError(pub String);
+
+/// Where the controller reads per-version numbers from.
+pub trait MetricsSource: Send {
+    /// Per version, what happened since the previous call (the first call
+    /// returns what happened since the source began recording).
+    fn read_window(
+        &mut self,
+    ) -> impl Future<Output = Result<Pair<VersionStats>, SourceError>> + Send;
+}
+
+/// Where the controller sends weight changes.
+pub trait TrafficActuator: Send {
+    /// Routes `percent` % of traffic to the canary.
+    fn set_weight(
+        &mut self,
+        percent: f64,
+    ) -> impl Future<Output = Result<(), ActuatorError>> + Send;
+}
+
+impl MetricsSource for ProxyHandle {
+    async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
+        Ok(self.snapshot_window())
+    }
+}
+
+impl TrafficActuator for ProxyHandle {
+    async fn set_weight(&mut self, percent: f64) -> Result<(), ActuatorError> {
+        ProxyHandle::set_weight(self, percent).map_err(|e| ActuatorError(e.to_string()))
+    }
+}
+
+/// A live rollout: an engine between a source and an actuator.
+pub struct Controller<M, A> {
+    engine: Engine,
+    source: M,
+    actuator: A,
+    /// A weight the actuator has not yet accepted.
+    pending_weight: Option<f64>,
+    /// Weight the actuator last accepted.
+    applied_weight: f64,
+    source_failures: u64,
+}
+
+impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
+    /// A controller for a pending rollout.
+    pub fn new(engine: Engine, source: M, actuator: A) -> Self {
+        Self {
+            engine,
+            source,
+            actuator,
+            pending_weight: None,
+            applied_weight: 0.0,
+            source_failures: 0,
+        }
+    }
+
+    /// The engine (state, observations, verdicts).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The source.
+    pub fn source(&self) -> &M {
+        &self.source
+    }
+
+    /// True once the rollout succeeded, rolled back or was aborted.
+    pub fn is_finished(&self) -> bool {
+        self.engine.state().phase.is_terminal()
+    }
+
+    /// True when the actuator has carried out every weight command.
+    pub fn weight_applied(&self) -> bool {
+        self.pending_weight.is_none()
+    }
+
+    /// The report as of now (same shape as `canary simulate`'s).
+    pub fn report(&self) -> RolloutReport {
+        self.engine.report()
+    }
+
+    /// Starts the rollout at `now`: drops whatever the source recorded
+    /// before, then applies the first stage's weight. Returns the
+    /// notifications to show.
+    ///
+    /// # Errors
+    /// The state machine's refusal (already started or finished).
+    pub async fn start(&mut self, now: Duration) -> Result<Vec<String>, TransitionError> {
+        let mut notes = Vec::new();
+        if let Err(e) = self.source.read_window().await {
+            notes.push(format!("{e} (before the start; ignored)"));
+        }
+        let commands = self.engine.apply(Event::Start, now)?;
+        self.carry_out(commands, &mut notes).await;
+        Ok(notes)
+    }
+
+    /// One tick at `now`: reads the window, lets the engine judge and step,
+    /// applies the weight. Returns the notifications to show.
+    ///
+    /// # Errors
+    /// The state machine's refusal (not started, or already finished).
+    pub async fn tick(&mut self, now: Duration) -> Result<Vec<String>, TransitionError> {
+        let mut notes = Vec::new();
+        self.retry_pending(&mut notes).await;
+        let window = match self.source.read_window().await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.source_failures += 1;
+                notes.push(format!("{e}: no observations this tick (never promotes)"));
+                None
+            }
+        };
+        let commands = self.engine.observe(window, now)?;
+        self.carry_out(commands, &mut notes).await;
+        Ok(notes)
+    }
+
+    /// Aborts the rollout at `now` (weight back to 0).
+    ///
+    /// # Errors
+    /// The state machine's refusal (the rollout already ended).
+    pub async fn abort(
+        &mut self,
+        reason: &str,
+        now: Duration,
+    ) -> Result<Vec<String>, TransitionError> {
+        let mut notes = Vec::new();
+        let commands = self.engine.apply(
+            Event::Abort {
+                reason: reason.to_string(),
+            },
+            now,
+        )?;
+        self.carry_out(commands, &mut notes).await;
+        Ok(notes)
+    }
+
+    /// Tries once more to apply a weight the actuator refused; returns the
+    /// notifications.
+    pub async fn flush(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        self.retry_pending(&mut notes).await;
+        notes
+    }
+
+    async fn retry_pending(&mut self, notes: &mut Vec<String>) {
+        if let Some(w) = self.pending_weight {
+            self.set_weight(w, notes).await;
+        }
+    }
+
+    async fn set_weight(&mut self, w: f64, notes: &mut Vec<String>) {
+        match self.actuator.set_weight(w).await {
+            Ok(()) => {
+                self.pending_weight = None;
+                self.applied_weight = w;
+                // The next window starts at the new weight: drop what
+                // finished between the last read and the change.
+                let _ = self.source.read_window().await;
+            }
+            Err(e) => {
+                self.pending_weight = Some(w);
+                notes.push(format!("{e}: weight {w} % not applied; will retry"));
+            }
+        }
+    }
+
+    async fn carry_out(&mut self, commands: Vec<Command>, notes: &mut Vec<String>) {
+        for c in commands {
+            match c {
+                Command::SetWeight(w) => self.set_weight(w, notes).await,
+                Command::Notify(n) => notes.push(n),
+                Command::StageStarted { .. } | Command::RecordDecision(_) => {}
+            }
+        }
+    }
+
+    /// The one-line status of the rollout.
+    pub fn status(&self) -> Status {
+        let state = self.engine.state();
+        let obs = self.engine.observations();
+        let policy = self.engine.policy();
+        let stage = state.phase.stage();
+        let bake = stage.map(|s| policy.stages[s].bake);
+        let evidence = self
+            .engine
+            .last_verdict()
+            .map(|v| {
+                let metrics: Vec<String> = v
+                    .metrics
+                    .iter()
+                    .map(|m| {
+                        let mut s = format!("{} {}", m.name, m.outcome);
+                        if let Some(e) = m.e_value {
+                            s.push_str(&format!(" e={e:.3}"));
+                        } else if let Some(x) = m.statistic {
+                            s.push_str(&format!(" stat={x:.4}"));
+                        }
+                        if let Some(t) = m.threshold {
+                            s.push_str(&format!("/{t}"));
+                        }
+                        s
+                    })
+                    .collect();
+                format!("{} {}: {}", v.judge, v.outcome, metrics.join(", "))
+            })
+            .unwrap_or_else(|| "no verdict yet".into());
+        Status {
+            phase: state.phase.clone(),
+            stage,
+            stages: policy.stages.len(),
+            weight: self.applied_weight,
+            bake,
+            stage_started: state.stage_started_at,
+            stable: obs.stage.baseline.clone(),
+            canary: obs.stage.canary.clone(),
+            evidence,
+            source_failures: self.source_failures,
+        }
+    }
+}
+
+/// What the status line shows.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The phase.
+    pub phase: Phase,
+    /// Current stage index, if any.
+    pub stage: Option<usize>,
+    /// Number of stages.
+    pub stages: usize,
+    /// Weight the actuator last applied, percent.
+    pub weight: f64,
+    /// The stage's bake time.
+    pub bake: Option<Duration>,
+    /// When the stage began.
+    pub stage_started: Duration,
+    /// Stable's numbers over the stage.
+    pub stable: VersionStats,
+    /// Canary's numbers over the stage.
+    pub canary: VersionStats,
+    /// The judge's current evidence, in short.
+    pub evidence: String,
+    /// Windows the source failed to deliver.
+    pub source_failures: u64,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.stage {
+            Some(s) => write!(f, "stage {}/{} ", s + 1, self.stages)?,
+            None => write!(f, "{} ", self.phase.name())?,
+        }
+        if let Phase::Paused { .. } = self.phase {
+            f.write_str("(paused) ")?;
+        }
+        write!(f, "weight {}% | ", self.weight)?;
+        for (name, v) in [("stable", &self.stable), ("canary", &self.canary)] {
+            write!(f, "{name} {} req {} err", v.requests, v.errors)?;
+            if let Some(p) = v.latency.quantile(0.5) {
+                write!(f, " p50 {p:.1}ms")?;
+            }
+            f.write_str(" | ")?;
+        }
+        if self.source_failures > 0 {
+            write!(f, "{} failed reads | ", self.source_failures)?;
+        }
+        f.write_str(&self.evidence)
+    }
+}
+
+/// How a live run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveEnd {
+    /// The rollout reached a terminal phase by itself.
+    Finished,
+    /// The shutdown signal fired and the rollout was aborted.
+    Interrupted,
+}
+
+/// Runs a started-or-pending rollout on the wall clock: starts it, ticks
+/// every `interval` until it ends or `shutdown` fires (then aborts it), and
+/// calls `on_update` with the notifications and the status after each step.
+///
+/// # Errors
+/// The state machine's refusal, e.g. when the rollout had already ended.
+pub async fn run_live<M: MetricsSource, A: TrafficActuator>(
+    controller: &mut Controller<M, A>,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut on_update: impl FnMut(&[String], &Status),
+) -> Result<LiveEnd, TransitionError> {
+    // The live controller is the clock's edge. tokio's clock, so that tests
+    // can run a rollout on a paused clock.
+    let origin = tokio::time::Instant::now();
+    let notes = controller.start(origin.elapsed()).await?;
+    on_update(&notes, &controller.status());
+    let interval = interval.max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval_at(origin + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let end = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let notes = controller.tick(origin.elapsed()).await?;
+                on_update(&notes, &controller.status());
+                if controller.is_finished() {
+                    break LiveEnd::Finished;
+                }
+            }
+            _ = &mut shutdown => {
+                let notes = controller
+                    .abort("interrupted by the operator", origin.elapsed())
+                    .await?;
+                on_update(&notes, &controller.status());
+                break LiveEnd::Interrupted;
+            }
+        }
+    };
+    if !controller.weight_applied() {
+        let notes = controller.flush().await;
+        on_update(&notes, &controller.status());
+    }
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+use std::sync::{Arc, Mutex};
+
+use canary_core::{JudgeKind, Policy};
+
+use super::*;
+
+/// A source replaying scripted windows (`None` = a failed read).
+struct Script(Vec<Option<Pair<VersionStats>>>);
+
+impl MetricsSource for Script {
+    async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
+        if self.0.is_empty() {
+            return Ok(window(100, 0, 100, 0));
+        }
+        self.0
+            .remove(0)
+            .ok_or_else(|| SourceError("scripted failure".into()))
+    }
+}
+
+/// An actuator recording what it was asked, failing the first `fail` calls.
+#[derive(Clone, Default)]
+struct Recorder {
+    weights: Arc<Mutex<Vec<f64>>>,
+    fail: Arc<Mutex<u32>>,
+}
+
+impl TrafficActuator for Recorder {
+    async fn set_weight(&mut self, percent: f64) -> Result<(), ActuatorError> {
+        let mut fail = self.fail.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(ActuatorError("scripted failure".into()));
+        }
+        self.weights.lock().unwrap().push(percent);
+        Ok(())
+    }
+}
+
+fn window(nb: u64, eb: u64, nc: u64, ec: u64) -> Pair<VersionStats> {
+    let v = |n, e| {
+        let mut s = VersionStats {
+            requests: n,
+            errors: e,
+            ..Default::default()
+        };
+        s.latency.record_n(10.0, n);
+        s
+    };
+    Pair {
+        baseline: v(nb, eb),
+        canary: v(nc, ec),
+    }
+}
+
+fn controller(script: Script, act: Recorder) -> Controller<Script, Recorder> {
+    let policy = Policy::from_text(
+        "name: t\nstages:\n  - {weight: 10, duration: 2s, min_requests: 10}\n  - {weight: 50, duration: 2s, min_requests: 10}\nanalysis: {judge: threshold, interval: 1s}\n",
+    )
+    .unwrap();
+    let judge = canary_stats::build(JudgeKind::Threshold, &policy).unwrap();
+    Controller::new(Engine::new(policy, judge), script, act)
+}
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+#[tokio::test]
+async fn healthy_windows_promote_through_every_stage() {
+    let act = Recorder::default();
+    let mut c = controller(Script(vec![]), act.clone());
+    c.start(S(0)).await.unwrap();
+    let mut t = 0;
+    while !c.is_finished() {
+        t += 1;
+        c.tick(S(t)).await.unwrap();
+        assert!(t < 20);
+    }
+    assert_eq!(c.report().phase, "succeeded");
+    assert_eq!(*act.weights.lock().unwrap(), vec![10.0, 50.0, 100.0]);
+}
+
+#[tokio::test]
+async fn failed_reads_never_promote() {
+    let act = Recorder::default();
+    let mut c = controller(Script(vec![None; 50]), act.clone());
+    c.start(S(0)).await.unwrap();
+    // The start reads twice (before, and after setting the weight).
+    for t in 1..=5 {
+        let notes = c.tick(S(t)).await.unwrap();
+        assert!(
+            notes.iter().any(|n| n.contains("never promotes")),
+            "{notes:?}"
+        );
+    }
+    assert_eq!(c.engine().state().phase, Phase::Progressing { stage: 0 });
+    assert_eq!(*act.weights.lock().unwrap(), vec![10.0]);
+    assert_eq!(c.status().source_failures, 5);
+}
+
+#[tokio::test]
+async fn errors_roll_back_to_zero() {
+    let act = Recorder::default();
+    // Reads: before the start, right after the first weight is set, tick 1.
+    let script = Script(vec![None, None, Some(window(100, 0, 100, 40))]);
+    let mut c = controller(script, act.clone());
+    c.start(S(0)).await.unwrap();
+    c.tick(S(1)).await.unwrap();
+    assert_eq!(c.report().phase, "rolled_back");
+    assert_eq!(*act.weights.lock().unwrap(), vec![10.0, 0.0]);
+}
+
+#[tokio::test]
+async fn refused_weights_are_retried() {
+    let act = Recorder::default();
+    *act.fail.lock().unwrap() = 1;
+    let mut c = controller(Script(vec![]), act.clone());
+    let notes = c.start(S(0)).await.unwrap();
+    assert!(notes.iter().any(|n| n.contains("will retry")), "{notes:?}");
+    assert!(!c.weight_applied());
+    c.tick(S(1)).await.unwrap();
+    assert!(c.weight_applied());
+    assert_eq!(*act.weights.lock().unwrap(), vec![10.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_live_aborts_on_shutdown_and_sets_weight_zero() {
+    let act = Recorder::default();
+    let mut c = controller(Script(vec![]), act.clone());
+    let mut statuses = Vec::new();
+    let end = run_live(
+        &mut c,
+        S(1),
+        tokio::time::sleep(Duration::from_millis(1500)),
+        |_, s| statuses.push(s.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(end, LiveEnd::Interrupted);
+    assert_eq!(c.report().phase, "aborted");
+    assert_eq!(*act.weights.lock().unwrap(), vec![10.0, 0.0]);
+    // Start, one tick, the abort.
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+    assert!(
+        statuses[1].contains("stage 1/2 weight 10% | stable 100 req 0 err"),
+        "{}",
+        statuses[1]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_live_finishes_by_itself() {
+    let act = Recorder::default();
+    let mut c = controller(Script(vec![]), act.clone());
+    let end = run_live(&mut c, S(1), std::future::pending(), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(end, LiveEnd::Finished);
+    let r = c.report();
+    assert_eq!(r.phase, "succeeded");
+    assert_eq!(r.elapsed_seconds, 4.0);
+}

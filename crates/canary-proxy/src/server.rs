@@ -1,0 +1,295 @@
+//! Accept loops, the forwarding service and the admin service.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::recorder::Outcome;
+
+use crate::{ProxyConfig, Shared};
+
+/// The body the proxy answers with: the upstream's, streamed, or its own.
+pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// Which version served the request, on every proxied response.
+pub(crate) static VERSION_HEADER: HeaderName = HeaderName::from_static("x-canary-version");
+
+/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    // transfer-encoding is hop-by-hop too, but hyper re-frames bodies
+    // itself and needs it to know how the incoming body is framed.
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    shared: Arc<Shared>,
+    client: UpstreamClient,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let started = crate::now();
+    let route = shared.router.route(req.headers());
+    let version = route.version;
+    let finish = |outcome, started: std::time::Instant| {
+        let current = shared.router.generation() == route.generation;
+        shared
+            .recorder
+            .finish(version, outcome, started.elapsed(), current);
+    };
+    shared.recorder.start(version);
+    let upstream = &shared.upstreams[version.index()];
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    let uri = match upstream.uri_for(&pq) {
+        Ok(u) => u,
+        Err(_) => {
+            finish(Outcome::Status(400), started);
+            return text(StatusCode::BAD_REQUEST, "bad request target\n");
+        }
+    };
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+        headers.append(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    let result = tokio::time::timeout(shared.response_timeout, client.request(req)).await;
+    let (outcome, response) = match result {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            (
+                Outcome::Status(parts.status.as_u16()),
+                Response::from_parts(parts, Either::Left(body)),
+            )
+        }
+        Ok(Err(e)) if e.is_connect() => (
+            Outcome::ConnectError,
+            text(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
+        ),
+        Ok(Err(_)) => (
+            Outcome::UpstreamError,
+            text(StatusCode::BAD_GATEWAY, "upstream failed\n"),
+        ),
+        Err(_) => (
+            Outcome::Timeout,
+            text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+        ),
+    };
+    finish(outcome, started);
+    let mut response = response;
+    response.headers_mut().insert(
+        VERSION_HEADER.clone(),
+        HeaderValue::from_static(version.name()),
+    );
+    response
+}
+
+fn admin(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => {
+            let body = crate::metrics::render(shared);
+            let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/weight" => {
+            let body = format!("{}\n", shared.router.weight());
+            Response::new(Either::Right(Full::new(Bytes::from(body))))
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz, /metrics, /weight\n",
+        ),
+    }
+}
+
+fn client(config: &ProxyConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(config.max_idle_per_upstream)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Accepts connections until `shutdown` fires; each connection is served by
+/// `make` and watched by `graceful`.
+async fn accept_loop<S, F>(
+    listener: TcpListener,
+    graceful: &GracefulShutdown,
+    shutdown: impl Future<Output = ()>,
+    make: S,
+) where
+    S: Fn(SocketAddr) -> F,
+    F: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    F::Future: Send + 'static,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(_) => {
+                        // Out of descriptors or similar: back off briefly
+                        // rather than spin, and keep serving.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), make(peer));
+                let watched = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+    config: &ProxyConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = admin_listener.map(|l| {
+        let shared = shared.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let admin_graceful = GracefulShutdown::new();
+            accept_loop(
+                l,
+                &admin_graceful,
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+                |_| {
+                    let shared = shared.clone();
+                    service_fn(move |req| {
+                        let r = admin(&req, &shared);
+                        async move { Ok::<_, Infallible>(r) }
+                    })
+                },
+            )
+            .await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), admin_graceful.shutdown()).await;
+        })
+    });
+    let client = client(config);
+    accept_loop(listener, &graceful, shutdown, |peer| {
+        let shared = shared.clone();
+        let client = client.clone();
+        service_fn(move |req| {
+            let fut = forward(req, shared.clone(), client.clone(), peer);
+            async move { Ok::<_, Infallible>(fut.await) }
+        })
+    })
+    .await;
+    // Stop accepting (the listener is gone), finish what is in flight.
+    let _ = tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await;
+    let _ = stop_tx.send(true);
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Version;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn version_names_are_header_values() {
+        for v in Version::BOTH {
+            assert!(HeaderValue::from_str(v.name()).is_ok());
+        }
+    }
+}

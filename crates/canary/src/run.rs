@@ -1,0 +1,145 @@
+//! `canary run`: a live rollout through the built-in proxy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::future::Future;
+
+use canary_controller::{run_live, Controller, LiveEnd};
+use canary_core::{JudgeKind, Policy};
+use canary_proxy::Proxy;
+use canary_stats::{Engine, RolloutReport};
+
+use crate::common::{load_policy, print_json};
+use crate::live::{runtime, shutdown_signal, ProxyArgs, StatusLine};
+
+/// Run a live rollout: proxy real traffic, judge it, move the weight.
+///
+/// The spec's `traffic` section names the listen address and the two
+/// upstreams. The built-in proxy starts at weight 0; every
+/// `analysis.interval` the controller reads the proxy's per-version numbers,
+/// asks the judge, steps the same state machine as `canary simulate` and sets
+/// the weight. A status line goes to stderr, the final report (the same JSON
+/// as `simulate`) to stdout.
+///
+/// Exit 0 when the canary was promoted, 1 when it was rolled back, 130 when
+/// interrupted (SIGINT/SIGTERM abort the rollout: weight back to 0, report
+/// printed), 2 for a bad flag or spec.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  canary run --spec rollout.yaml
+  canary run --spec rollout.yaml --judge threshold --admin 127.0.0.1:9090
+  canary run --spec rollout.yaml --sticky-cookie session --keep-serving > report.json
+
+The spec needs a traffic section:
+  traffic:
+    listen: 127.0.0.1:8080
+    stable: http://127.0.0.1:9001
+    canary: http://127.0.0.1:9002")]
+pub struct Args {
+    /// Rollout spec (YAML or JSON) with a `traffic` section.
+    #[arg(long, value_name = "FILE")]
+    spec: PathBuf,
+    /// Judge to use (overrides the spec's `analysis.judge`).
+    #[arg(long, value_name = "NAME")]
+    judge: Option<JudgeKind>,
+    /// After the rollout ends, keep proxying at the final weight until
+    /// SIGINT/SIGTERM (otherwise the proxy drains and the command exits).
+    #[arg(long)]
+    keep_serving: bool,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+/// The exit code for a finished rollout's report.
+pub fn exit_code(report: &RolloutReport) -> ExitCode {
+    match report.phase.as_str() {
+        "succeeded" => ExitCode::SUCCESS,
+        "aborted" => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<ExitCode> {
+    let mut policy = load_policy(Some(&args.spec))?;
+    if let Some(j) = args.judge {
+        policy.analysis.judge = j;
+    }
+    let traffic = policy.traffic.clone().ok_or_else(|| {
+        anyhow!(
+            "{}: `canary run` needs a `traffic` section (listen, stable, canary)",
+            args.spec.display()
+        )
+    })?;
+    let config = args
+        .proxy
+        .config(&traffic.listen, &traffic.stable, &traffic.canary)?;
+    let rt = runtime(args.proxy.threads)?;
+    let keep_serving = args.keep_serving;
+    let report = rt.block_on(async move {
+        let proxy = Proxy::bind(config).await?;
+        let mut printed = Ok(());
+        let report = rollout_through(proxy, policy, |r| {
+            printed = print_json(r);
+            let final_weight = r.final_weight;
+            let phase = r.phase.clone();
+            async move {
+                if keep_serving && phase != "aborted" {
+                    eprintln!("rollout {phase}; serving at {final_weight} % until SIGINT/SIGTERM");
+                    shutdown_signal().await;
+                }
+            }
+        })
+        .await?;
+        printed.map(|()| report)
+    })?;
+    Ok(exit_code(&report))
+}
+
+/// Runs the rollout through a bound proxy: serves, ticks the controller on
+/// the wall clock with a status line on stderr, aborts on SIGINT/SIGTERM.
+/// When the rollout has ended, `then` gets the report and returns what to
+/// wait for before the proxy stops (it drains in-flight requests).
+pub async fn rollout_through<F: Future<Output = ()>>(
+    proxy: Proxy,
+    policy: Policy,
+    then: impl FnOnce(&RolloutReport) -> F,
+) -> Result<RolloutReport> {
+    let judge = canary_stats::build(policy.analysis.judge, &policy)
+        .with_context(|| format!("judge `{}`", policy.analysis.judge))?;
+    let addr = proxy
+        .local_addr()
+        .ok_or_else(|| anyhow!("cannot read the proxy's address"))?;
+    eprintln!("proxy listening on http://{addr}");
+    if let Some(a) = proxy.admin_addr() {
+        eprintln!("admin (healthz, metrics) on http://{a}");
+    }
+    let handle = proxy.handle();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(proxy.serve(async move {
+        let _ = stop_rx.await;
+    }));
+    let interval = policy.analysis.interval;
+    let mut controller = Controller::new(Engine::new(policy, judge), handle.clone(), handle);
+    let mut line = StatusLine::new();
+    let end = run_live(&mut controller, interval, shutdown_signal(), |notes, s| {
+        line.update(notes, &s.to_string())
+    })
+    .await;
+    line.finish();
+    let end = end.context("the rollout stopped unexpectedly")?;
+    if !controller.weight_applied() {
+        bail!("the proxy did not accept the final weight");
+    }
+    let report = controller.report();
+    if end == LiveEnd::Interrupted {
+        eprintln!("interrupted: rollout aborted, canary weight back to 0 %");
+    }
+    then(&report).await;
+    let _ = stop_tx.send(());
+    let _ = serving.await;
+    Ok(report)
+}
