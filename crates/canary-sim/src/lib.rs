@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod plot;
 pub mod report;
 pub mod run;
+mod sampler;
 pub mod scenario;
 
 pub use evaluate::{evaluate, EvalConfig, Evaluation, PairResult};

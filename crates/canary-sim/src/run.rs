@@ -90,7 +90,7 @@ pub enum SimError {
 
 /// Draws one version's window: `mean` expected requests, error rate `p`,
 /// log-normal latency with median `median_ms`, shape `sigma`.
-fn draw_version<R: Rng>(
+fn draw_version<R: Rng + rand::RngCore>(
     rng: &mut R,
     mean: f64,
     p: f64,
@@ -111,6 +111,13 @@ fn draw_version<R: Rng>(
         Err(_) => 0,
     };
     let mu = median_ms.ln();
+    // Draw each request's bucket from an alias table (same bucket counts,
+    // a fraction of the cost: see `sampler`); per-request log-normal draws
+    // only for shapes the table cannot cover.
+    if let Some(s) = crate::sampler::sampler(mu, sigma) {
+        s.record(rng, n, &mut v.latency);
+        return v;
+    }
     for _ in 0..n {
         let z: f64 = StandardNormal.sample(rng);
         v.latency.record_ln(mu + sigma * z);
