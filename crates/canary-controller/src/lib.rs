@@ -234,12 +234,16 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
                     .map(|m| {
                         let mut s = format!("{} {}", m.name, m.outcome);
                         if let Some(e) = m.e_value {
-                            s.push_str(&format!(" e={e:.3}"));
+                            if e.abs() >= 1e4 {
+                                s.push_str(&format!(" e={e:.2e}"));
+                            } else {
+                                s.push_str(&format!(" e={e:.3}"));
+                            }
                         } else if let Some(x) = m.statistic {
                             s.push_str(&format!(" stat={x:.4}"));
                         }
                         if let Some(t) = m.threshold {
-                            s.push_str(&format!("/{t}"));
+                            s.push_str(&format!("/{t:.3}"));
                         }
                         s
                     })

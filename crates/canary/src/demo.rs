@@ -15,8 +15,7 @@ use crate::common::print_json;
 /// Watch a live canary rollout end to end, with nothing to install.
 ///
 /// Starts two demo backends on free loopback ports (a healthy stable version
-/// and a canary that, by default, fails 5x as often and answers 20 ms
-/// slower), the built-in proxy in front of them, and a load generator; then
+/// and a canary that, by default, fails 5x as often), the built-in proxy in front of them, and a load generator; then
 /// runs a live rollout through the proxy with the default judge, stages
 /// compressed to seconds, and ends with the decision: a rollback for the bad
 /// canary, a promotion with `--healthy`.
@@ -148,7 +147,6 @@ async fn demo(args: &Args, policy: Policy) -> Result<canary_stats::RolloutReport
     } else {
         BackendConfig {
             error_rate: (args.error_rate * 5.0).min(1.0),
-            latency: ms(40),
             seed: args.seed.wrapping_add(1),
             name: "canary".into(),
             ..stable_cfg.clone()
