@@ -44,10 +44,14 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# $1 name; prints the address the backend bound.
+# $1 name: starts a backend (in this shell, so its PID is remembered).
 start_backend() {
   "$CANARY" demo-backend --port 0 --name "$1" --threads 1 >"$TMP/$1.out" 2>&1 &
   PIDS+=($!)
+}
+
+# $1 name: the address the backend printed.
+backend_addr() {
   for _ in $(seq 100); do
     if grep -q listening "$TMP/$1.out"; then break; fi
     sleep 0.05
@@ -65,8 +69,10 @@ wait_port() {
   return 1
 }
 
-STABLE=$(start_backend stable)
-CANARY_UP=$(start_backend canary)
+start_backend stable
+start_backend canary
+STABLE=$(backend_addr stable)
+CANARY_UP=$(backend_addr canary)
 
 # canary's proxy
 CP=$(free_port)
