@@ -13,10 +13,10 @@ mod analyze;
 mod common;
 mod demo;
 mod demo_backend;
+mod evaluate;
 mod live;
 mod proxy;
 mod run;
-mod evaluate;
 mod simulate;
 mod validate;
 
@@ -35,8 +35,8 @@ enum Command {
     Run(run::Args),
     Demo(demo::Args),
     DemoBackend(demo_backend::Args),
-    Proxy(proxy::Args),
     Evaluate(evaluate::Args),
+    Proxy(proxy::Args),
     Validate(validate::Args),
 }
 
@@ -48,8 +48,8 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Demo(a) => demo::run(a),
         Command::DemoBackend(a) => demo_backend::run(a),
-        Command::Proxy(a) => proxy::run(a),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Proxy(a) => proxy::run(a),
         Command::Validate(a) => validate::run(a),
     };
     match result {
