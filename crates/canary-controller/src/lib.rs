@@ -233,17 +233,25 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
                     .iter()
                     .map(|m| {
                         let mut s = format!("{} {}", m.name, m.outcome);
-                        if let Some(e) = m.e_value {
-                            if e.abs() >= 1e4 {
-                                s.push_str(&format!(" e={e:.2e}"));
+                        let num = |x: f64| {
+                            if x.abs() >= 1e4 {
+                                format!("{x:.2e}")
                             } else {
-                                s.push_str(&format!(" e={e:.3}"));
+                                format!("{x:.3}")
+                            }
+                        };
+                        if let Some(e) = m.e_value {
+                            // With an e-value, `threshold` is ln(1/α): show
+                            // the e-value it takes, on the same scale as e.
+                            s.push_str(&format!(" e={}", num(e)));
+                            if let Some(t) = m.threshold {
+                                s.push_str(&format!("/{}", num(t.exp())));
                             }
                         } else if let Some(x) = m.statistic {
                             s.push_str(&format!(" stat={x:.4}"));
-                        }
-                        if let Some(t) = m.threshold {
-                            s.push_str(&format!("/{t:.3}"));
+                            if let Some(t) = m.threshold {
+                                s.push_str(&format!("/{t:.3}"));
+                            }
                         }
                         s
                     })
