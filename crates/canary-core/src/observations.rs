@@ -187,27 +187,24 @@ impl LatencyHistogram {
         Some(Self::mid(self.hi))
     }
 
-    /// Occupied buckets in increasing order: (upper edge in ms, count).
-    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+    /// Indices of the occupied buckets, in increasing order.
+    fn occupied(&self) -> impl Iterator<Item = usize> + '_ {
         let range = if self.count == 0 {
             0..0
         } else {
             self.lo..self.hi + 1
         };
-        range
-            .filter(|&i| self.counts[i] > 0)
-            .map(|i| (Self::upper(i), self.counts[i]))
+        range.filter(|&i| self.counts[i] > 0)
+    }
+
+    /// Occupied buckets in increasing order: (upper edge in ms, count).
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.occupied().map(|i| (Self::upper(i), self.counts[i]))
     }
 
     /// Occupied buckets as (lower edge, upper edge, count).
     pub fn bucket_ranges(&self) -> impl Iterator<Item = (f64, f64, u64)> + '_ {
-        let range = if self.count == 0 {
-            0..0
-        } else {
-            self.lo..self.hi + 1
-        };
-        range
-            .filter(|&i| self.counts[i] > 0)
+        self.occupied()
             .map(|i| (Self::lower(i), Self::upper(i), self.counts[i]))
     }
 }

@@ -385,14 +385,7 @@ impl RolloutSpec {
     /// # Errors
     /// Every syntax or shape problem found, each with its path and line.
     pub fn from_text(text: &str) -> Result<(Self, SourceDoc), SpecErrors> {
-        let doc = source::parse(text).map_err(|e| {
-            SpecErrors(vec![SpecError {
-                path: String::new(),
-                line: (e.line > 0).then_some(e.line),
-                value: String::new(),
-                rule: format!("not valid YAML or JSON: {}", e.message),
-            }])
-        })?;
+        let doc = parse_document(text)?;
         let spec = deserialize_all(&doc)?;
         Ok((spec, doc))
     }
@@ -641,6 +634,22 @@ impl Policy {
             .validate(None)
             .unwrap_or_else(|e| unreachable!("the built-in strategy is valid: {e}"))
     }
+}
+
+/// Parses a YAML or JSON document; a syntax error becomes a [`SpecErrors`]
+/// with its line.
+///
+/// # Errors
+/// The syntax error, as the only entry.
+pub fn parse_document(text: &str) -> Result<SourceDoc, SpecErrors> {
+    source::parse(text).map_err(|e| {
+        SpecErrors(vec![SpecError {
+            path: String::new(),
+            line: (e.line > 0).then_some(e.line),
+            value: String::new(),
+            rule: format!("not valid YAML or JSON: {}", e.message),
+        }])
+    })
 }
 
 fn check_non_negative(

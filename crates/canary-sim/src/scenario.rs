@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use canary_core::{source, HumanDuration, SpecError, SpecErrors};
+use canary_core::spec::parse_document;
+use canary_core::{HumanDuration, SpecError, SpecErrors};
 use serde::{Deserialize, Serialize};
 
 /// How the stable version behaves.
@@ -191,14 +192,7 @@ impl Scenario {
     /// # Errors
     /// Every problem found, each with its field path and line.
     pub fn from_text(text: &str) -> Result<Scenario, SpecErrors> {
-        let doc = source::parse(text).map_err(|e| {
-            SpecErrors(vec![SpecError {
-                path: String::new(),
-                line: (e.line > 0).then_some(e.line),
-                value: String::new(),
-                rule: format!("not valid YAML or JSON: {}", e.message),
-            }])
-        })?;
+        let doc = parse_document(text)?;
         let scenario: Scenario = serde_path_to_error::deserialize(&doc.value).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
