@@ -355,7 +355,8 @@ pub fn default_error_delta(weight: f64) -> f64 {
 }
 
 impl RolloutSpec {
-    /// The default strategy: 1 → 5 → 25 → 50 → 100 %, the seed's stages.
+    /// The default strategy: 1 → 5 → 25 → 50 → 100 %, the seed's stages,
+    /// 5 minutes each but 10 at 5 % and 3 at 100 % (docs/tuning.md).
     pub fn default_strategy() -> Self {
         let stage = |weight: f64, minutes: u64| StageSpec {
             weight,
@@ -370,7 +371,8 @@ impl RolloutSpec {
             name: "default".into(),
             stages: vec![
                 stage(1.0, 5),
-                stage(5.0, 5),
+                // 10 minutes at 5 %: see docs/tuning.md.
+                stage(5.0, 10),
                 stage(25.0, 5),
                 stage(50.0, 5),
                 stage(100.0, 3),
