@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 pub mod backend;
 pub mod loadgen;
 mod metrics;
+mod pool;
 pub mod recorder;
 pub mod route;
 mod server;
@@ -120,18 +121,31 @@ impl Upstream {
         Ok(Self { authority, prefix })
     }
 
-    /// The URI of `path_and_query` on this upstream.
-    fn uri_for(&self, path_and_query: &str) -> Result<Uri, hyper::http::Error> {
-        let pq = if self.prefix.is_empty() {
-            path_and_query.to_string()
-        } else {
-            format!("{}{path_and_query}", self.prefix)
-        };
-        Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
+    /// The origin-form URI to send upstream for a request to `uri`: `None`
+    /// when `uri` can be sent as it is (no prefix, already origin-form).
+    fn origin_form(&self, uri: &Uri) -> Result<Option<Uri>, hyper::http::Error> {
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if self.prefix.is_empty() {
+            if uri.scheme().is_none() && uri.authority().is_none() {
+                return Ok(None);
+            }
+            return Ok(Some(Uri::try_from(pq)?));
+        }
+        Ok(Some(Uri::try_from(format!("{}{pq}", self.prefix))?))
+    }
+
+    /// The `Host` header for requests that arrive without one.
+    fn host_header(&self) -> hyper::header::HeaderValue {
+        hyper::header::HeaderValue::from_str(self.authority.as_str())
+            .expect("an authority is a valid header value")
+    }
+
+    /// `host:port` to connect to (port 80 when the URL names none).
+    fn connect_addr(&self) -> String {
+        match self.authority.port_u16() {
+            Some(_) => self.authority.as_str().to_string(),
+            None => format!("{}:80", self.authority.host()),
+        }
     }
 }
 

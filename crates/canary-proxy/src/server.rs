@@ -9,39 +9,41 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::{HeaderMap, Request, Response, StatusCode, Version as HttpVersion};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::pool::{Pool, PooledBody, SendError};
 use crate::recorder::Outcome;
 
 use crate::{ProxyConfig, Shared};
 
 /// The body the proxy answers with: the upstream's, streamed, or its own.
-pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
-type UpstreamClient = Client<HttpConnector, Incoming>;
+/// The connection pools of the two upstreams, stable first.
+type Pools = [Arc<Pool>; 2];
 
 /// Which version served the request, on every proxied response.
 pub(crate) static VERSION_HEADER: HeaderName = HeaderName::from_static("x-canary-version");
 
 /// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::UPGRADE,
 ];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -54,7 +56,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         headers.remove(n);
     }
     // transfer-encoding is hop-by-hop too, but hyper re-frames bodies
@@ -76,8 +78,8 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 async fn forward(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
-    client: UpstreamClient,
-    peer: SocketAddr,
+    pools: Pools,
+    forwarded_for: Option<HeaderValue>,
 ) -> Response<ProxyBody> {
     let started = crate::now();
     let route = shared.router.route(req.headers());
@@ -90,25 +92,25 @@ async fn forward(
     };
     shared.recorder.start(version);
     let upstream = &shared.upstreams[version.index()];
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
-    let uri = match upstream.uri_for(&pq) {
-        Ok(u) => u,
+    match upstream.origin_form(req.uri()) {
+        Ok(None) => {}
+        Ok(Some(uri)) => *req.uri_mut() = uri,
         Err(_) => {
             finish(Outcome::Status(400), started);
             return text(StatusCode::BAD_REQUEST, "bad request target\n");
         }
-    };
-    *req.uri_mut() = uri;
+    }
+    *req.version_mut() = HttpVersion::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-        headers.append(HeaderName::from_static("x-forwarded-for"), v);
+    if !headers.contains_key(HOST) {
+        headers.insert(HOST, upstream.host_header());
     }
-    let result = tokio::time::timeout(shared.response_timeout, client.request(req)).await;
+    if let Some(v) = forwarded_for {
+        headers.append(X_FORWARDED_FOR.clone(), v);
+    }
+    let pool = &pools[version.index()];
+    let result = tokio::time::timeout(shared.response_timeout, pool.send(req)).await;
     let (outcome, response) = match result {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
@@ -118,11 +120,11 @@ async fn forward(
                 Response::from_parts(parts, Either::Left(body)),
             )
         }
-        Ok(Err(e)) if e.is_connect() => (
+        Ok(Err(SendError::Connect)) => (
             Outcome::ConnectError,
             text(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
         ),
-        Ok(Err(_)) => (
+        Ok(Err(SendError::Upstream)) => (
             Outcome::UpstreamError,
             text(StatusCode::BAD_GATEWAY, "upstream failed\n"),
         ),
@@ -163,15 +165,14 @@ fn admin(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
     }
 }
 
-fn client(config: &ProxyConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(config.max_idle_per_upstream)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
+fn pools(shared: &Shared, config: &ProxyConfig) -> Pools {
+    shared.upstreams.clone().map(|u| {
+        Pool::new(
+            u.connect_addr(),
+            config.max_idle_per_upstream,
+            config.connect_timeout,
+        )
+    })
 }
 
 /// Accepts connections until `shutdown` fires; each connection is served by
@@ -251,12 +252,13 @@ pub(crate) async fn serve(
             let _ = tokio::time::timeout(Duration::from_secs(1), admin_graceful.shutdown()).await;
         })
     });
-    let client = client(config);
+    let pools = pools(&shared, config);
     accept_loop(listener, &graceful, shutdown, |peer| {
         let shared = shared.clone();
-        let client = client.clone();
+        let pools = pools.clone();
+        let forwarded_for = HeaderValue::from_str(&peer.ip().to_string()).ok();
         service_fn(move |req| {
-            let fut = forward(req, shared.clone(), client.clone(), peer);
+            let fut = forward(req, shared.clone(), pools.clone(), forwarded_for.clone());
             async move { Ok::<_, Infallible>(fut.await) }
         })
     })
