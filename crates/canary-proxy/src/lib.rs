@@ -66,14 +66,18 @@ pub struct ProxyConfig {
     pub response_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
-    /// Idle keep-alive connections kept per upstream.
+    /// Idle keep-alive connections kept per upstream (per worker).
     pub max_idle_per_upstream: usize,
+    /// Threads serving traffic, each a single-threaded runtime of its own
+    /// with its own upstream pools; 0 serves on the caller's runtime.
+    pub workers: usize,
 }
 
 impl ProxyConfig {
     /// A configuration with the defaults: no admin server, weight 0, 2 s
     /// connect timeout, 30 s response timeout, 30 s drain, 512 idle
-    /// connections per upstream.
+    /// connections per upstream, served on the caller's runtime (no
+    /// workers of its own).
     pub fn new(listen: SocketAddr, stable: Upstream, canary: Upstream) -> Self {
         Self {
             listen,
@@ -86,6 +90,7 @@ impl ProxyConfig {
             response_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             max_idle_per_upstream: 512,
+            workers: 0,
         }
     }
 }

@@ -227,7 +227,6 @@ pub(crate) async fn serve(
     config: &ProxyConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = admin_listener.map(|l| {
         let shared = shared.clone();
@@ -252,7 +251,27 @@ pub(crate) async fn serve(
             let _ = tokio::time::timeout(Duration::from_secs(1), admin_graceful.shutdown()).await;
         })
     });
-    let pools = pools(&shared, config);
+    if config.workers == 0 {
+        serve_traffic(listener, shared, config.clone(), shutdown).await;
+    } else {
+        serve_on_workers(listener, shared, config, shutdown).await;
+    }
+    let _ = stop_tx.send(true);
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+}
+
+/// One accept loop with its own upstream pools, until `shutdown`; then the
+/// in-flight requests are drained (up to the drain timeout).
+async fn serve_traffic(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let pools = pools(&shared, &config);
     accept_loop(listener, &graceful, shutdown, |peer| {
         let shared = shared.clone();
         let pools = pools.clone();
@@ -265,9 +284,63 @@ pub(crate) async fn serve(
     .await;
     // Stop accepting (the listener is gone), finish what is in flight.
     let _ = tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await;
+}
+
+/// Serves traffic on `config.workers` threads, each a single-threaded runtime
+/// accepting on the same listening socket, with its own connections and
+/// upstream pools: a request and its upstream exchange stay on one thread,
+/// so waking a task is a local queue push (no cross-thread hand-off, no work
+/// stealing), and the pools need no sharing. The router and the recorder
+/// are shared as before.
+async fn serve_on_workers(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: &ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let std_listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(_) => return,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut done = Vec::new();
+    let mut first = Some(std_listener);
+    for i in 0..config.workers {
+        let listener = match (i + 1 == config.workers, &first) {
+            (true, _) => first.take(),
+            (false, Some(l)) => l.try_clone().ok(),
+            (false, None) => None,
+        };
+        let Some(listener) = listener else { break };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (shared, config, mut rx) = (shared.clone(), config.clone(), stop_rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("canary-proxy-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async move {
+                        let Ok(listener) = TcpListener::from_std(listener) else {
+                            return;
+                        };
+                        let stop = async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        };
+                        serve_traffic(listener, shared, config, stop).await;
+                    });
+                }
+                drop(done_tx);
+            });
+        if spawned.is_ok() {
+            done.push(done_rx);
+        }
+    }
+    shutdown.await;
     let _ = stop_tx.send(true);
-    if let Some(t) = admin_task {
-        let _ = t.await;
+    for d in done {
+        let _ = d.await;
     }
 }
 

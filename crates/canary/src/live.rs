@@ -20,6 +20,11 @@ pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The number of cores this process may use (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Prints one line on stdout and flushes it (scripts read the first line).
 pub fn announce(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -73,7 +78,8 @@ pub struct ProxyArgs {
     /// How long shutdown waits for in-flight requests, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30000)]
     pub drain_timeout_ms: u64,
-    /// Worker threads (default: one per core).
+    /// Threads serving traffic, each with its own single-threaded runtime
+    /// and upstream pools (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -122,6 +128,7 @@ impl ProxyArgs {
         c.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
         c.response_timeout = Duration::from_millis(self.response_timeout_ms);
         c.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
+        c.workers = self.threads.unwrap_or_else(cores).max(1);
         Ok(c)
     }
 }

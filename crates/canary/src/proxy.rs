@@ -42,7 +42,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .proxy
         .config(&args.listen, &args.stable, &args.canary)?;
     config.initial_weight = args.weight;
-    let rt = runtime(args.proxy.threads)?;
+    // Traffic is served on the proxy's own worker threads (--threads); this
+    // runtime only waits for signals and serves the admin port.
+    let rt = runtime(Some(1))?;
     rt.block_on(async move {
         let proxy = Proxy::bind(config).await?;
         let addr = proxy
