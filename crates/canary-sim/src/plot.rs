@@ -150,10 +150,19 @@ fn draw_evaluation<DB: DrawingBackend>(
     let (top, body) = root.split_vertically(60);
     top.draw(&Text::new(
         title,
-        (20, 20),
+        (20, 10),
         ("sans-serif", 22).into_font().color(&BLACK),
     ))
     .map_err(draw_err)?;
+    if let Some(r) = e.results.iter().find(|r| r.note.is_some()) {
+        let note = format!("* {}: {}", r.judge, r.note.as_deref().unwrap_or_default());
+        top.draw(&Text::new(
+            shorten(&note, 150),
+            (20, 38),
+            ("sans-serif", 13).into_font().color(&BLACK),
+        ))
+        .map_err(draw_err)?;
+    }
     let rows = body.split_evenly((scenarios.len(), 2));
     for (i, scenario) in scenarios.iter().enumerate() {
         let results: Vec<&PairResult> = e
@@ -168,7 +177,17 @@ fn draw_evaluation<DB: DrawingBackend>(
 }
 
 fn judge_axis(results: &[&PairResult]) -> impl Fn(&f64) -> String {
-    let names: Vec<String> = results.iter().map(|r| r.judge.clone()).collect();
+    // A judge with a caveat (ztest: one look only) is starred, as in the table.
+    let names: Vec<String> = results
+        .iter()
+        .map(|r| {
+            if r.note.is_some() {
+                format!("{}*", r.judge)
+            } else {
+                r.judge.clone()
+            }
+        })
+        .collect();
     move |x: &f64| {
         let i = x.round();
         if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
