@@ -17,7 +17,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -36,11 +36,15 @@ pub(crate) enum SendError {
 
 type Sender = SendRequest<Incoming>;
 
+/// How long a connection may stay idle in the pool before it is closed.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The idle connections of one upstream.
 pub(crate) struct Pool {
     /// `host:port`, for connecting.
     addr: String,
-    idle: Mutex<Vec<Sender>>,
+    /// Idle senders with the time each was returned, oldest first.
+    idle: Mutex<Vec<(Sender, Instant)>>,
     max_idle: usize,
     connect_timeout: Duration,
 }
@@ -55,14 +59,14 @@ impl Pool {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Sender, Instant)>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently returned idle sender that is still open.
     fn take_idle(&self) -> Option<Sender> {
         let mut idle = self.lock();
-        while let Some(s) = idle.pop() {
+        while let Some((s, _)) = idle.pop() {
             if !s.is_closed() {
                 return Some(s);
             }
@@ -76,8 +80,16 @@ impl Pool {
         }
         let mut idle = self.lock();
         if idle.len() < self.max_idle {
-            idle.push(sender);
+            idle.push((sender, crate::now()));
         }
+    }
+
+    /// Closes the connections idle for longer than `limit` (and any the
+    /// upstream closed).
+    pub(crate) fn evict_idle(&self, limit: Duration) {
+        let now = crate::now();
+        self.lock()
+            .retain(|(s, since)| !s.is_closed() && now.duration_since(*since) <= limit);
     }
 
     async fn connect(&self) -> Result<Sender, SendError> {

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::pool::{Pool, PooledBody, SendError};
+use crate::pool::{Pool, PooledBody, SendError, IDLE_TIMEOUT};
 use crate::recorder::Outcome;
 
 use crate::{ProxyConfig, Shared};
@@ -272,6 +272,18 @@ async fn serve_traffic(
 ) {
     let graceful = GracefulShutdown::new();
     let pools = pools(&shared, &config);
+    let sweeper = {
+        let pools = pools.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(IDLE_TIMEOUT / 6);
+            loop {
+                every.tick().await;
+                for p in &pools {
+                    p.evict_idle(IDLE_TIMEOUT);
+                }
+            }
+        })
+    };
     accept_loop(listener, &graceful, shutdown, |peer| {
         let shared = shared.clone();
         let pools = pools.clone();
@@ -284,6 +296,7 @@ async fn serve_traffic(
     .await;
     // Stop accepting (the listener is gone), finish what is in flight.
     let _ = tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await;
+    sweeper.abort();
 }
 
 /// Serves traffic on `config.workers` threads, each a single-threaded runtime
