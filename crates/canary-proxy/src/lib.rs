@@ -101,6 +101,8 @@ pub struct Upstream {
     authority: hyper::http::uri::Authority,
     /// Path prefix without a trailing slash (may be empty).
     prefix: String,
+    /// The `Host` header for requests that arrive without one, built once.
+    host: hyper::header::HeaderValue,
 }
 
 impl Upstream {
@@ -123,7 +125,13 @@ impl Upstream {
             return Err(bad("a base URL takes no query"));
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(Self { authority, prefix })
+        let host = hyper::header::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| bad("the host is not a valid Host header"))?;
+        Ok(Self {
+            authority,
+            prefix,
+            host,
+        })
     }
 
     /// The origin-form URI to send upstream for a request to `uri`: `None`
@@ -141,8 +149,7 @@ impl Upstream {
 
     /// The `Host` header for requests that arrive without one.
     fn host_header(&self) -> hyper::header::HeaderValue {
-        hyper::header::HeaderValue::from_str(self.authority.as_str())
-            .expect("an authority is a valid header value")
+        self.host.clone()
     }
 
     /// `host:port` to connect to (port 80 when the URL names none).
