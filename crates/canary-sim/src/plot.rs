@@ -365,24 +365,25 @@ fn draw_timeline<DB: DrawingBackend>(
         * 1.06;
     let r = &sim.report;
     let title = format!(
-        "canary simulate: scenario `{}`, judge {}, seed {}: {}{}",
-        sim.scenario,
-        r.judge,
-        sim.seed,
-        r.phase,
-        if r.rollback_reason.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", shorten(&r.rollback_reason, 60))
-        }
+        "canary simulate: scenario `{}`, judge {}, seed {}: {}",
+        sim.scenario, r.judge, sim.seed, r.phase,
     );
     let (top, body) = root.split_vertically(50);
     top.draw(&Text::new(
         title,
-        (20, 15),
+        (20, 6),
         ("sans-serif", 20).into_font().color(&BLACK),
     ))
     .map_err(draw_err)?;
+    if !r.rollback_reason.is_empty() {
+        // The reason on a line of its own, cut to what the width holds.
+        top.draw(&Text::new(
+            shorten(&r.rollback_reason, 150),
+            (20, 30),
+            ("sans-serif", 13).into_font().color(&BLACK),
+        ))
+        .map_err(draw_err)?;
+    }
     let panels = body.split_evenly((3, 1));
     let ticks = &sim.timeline;
     let t0 = |i: usize| if i == 0 { 0.0 } else { ticks[i - 1].t };
