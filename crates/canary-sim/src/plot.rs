@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -211,41 +212,26 @@ fn rate_panel<DB: DrawingBackend>(
     } else {
         "detection rate (rolled back)"
     };
-    let n = results.len();
-    let mut chart = ChartBuilder::on(area)
-        .caption(format!("{scenario}: {what}"), ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(55)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..100f64)
-        .map_err(draw_err)?;
-    let fmt = judge_axis(results);
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n.max(2) * 2 + 1)
-        .x_label_formatter(&fmt)
-        .y_desc("% of runs")
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = judge_bar_chart(
+        area,
+        format!("{scenario}: {what}"),
+        results,
+        100.0,
+        55,
+        "% of runs",
+    )?;
     for (i, r) in results.iter().enumerate() {
         let x = i as f64;
-        let c = colour(i);
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(x - 0.3, 0.0), (x + 0.3, 100.0 * r.rolled_back)],
-                c.mix(0.6).filled(),
-            )))
-            .map_err(draw_err)?;
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![
-                    (x, 100.0 * r.rolled_back_ci[0]),
-                    (x, 100.0 * r.rolled_back_ci[1]),
-                ],
-                BLACK.stroke_width(2),
-            )))
-            .map_err(draw_err)?;
+        let value = 100.0 * r.rolled_back;
+        let ci = r.rolled_back_ci.map(|y| 100.0 * y);
+        bar_with_interval(
+            &mut chart,
+            i,
+            value,
+            ci,
+            format!("{value:.1}%"),
+            value.clamp(8.0, 92.0),
+        )?;
         for y in r.rolled_back_ci {
             chart
                 .draw_series(std::iter::once(PathElement::new(
@@ -254,13 +240,6 @@ fn rate_panel<DB: DrawingBackend>(
                 )))
                 .map_err(draw_err)?;
         }
-        chart
-            .draw_series(std::iter::once(Text::new(
-                format!("{:.1}%", 100.0 * r.rolled_back),
-                (x + 0.12, (100.0 * r.rolled_back).clamp(8.0, 92.0)),
-                ("sans-serif", 14).into_font(),
-            )))
-            .map_err(draw_err)?;
     }
     Ok(())
 }
@@ -270,31 +249,19 @@ fn exposure_panel<DB: DrawingBackend>(
     scenario: &str,
     results: &[&PairResult],
 ) -> Result<(), PlotError> {
-    let n = results.len();
     let top = results
         .iter()
         .filter_map(|r| r.exposure_requests.median_ci.map(|c| c[1]))
         .fold(1.0f64, f64::max)
         * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{scenario}: canary requests served before rollback (median)"),
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)
-        .map_err(draw_err)?;
-    let fmt = judge_axis(results);
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n.max(2) * 2 + 1)
-        .x_label_formatter(&fmt)
-        .y_desc("requests")
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = judge_bar_chart(
+        area,
+        format!("{scenario}: canary requests served before rollback (median)"),
+        results,
+        top,
+        70,
+        "requests",
+    )?;
     for (i, r) in results.iter().enumerate() {
         let x = i as f64;
         let (Some(m), Some(ci)) = (r.exposure_requests.median, r.exposure_requests.median_ci)
@@ -308,26 +275,73 @@ fn exposure_panel<DB: DrawingBackend>(
                 .map_err(draw_err)?;
             continue;
         };
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(x - 0.3, 0.0), (x + 0.3, m)],
-                colour(i).mix(0.6).filled(),
-            )))
-            .map_err(draw_err)?;
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(x, ci[0]), (x, ci[1])],
-                BLACK.stroke_width(2),
-            )))
-            .map_err(draw_err)?;
-        chart
-            .draw_series(std::iter::once(Text::new(
-                format!("{m:.0}"),
-                (x + 0.12, m.max(top * 0.08)),
-                ("sans-serif", 14).into_font(),
-            )))
-            .map_err(draw_err)?;
+        bar_with_interval(&mut chart, i, m, ci, format!("{m:.0}"), m.max(top * 0.08))?;
     }
+    Ok(())
+}
+
+/// A judge-by-judge bar chart: judges on x, the value on y.
+type BarChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A chart with one bar slot per judge on x and `0..top` on y, its mesh drawn.
+fn judge_bar_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: String,
+    results: &[&PairResult],
+    top: f64,
+    y_label_area: u32,
+    y_desc: &str,
+) -> Result<BarChart<'a, DB>, PlotError> {
+    let n = results.len();
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(y_label_area)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)
+        .map_err(draw_err)?;
+    let fmt = judge_axis(results);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n.max(2) * 2 + 1)
+        .x_label_formatter(&fmt)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(draw_err)?;
+    Ok(chart)
+}
+
+/// Judge `i`'s bar up to `value`, its interval as a whisker, and `label`
+/// beside it at height `label_y`.
+fn bar_with_interval<DB: DrawingBackend>(
+    chart: &mut BarChart<'_, DB>,
+    i: usize,
+    value: f64,
+    ci: [f64; 2],
+    label: String,
+    label_y: f64,
+) -> Result<(), PlotError> {
+    let x = i as f64;
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(x - 0.3, 0.0), (x + 0.3, value)],
+            colour(i).mix(0.6).filled(),
+        )))
+        .map_err(draw_err)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(x, ci[0]), (x, ci[1])],
+            BLACK.stroke_width(2),
+        )))
+        .map_err(draw_err)?;
+    chart
+        .draw_series(std::iter::once(Text::new(
+            label,
+            (x + 0.12, label_y),
+            ("sans-serif", 14).into_font(),
+        )))
+        .map_err(draw_err)?;
     Ok(())
 }
 
