@@ -37,10 +37,10 @@ use tokio::net::TcpListener;
 pub mod backend;
 pub mod loadgen;
 mod metrics;
-mod pool;
 pub mod recorder;
 pub mod route;
 mod server;
+mod upstream;
 
 pub use recorder::{CounterSnapshot, Outcome, Recorder};
 pub use route::{KeySource, RouteConfig, Router, Version};

@@ -17,13 +17,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::pool::{Pool, PooledBody, SendError, IDLE_TIMEOUT};
 use crate::recorder::Outcome;
+use crate::upstream::{Pool, SendError, UpstreamBody, PURGE_AFTER};
 
 use crate::{ProxyConfig, Shared};
 
 /// The body the proxy answers with: the upstream's, streamed, or its own.
-pub(crate) type ProxyBody = Either<PooledBody, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// The connection pools of the two upstreams, stable first.
 type Pools = [Arc<Pool>; 2];
@@ -127,6 +127,11 @@ async fn forward(
         Ok(Err(SendError::Upstream)) => (
             Outcome::UpstreamError,
             text(StatusCode::BAD_GATEWAY, "upstream failed\n"),
+        ),
+        // The client's own upload failed: not the version's fault.
+        Ok(Err(SendError::Client)) => (
+            Outcome::Status(400),
+            text(StatusCode::BAD_REQUEST, "request body failed\n"),
         ),
         Err(_) => (
             Outcome::Timeout,
@@ -275,11 +280,11 @@ async fn serve_traffic(
     let sweeper = {
         let pools = pools.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(IDLE_TIMEOUT / 6);
+            let mut every = tokio::time::interval(PURGE_AFTER / 5);
             loop {
                 every.tick().await;
                 for p in &pools {
-                    p.evict_idle(IDLE_TIMEOUT);
+                    p.evict_idle();
                 }
             }
         })
