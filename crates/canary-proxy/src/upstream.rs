@@ -44,6 +44,7 @@ use hyper::header::{
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
 
 /// Why a request could not be forwarded.
 #[derive(Debug)]
@@ -97,20 +98,14 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
-        loop {
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(n) => {
-                    if n >= want && self.read_size < MAX_READ {
-                        self.read_size *= 2;
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.stream.poll_read_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        // `poll_read`, unlike `try_read`, takes a short read as the socket
+        // drained, so the read after the next request waits for readiness
+        // instead of spending a system call on EAGAIN.
+        let n = ready!(poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf))?;
+        if n >= want && self.read_size < MAX_READ {
+            self.read_size *= 2;
         }
+        Poll::Ready(Ok(n))
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
