@@ -270,7 +270,14 @@ impl Proxy {
                 .await
                 .map_err(|source| ProxyError::Bind { addr, source })
         };
-        let listener = bind(config.listen).await?;
+        let listener = if config.workers > 1 {
+            server::bind_shared_port(config.listen).map_err(|source| ProxyError::Bind {
+                addr: config.listen,
+                source,
+            })?
+        } else {
+            bind(config.listen).await?
+        };
         let admin = match config.admin {
             Some(a) => Some(bind(a).await?),
             None => None,

@@ -46,6 +46,11 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names (a few
+    // comparisons each) instead of a removal, hash and all, per name.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -304,32 +309,55 @@ async fn serve_traffic(
     sweeper.abort();
 }
 
+/// A listening socket with `SO_REUSEPORT`, so that each traffic worker can
+/// have a socket of its own on the same port and the kernel spreads new
+/// connections evenly over them.
+pub(crate) fn bind_shared_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Serves traffic on `config.workers` threads, each a single-threaded runtime
-/// accepting on the same listening socket, with its own connections and
-/// upstream pools: a request and its upstream exchange stay on one thread,
-/// so waking a task is a local queue push (no cross-thread hand-off, no work
-/// stealing), and the pools need no sharing. The router and the recorder
-/// are shared as before.
+/// with its own connections and upstream pools: a request and its upstream
+/// exchange stay on one thread, so waking a task is a local queue push (no
+/// cross-thread hand-off, no work stealing), and the pools need no sharing.
+/// The router and the recorder are shared.
+///
+/// Each worker accepts on a listening socket of its own, bound to the same
+/// port with `SO_REUSEPORT` (the first is the one [`crate::Proxy::bind`]
+/// opened): the kernel hashes each new connection to one of them, so the
+/// connections, and with them the load and the upstream pools, are spread
+/// evenly. (With one shared socket, a burst of connections tends to land on
+/// whichever worker wakes first.)
 async fn serve_on_workers(
     listener: TcpListener,
     shared: Arc<Shared>,
     config: &ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let std_listener = match listener.into_std() {
-        Ok(l) => l,
-        Err(_) => return,
+    let Ok(addr) = listener.local_addr() else {
+        return;
     };
+    let mut listeners = Vec::with_capacity(config.workers);
+    let mut first = listener.into_std().ok();
+    for _ in 0..config.workers {
+        let l = match first.take() {
+            Some(l) => Some(l),
+            None => bind_shared_port(addr).and_then(|l| l.into_std()).ok(),
+        };
+        // A worker without a socket of its own is not started; the others
+        // serve (at least the first socket always has one).
+        listeners.extend(l);
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut done = Vec::new();
-    let mut first = Some(std_listener);
-    for i in 0..config.workers {
-        let listener = match (i + 1 == config.workers, &first) {
-            (true, _) => first.take(),
-            (false, Some(l)) => l.try_clone().ok(),
-            (false, None) => None,
-        };
-        let Some(listener) = listener else { break };
+    for (i, listener) in listeners.into_iter().enumerate() {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let (shared, config, mut rx) = (shared.clone(), config.clone(), stop_rx.clone());
         let spawned = std::thread::Builder::new()
