@@ -529,6 +529,8 @@ fn sequential(input: &AnalyzeInput) -> Result<Verdict, AnalyzeError> {
         combine: o.combine,
         n_e: input.metrics.len(),
         n_band: n_samples,
+        // One look at any number of metrics: an even split.
+        mean_weight: 1.0,
     };
     let e_alpha = match o.combine {
         Combine::Bonferroni => budget.per_test(),

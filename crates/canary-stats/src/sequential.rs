@@ -26,9 +26,12 @@
 //! covers every look of every stage. The band test has no e-value; its share
 //! of alpha is split evenly over the stages.
 //!
-//! **Across metrics** (`combine`): `bonferroni` gives each of the three tests
-//! α/3; `average` averages the error and latency e-values (an average of
-//! e-values is an e-value) at level 2α/3 and gives the band test α/3.
+//! **Across metrics** (`combine`): `bonferroni` gives the error test α/3,
+//! the latency mean test 4α/15 and the band test 2α/5 (a weighted
+//! Bonferroni split, [`ROLLOUT_MEAN_WEIGHT`]: the mean test's false alarms
+//! dominate on healthy canaries, the band test's are nil); `average`
+//! averages the error and latency e-values (an average of e-values is an
+//! e-value) at level 2α/3 and gives the band test α/3.
 //!
 //! **At 100 %** the stable version gets no traffic and the split test has
 //! nothing to split. The stage then becomes a one-sample comparison of the
@@ -69,6 +72,12 @@ pub mod msprt;
 /// resolution, (ln(1 + 1.09 %))².
 const MIN_LOG_VAR: f64 = 1.184e-4;
 
+/// The latency mean test's share of α under Bonferroni, as a fraction of an
+/// even third; the band test gets the rest of the two latency thirds. The
+/// rollout judge uses 4/5: tests at α·(5, 4, 6)/15 for (errors, latency
+/// mean, latency distribution). See docs/tuning.md, 2026-11-22.
+pub const ROLLOUT_MEAN_WEIGHT: f64 = 0.8;
+
 /// How alpha is divided between the tests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
@@ -82,6 +91,11 @@ pub struct Budget {
     pub n_e: usize,
     /// Number of band tests.
     pub n_band: usize,
+    /// Under Bonferroni, the latency mean test's level as a fraction of an
+    /// even share (1 = even); the band test takes what it gives up, so the
+    /// levels still sum to the tests' α. Used with one mean and one band
+    /// test (a rollout); `average` ignores it.
+    pub mean_weight: f64,
 }
 
 impl Budget {
@@ -99,6 +113,20 @@ impl Budget {
         self.test_alpha() / self.tests()
     }
 
+    /// Level of the latency mean test under Bonferroni.
+    pub fn mean_alpha(&self) -> f64 {
+        self.per_test() * self.mean_weight
+    }
+
+    /// Level of the band test: its Bonferroni share plus what the mean
+    /// test gave up (under `average`, an even share).
+    pub fn band_alpha(&self) -> f64 {
+        match self.combine {
+            Combine::Bonferroni => self.per_test() * (2.0 - self.mean_weight),
+            Combine::Average => self.per_test(),
+        }
+    }
+
     /// Level of the averaged e-values under `average`.
     pub fn averaged(&self) -> f64 {
         self.test_alpha() * self.n_e as f64 / self.tests()
@@ -108,6 +136,12 @@ impl Budget {
     pub fn describe(&self) -> String {
         let ta = self.test_alpha();
         let mut s = match self.combine {
+            Combine::Bonferroni if self.mean_weight != 1.0 => format!(
+                "Bonferroni: errors at {:.4}, latency mean at {:.4}, latency distribution at {:.4}",
+                self.per_test(),
+                self.mean_alpha(),
+                self.band_alpha()
+            ),
             Combine::Bonferroni => format!(
                 "Bonferroni: {} tests at α/{} = {:.4} each",
                 self.n_e + self.n_band,
@@ -217,6 +251,7 @@ impl SequentialJudge {
             combine: opts.combine,
             n_e: 2,
             n_band: 1,
+            mean_weight: ROLLOUT_MEAN_WEIGHT,
         };
         Self {
             opts,
@@ -277,11 +312,19 @@ impl SequentialJudge {
         r
     }
 
-    /// Level of one e-valued test (its Bonferroni share, or the averaged
+    /// Level of the error test (its Bonferroni share, or the averaged
     /// level under `average`, for its interval).
     fn e_alpha(&self) -> f64 {
         match self.budget.combine {
             Combine::Bonferroni => self.budget.per_test(),
+            Combine::Average => self.budget.averaged(),
+        }
+    }
+
+    /// Level of the latency mean test, for its tuning and interval.
+    fn mean_alpha(&self) -> f64 {
+        match self.budget.combine {
+            Combine::Bonferroni => self.budget.mean_alpha(),
             Combine::Average => self.budget.averaged(),
         }
     }
@@ -383,7 +426,7 @@ impl SequentialJudge {
         let w = (stage.weight / 100.0).clamp(1e-6, 1.0 - 1e-6);
         let nopt_c = stage.min_requests.max(1) as f64;
         let nopt_b = nopt_c * (1.0 - w) / w;
-        let tau2 = msprt::kappa(self.e_alpha()) * var * (1.0 / nopt_c + 1.0 / nopt_b);
+        let tau2 = msprt::kappa(self.mean_alpha()) * var * (1.0 / nopt_c + 1.0 / nopt_b);
         self.latency_look(
             mc - mb,
             s2,
@@ -410,7 +453,7 @@ impl SequentialJudge {
         };
         let var = vc.max(MIN_LOG_VAR);
         let s2 = var / n.1 as f64;
-        let tau2 = msprt::kappa(self.e_alpha()) * var / stage.min_requests.max(1) as f64;
+        let tau2 = msprt::kappa(self.mean_alpha()) * var / stage.min_requests.max(1) as f64;
         // The test is against the upper bound; the interval also carries the
         // bound's own width.
         self.latency_look(
@@ -439,7 +482,7 @@ impl SequentialJudge {
         } else {
             msprt::log_lambda(d, s2, tau2)
         };
-        let hw = msprt::half_width(s2, tau2, self.e_alpha());
+        let hw = msprt::half_width(s2, tau2, self.mean_alpha());
         let cs = [(d - hw - extra).exp(), (d + hw).exp()];
         let iv = intersect(self.stage.latency_ratio, cs);
         self.stage.latency_ratio = Some(iv);
@@ -524,9 +567,12 @@ impl Judge for SequentialJudge {
         let budget = self.budget;
         let e_alpha = self.e_alpha();
         let thr_e = (1.0 / budget.per_test()).ln();
+        let l_alpha = self.mean_alpha();
+        let thr_l = (1.0 / budget.mean_alpha()).ln();
         let combine = budget.describe();
         let ok_size = c.requests >= stage.min_requests.max(1);
         let ea = format!("{:.0} %", 100.0 * (1.0 - e_alpha));
+        let la = format!("{:.0} %", 100.0 * (1.0 - l_alpha));
 
         let mut me = self.evidence(
             "error_rate",
@@ -541,12 +587,12 @@ impl Judge for SequentialJudge {
             &lat,
             ll,
             self.max_ln_e_lat,
-            thr_e,
-            &format!("latency ratio canary/baseline, geometric means (confidence sequence, {ea})"),
+            thr_l,
+            &format!("latency ratio canary/baseline, geometric means (confidence sequence, {la})"),
         );
 
         // Band test on the stage's histograms.
-        let alpha_d = budget.per_test() / self.n_stages as f64;
+        let alpha_d = budget.band_alpha() / self.n_stages as f64;
         let (hb, hc) = (&dist_base.latency, &c.latency);
         let (nb, nc) = (hb.count() as f64, hc.count() as f64);
         let d = band::sup_diff_histograms(hb, hc);
@@ -582,16 +628,16 @@ impl Judge for SequentialJudge {
         }
 
         // Decide each test.
-        let e_fail = |l: &Look, ln: f64| l.harm && ln >= thr_e;
+        let e_fail = |l: &Look, ln: f64, thr: f64| l.harm && ln >= thr;
         let mut metrics;
         match budget.combine {
             Combine::Bonferroni => {
-                me.outcome = if e_fail(&err, le) {
+                me.outcome = if e_fail(&err, le, thr_e) {
                     Outcome::Fail
                 } else {
                     Outcome::Inconclusive
                 };
-                ml.outcome = if e_fail(&lat, ll) {
+                ml.outcome = if e_fail(&lat, ll, thr_l) {
                     Outcome::Fail
                 } else {
                     Outcome::Inconclusive
