@@ -220,3 +220,20 @@ fn evidence_mode_needs_a_tight_interval() {
     let v = run(&mut j, &mut obs, &p, 0, 400, w);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
 }
+
+#[test]
+fn the_weighted_split_still_spends_exactly_the_tests_alpha() {
+    let j = SequentialJudge::new(&policy());
+    let b = j.budget();
+    assert_eq!(b.mean_weight, ROLLOUT_MEAN_WEIGHT);
+    let sum = b.per_test() + b.mean_alpha() + b.band_alpha();
+    assert!((sum - b.test_alpha()).abs() < 1e-15, "{sum}");
+    // α = 0.05 with a 100 % stage: 0.0375 for the tests, as 5 : 4 : 6.
+    assert!((b.mean_alpha() - 0.01).abs() < 1e-15);
+    assert!((b.band_alpha() - 0.015).abs() < 1e-15);
+    assert!(
+        b.describe().contains("latency mean at 0.0100"),
+        "{}",
+        b.describe()
+    );
+}
