@@ -8,8 +8,13 @@
 # Installs Debian's wrk, nginx and haproxy with apt-get when missing. Each
 # repetition runs every target once, in turn (interleaved, so drift hits all
 # alike), after a 2 s warm-up; prints one raw line per run and a table of
-# medians: requests/s, p50, p99 (wrk --latency) and the proxy's resident
-# memory (largest sum of VmRSS over its processes, sampled every 0.5 s).
+# medians: requests/s, p50, p99 (wrk --latency), the proxy's resident
+# memory (largest sum of VmRSS over its processes, sampled every 0.5 s) and
+# its CPU time per request (user + system over its processes, from
+# /proc/PID/stat, divided by the requests wrk completed). Because single runs
+# on a shared 2-core VM drift by +-20 %, it also prints, per repetition, the
+# ratio of each proxy to nginx measured seconds apart, and the median of
+# those paired ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -160,10 +165,22 @@ to_ms() {
     else print v }'
 }
 
-# $1 name, $2 port, $3 pid (or 0): appends "name rps p50 p99 rss_kib".
+# CPU time (user + system, clock ticks) of a process and its children.
+cpu_tree() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+TICK=$(getconf CLK_TCK)
+
+# $1 name, $2 port, $3 pid (or 0): appends "name rps p50 p99 rss_kib cpu_us_per_req".
 measure() {
   local name=$1 port=$2 pid=$3 out="$TMP/wrk-$1.txt" peak=0
   wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
+  local cpu0=0
+  [ "$pid" != 0 ] && cpu0=$(cpu_tree "$pid")
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$out" &
   local wrk_pid=$!
   while kill -0 "$wrk_pid" 2>/dev/null; do
@@ -173,17 +190,21 @@ measure() {
     sleep 0.5
   done
   wait "$wrk_pid"
-  local rps p50 p99 errs
+  local cpu1=0
+  [ "$pid" != 0 ] && cpu1=$(cpu_tree "$pid")
+  local rps p50 p99 errs n cpu
   rps=$(awk '/^Requests\/sec/ {print $2}' "$out")
   p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
   p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
   errs=$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ')
-  echo "$name $rps $p50 $p99 $peak ${errs:-}" | tee -a "$TMP/results.txt"
+  n=$(awk '/requests in/ {print $1}' "$out")
+  cpu=$(awk -v c=$((cpu1 - cpu0)) -v n="$n" -v t="$TICK" 'BEGIN {printf "%.1f", c * 1e6 / t / n}')
+  echo "$name $rps $p50 $p99 $peak $cpu ${errs:-}" | tee -a "$TMP/results.txt"
 }
 
 echo "# machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(uname -r)"
 echo "# $(wrk -v 2>&1 | head -1 | cut -c1-40); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -c1-40)"
-echo "# wrk -t$THREADS -c$CONNS -d$DURATION --latency; $REPS repetitions; columns: target req/s p50_ms p99_ms rss_kib"
+echo "# wrk -t$THREADS -c$CONNS -d$DURATION --latency; $REPS repetitions; columns: target req/s p50_ms p99_ms rss_kib cpu_us_per_req"
 STABLE_PORT=${STABLE##*:}
 for rep in $(seq "$REPS"); do
   measure direct "$STABLE_PORT" 0
@@ -198,15 +219,30 @@ import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     f = line.split()
-    rows.setdefault(f[0], []).append([float(x) for x in f[1:5]])
+    rows.setdefault(f[0], []).append([float(x) for x in f[1:6]])
 med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
 d, n = med["direct"][0], med["nginx"][0]
-print("| target | req/s | p50 ms | p99 ms | RSS MiB | vs direct | vs nginx |")
-print("|---|---|---|---|---|---|---|")
+print("Medians:")
+print()
+print("| target | req/s | p50 ms | p99 ms | RSS MiB (median; peak) | CPU µs/req | vs direct | vs nginx |")
+print("|---|---|---|---|---|---|---|---|")
 for k in ["direct", "canary", "nginx", "haproxy"]:
-    rps, p50, p99, rss = med[k]
-    mem = "–" if k == "direct" else f"{rss / 1024:.1f}"
-    print(f"| {k} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {mem} | {rps / d:.2f} | {rps / n:.2f} |")
-c, g = med["canary"], med["nginx"]
-print(f"\ncanary p99 / nginx p99 = {c[2] / g[2]:.2f}; canary RSS {c[3] / 1024:.1f} MiB")
+    rps, p50, p99, rss, cpu = med[k]
+    peak = max(r[3] for r in rows[k])
+    mem = "–" if k == "direct" else f"{rss / 1024:.1f}; {peak / 1024:.1f}"
+    c = "–" if k == "direct" else f"{cpu:.1f}"
+    print(f"| {k} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {mem} | {c} | {rps / d:.2f} | {rps / n:.2f} |")
+print()
+print("Paired ratios against nginx, per repetition (each proxy measured seconds from nginx):")
+print()
+print("| target | req/s ratio, median [min, max] | p99 ratio, median [min, max] | CPU/req ratio, median | reps with req/s >= nginx | reps with p99 <= nginx |")
+print("|---|---|---|---|---|---|")
+for k in ["canary", "haproxy"]:
+    pairs = list(zip(rows[k], rows["nginx"]))
+    r = [a[0] / b[0] for a, b in pairs]
+    q = [a[2] / b[2] for a, b in pairs]
+    c = [a[4] / b[4] for a, b in pairs]
+    print(f"| {k} | {statistics.median(r):.2f} [{min(r):.2f}, {max(r):.2f}] "
+          f"| {statistics.median(q):.2f} [{min(q):.2f}, {max(q):.2f}] | {statistics.median(c):.2f} "
+          f"| {sum(x >= 1 for x in r)} of {len(r)} | {sum(x <= 1 for x in q)} of {len(q)} |")
 EOF
