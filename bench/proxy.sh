@@ -147,14 +147,18 @@ PIDS+=("$HAPROXY_PID")
 
 wait_port "$CP"; wait_port "$NP"; wait_port "$HP"
 
-# Resident memory of a process and its children, KiB.
-rss_tree() {
+# $1 pid, $2 file under /proc/PID, $3 awk program printing one number: the
+# sum of that number over the process and its children.
+sum_tree() {
   local total=0 p
   for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '/^VmRSS/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0)))
+    total=$((total + $(awk "$3" /proc/"$p"/"$2" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
+
+# Resident memory of a process and its children, KiB.
+rss_tree() { sum_tree "$1" status '/^VmRSS/ {print $2}'; }
 
 # wrk latency value (e.g. 1.23ms, 850.00us, 1.02s) to milliseconds.
 to_ms() {
@@ -166,13 +170,7 @@ to_ms() {
 }
 
 # CPU time (user + system, clock ticks) of a process and its children.
-cpu_tree() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
+cpu_tree() { sum_tree "$1" stat '{print $14 + $15}'; }
 TICK=$(getconf CLK_TCK)
 
 # $1 name, $2 port, $3 pid (or 0): appends "name rps p50 p99 rss_kib cpu_us_per_req".

@@ -578,6 +578,17 @@ fn bad(why: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
+/// Up to `left` bytes of body data off the front of `buf` (`left` counts
+/// down); `NeedMore` when `buf` is empty.
+fn take_data(left: &mut u64, buf: &mut BytesMut) -> Step {
+    if buf.is_empty() {
+        return Step::NeedMore;
+    }
+    let n = (*left).min(buf.len() as u64) as usize;
+    *left -= n as u64;
+    Step::Data(buf.split_to(n).freeze())
+}
+
 /// Advances `state` over the bytes in `buf`.
 fn step(state: &mut BodyState, buf: &mut BytesMut) -> io::Result<Step> {
     loop {
@@ -587,15 +598,11 @@ fn step(state: &mut BodyState, buf: &mut BytesMut) -> io::Result<Step> {
                 return Ok(Step::Done);
             }
             BodyState::Length(left) => {
-                if buf.is_empty() {
-                    return Ok(Step::NeedMore);
-                }
-                let n = (*left).min(buf.len() as u64) as usize;
-                *left -= n as u64;
+                let step = take_data(left, buf);
                 if *left == 0 {
                     *state = BodyState::Done;
                 }
-                return Ok(Step::Data(buf.split_to(n).freeze()));
+                return Ok(step);
             }
             BodyState::Close => {
                 if buf.is_empty() {
@@ -625,15 +632,11 @@ fn step(state: &mut BodyState, buf: &mut BytesMut) -> io::Result<Step> {
                     };
                 }
                 Chunk::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Step::NeedMore);
-                    }
-                    let n = (*left).min(buf.len() as u64) as usize;
-                    *left -= n as u64;
+                    let step = take_data(left, buf);
                     if *left == 0 {
                         *chunk = Chunk::DataEnd;
                     }
-                    return Ok(Step::Data(buf.split_to(n).freeze()));
+                    return Ok(step);
                 }
                 Chunk::DataEnd => {
                     let Some(line) = take_line(buf)? else {
