@@ -1,7 +1,9 @@
 //! `canary-proxy`: the built-in data plane of live rollouts.
 //!
-//! A reverse proxy for HTTP/1.1 in front of two upstreams, a stable and a
-//! canary version. For each request it:
+//! A reverse proxy in front of two upstreams, a stable and a canary version.
+//! Clients speak HTTP/1.1 or h2c (HTTP/2 over cleartext with prior
+//! knowledge, on the same port); upstreams are spoken to in HTTP/1.1 by the
+//! proxy's own client (`upstream`). For each request it:
 //! 1. picks a version ([`route`]): an override header or cookie first, then a
 //!    hash of the client's sticky key, then a per-request draw, compared with
 //!    the canary weight held in one atomic;

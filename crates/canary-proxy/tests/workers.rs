@@ -136,3 +136,58 @@ fn workers_drain_in_flight_requests_on_shutdown() {
     }
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn h2c_with_prior_knowledge_is_served_on_the_same_port() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let rt = runtime();
+    let (stable, _s) = backend(&rt, "stable", Duration::ZERO);
+    let (canary, _c) = backend(&rt, "canary", Duration::ZERO);
+    let p = proxy(&rt, &stable, &canary, 0.0);
+    let addr = p.addr;
+    let bodies = rt.block_on(async move {
+        let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // 50 streams at once on one connection, one of them forced to the canary.
+        let requests = (0..50).map(|i| {
+            let mut sender = sender.clone();
+            async move {
+                let mut req = hyper::Request::get(format!("http://{addr}/s/{i}"));
+                if i == 7 {
+                    req = req.header("x-canary", "canary");
+                }
+                let resp = sender
+                    .send_request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(resp.version(), hyper::Version::HTTP_2);
+                let (parts, body) = resp.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                (
+                    parts.status,
+                    parts.headers["x-canary-version"].clone(),
+                    body,
+                )
+            }
+        });
+        let handles: Vec<_> = requests.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    });
+    for (i, (status, version, body)) in bodies.iter().enumerate() {
+        let want = if i == 7 { "canary" } else { "stable" };
+        assert_eq!(*status, 200);
+        assert_eq!(version, want);
+        assert_eq!(body, &format!("{want}\n"));
+    }
+    let seen = p.handle.cumulative();
+    assert_eq!((seen.baseline.requests, seen.canary.requests), (49, 1));
+}
