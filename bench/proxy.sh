@@ -4,6 +4,9 @@
 # plus the backend alone (direct). Loopback only; bounded duration.
 #
 # Usage: bench/proxy.sh [REPS]      (env: DURATION=10s CONNS=256 THREADS=2)
+#        CANARY_B=/path/to/other/canary bench/proxy.sh [REPS]
+#          also measures that build's proxy as target `canary_b`, in the same
+#          repetitions (an A/B of two builds, e.g. before and after a change).
 #
 # Installs Debian's wrk, nginx and haproxy with apt-get when missing. Each
 # repetition runs every target once, in turn (interleaved, so drift hits all
@@ -86,6 +89,15 @@ CP=$(free_port)
 CANARY_PID=$!
 PIDS+=("$CANARY_PID")
 
+# optional second build of canary's proxy, for an A/B
+if [ -n "${CANARY_B:-}" ]; then
+  CPB=$(free_port)
+  "$CANARY_B" proxy --listen 127.0.0.1:"$CPB" --stable "http://$STABLE" \
+    --canary "http://$CANARY_UP" --weight 10 >"$TMP/canary-proxy-b.out" 2>&1 &
+  CANARY_B_PID=$!
+  PIDS+=("$CANARY_B_PID")
+fi
+
 # nginx, same workers as cores, keep-alive upstreams
 NP=$(free_port)
 cat >"$TMP/nginx.conf" <<EOF
@@ -146,6 +158,7 @@ HAPROXY_PID=$!
 PIDS+=("$HAPROXY_PID")
 
 wait_port "$CP"; wait_port "$NP"; wait_port "$HP"
+[ -n "${CANARY_B:-}" ] && wait_port "$CPB"
 
 # $1 pid, $2 file under /proc/PID, $3 awk program printing one number: the
 # sum of that number over the process and its children.
@@ -209,6 +222,7 @@ for rep in $(seq "$REPS"); do
   measure canary "$CP" "$CANARY_PID"
   measure nginx "$NP" "$NGINX_PID"
   measure haproxy "$HP" "$HAPROXY_PID"
+  if [ -n "${CANARY_B:-}" ]; then measure canary_b "$CPB" "$CANARY_B_PID"; fi
 done
 
 echo
@@ -224,7 +238,8 @@ print("Medians:")
 print()
 print("| target | req/s | p50 ms | p99 ms | RSS MiB (median; peak) | CPU µs/req | vs direct | vs nginx |")
 print("|---|---|---|---|---|---|---|---|")
-for k in ["direct", "canary", "nginx", "haproxy"]:
+targets = [k for k in ["direct", "canary", "canary_b", "nginx", "haproxy"] if k in rows]
+for k in targets:
     rps, p50, p99, rss, cpu = med[k]
     peak = max(r[3] for r in rows[k])
     mem = "–" if k == "direct" else f"{rss / 1024:.1f}; {peak / 1024:.1f}"
@@ -235,7 +250,7 @@ print("Paired ratios against nginx, per repetition (each proxy measured seconds 
 print()
 print("| target | req/s ratio, median [min, max] | p99 ratio, median [min, max] | CPU/req ratio, median | reps with req/s >= nginx | reps with p99 <= nginx |")
 print("|---|---|---|---|---|---|")
-for k in ["canary", "haproxy"]:
+for k in [t for t in targets if t not in ("direct", "nginx")]:
     pairs = list(zip(rows[k], rows["nginx"]))
     r = [a[0] / b[0] for a, b in pairs]
     q = [a[2] / b[2] for a, b in pairs]
