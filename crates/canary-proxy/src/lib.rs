@@ -64,7 +64,8 @@ pub struct ProxyConfig {
     pub initial_weight: f64,
     /// Limit for connecting to an upstream.
     pub connect_timeout: Duration,
-    /// Limit for an upstream's response head, from the request's arrival.
+    /// Limit for an upstream's response head, from the request's arrival;
+    /// also the longest a response body may go without a byte.
     pub response_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,

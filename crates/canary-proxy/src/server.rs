@@ -187,6 +187,7 @@ fn pools(shared: &Shared, config: &ProxyConfig) -> Pools {
             u.connect_addr(),
             config.max_idle_per_upstream,
             config.connect_timeout,
+            config.response_timeout,
         )
     })
 }

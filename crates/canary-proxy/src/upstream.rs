@@ -29,6 +29,7 @@
 //! a pending close before it is used.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -138,15 +139,23 @@ pub(crate) struct Pool {
     idle: Mutex<Vec<(Conn, Instant)>>,
     max_idle: usize,
     connect_timeout: Duration,
+    /// How long a response body may go without a byte.
+    body_timeout: Duration,
 }
 
 impl Pool {
-    pub(crate) fn new(addr: String, max_idle: usize, connect_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        addr: String,
+        max_idle: usize,
+        connect_timeout: Duration,
+        body_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             addr,
             idle: Mutex::new(Vec::new()),
             max_idle,
             connect_timeout,
+            body_timeout,
         })
     }
 
@@ -246,6 +255,7 @@ impl Pool {
             pool: self.clone(),
             state: head.body,
             keep_alive: head.keep_alive,
+            stalled: None,
         };
         if body.state.is_done() {
             body.finish();
@@ -662,12 +672,17 @@ fn step(state: &mut BodyState, buf: &mut BytesMut) -> io::Result<Step> {
 
 /// An upstream response body, streamed from the connection; the connection
 /// goes back to the pool once the body has been read to its end (a body
-/// dropped early closes it: HTTP/1.1 cannot reuse it).
+/// dropped early closes it: HTTP/1.1 cannot reuse it). A body that goes the
+/// pool's body timeout without a byte fails, so a stalled upstream cannot
+/// hold the client forever.
 pub(crate) struct UpstreamBody {
     conn: Option<Conn>,
     pool: Arc<Pool>,
     state: BodyState,
     keep_alive: bool,
+    /// Armed only while waiting for bytes (a body that is already buffered,
+    /// the usual case, never sets a timer).
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl UpstreamBody {
@@ -713,7 +728,23 @@ impl Body for UpstreamBody {
                     return Poll::Ready(Some(Err(e.into())));
                 }
             }
-            match ready!(conn.poll_fill(cx)) {
+            let filled = match conn.poll_fill(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => {
+                    let limit = this.pool.body_timeout;
+                    let stalled = this
+                        .stalled
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if stalled.as_mut().poll(cx).is_ready() {
+                        this.conn = None;
+                        this.stalled = None;
+                        return Poll::Ready(Some(Err(bad("upstream body stalled").into())));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            this.stalled = None;
+            match filled {
                 Ok(0) if this.state == BodyState::Close => {
                     this.conn = None;
                     this.state = BodyState::Done;

@@ -72,7 +72,8 @@ pub struct ProxyArgs {
     /// Upstream connect timeout, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub connect_timeout_ms: u64,
-    /// Upstream response-head timeout, milliseconds.
+    /// Upstream response-head timeout, and the longest a response body may
+    /// go without a byte, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30000)]
     pub response_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests, milliseconds.

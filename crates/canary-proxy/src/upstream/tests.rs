@@ -121,7 +121,10 @@ async fn upstream(replies: Vec<Reply>) -> (Arc<Pool>, Arc<Seen>) {
             });
         }
     });
-    (Pool::new(addr, 64, Duration::from_secs(2)), seen)
+    (
+        Pool::new(addr, 64, Duration::from_secs(2), Duration::from_secs(5)),
+        seen,
+    )
 }
 
 fn get(path: &str) -> Request<Empty<Bytes>> {
@@ -376,7 +379,12 @@ async fn nothing_listening_is_a_connect_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let pool = Pool::new(format!("127.0.0.1:{port}"), 4, Duration::from_secs(1));
+    let pool = Pool::new(
+        format!("127.0.0.1:{port}"),
+        4,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
     assert!(matches!(pool.send(get("/")).await, Err(SendError::Connect)));
 }
 
@@ -387,5 +395,27 @@ async fn connections_closed_by_the_upstream_are_swept() {
     assert_eq!(pool.idle_len(), 1);
     tokio::time::sleep(Duration::from_millis(50)).await;
     pool.evict_idle();
+    assert_eq!(pool.idle_len(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_fails_after_the_body_timeout() {
+    let (pool, _) = upstream(vec![Reply::Send(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+    )])
+    .await;
+    let pool = Pool::new(
+        pool.addr.clone(),
+        4,
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    );
+    let r = pool.send(get("/")).await.unwrap();
+    let started = crate::now();
+    let e = body_of(r).await.unwrap_err();
+    assert!(e.to_string().contains("stalled"), "{e}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
     assert_eq!(pool.idle_len(), 0);
 }
