@@ -274,7 +274,7 @@ impl Proxy {
                 .map_err(|source| ProxyError::Bind { addr, source })
         };
         let listener = if config.workers > 1 {
-            server::bind_shared_port(config.listen).map_err(|source| ProxyError::Bind {
+            server::bind_first_shared_port(config.listen).map_err(|source| ProxyError::Bind {
                 addr: config.listen,
                 source,
             })?

@@ -368,6 +368,20 @@ async fn serve_traffic(
     sweeper.abort();
 }
 
+/// The first of the workers' listening sockets: as [`bind_shared_port`], but
+/// an address some other socket already listens on is refused, as a plain
+/// bind would refuse it. (`SO_REUSEPORT` alone would let a second proxy
+/// started by the same user on the same port silently take half of the
+/// connections.)
+pub(crate) fn bind_first_shared_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if addr.port() != 0 {
+        // Fails with "address in use" while anything listens there, our
+        // own `SO_REUSEPORT` sockets included, since this one is without.
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    bind_shared_port(addr)
+}
+
 /// A listening socket with `SO_REUSEPORT`, so that each traffic worker can
 /// have a socket of its own on the same port and the kernel spreads new
 /// connections evenly over them.

@@ -191,3 +191,21 @@ fn h2c_with_prior_knowledge_is_served_on_the_same_port() {
     let seen = p.handle.cumulative();
     assert_eq!((seen.baseline.requests, seen.canary.requests), (49, 1));
 }
+
+#[test]
+fn a_port_in_use_is_refused_even_with_workers_sharing_it() {
+    let rt = runtime();
+    let (stable, _s) = backend(&rt, "stable", Duration::ZERO);
+    let first = proxy(&rt, &stable, &stable, 0.0);
+    let mut config = ProxyConfig::new(
+        first.addr,
+        Upstream::parse(&stable).unwrap(),
+        Upstream::parse(&stable).unwrap(),
+    );
+    config.workers = 2;
+    let second = rt.block_on(Proxy::bind(config));
+    assert!(
+        matches!(second, Err(canary_proxy::ProxyError::Bind { .. })),
+        "a second proxy bound the port of the first"
+    );
+}
