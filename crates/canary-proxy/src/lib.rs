@@ -185,7 +185,7 @@ pub enum ProxyError {
     #[error("weight {0} is not a percentage in [0, 100]")]
     BadWeight(f64),
     /// A listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
