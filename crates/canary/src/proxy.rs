@@ -9,7 +9,9 @@ use crate::live::{announce, runtime, shutdown_signal, ProxyArgs};
 
 /// Run the built-in weighted proxy at a fixed canary weight (no rollout).
 ///
-/// For benchmarks, manual A/B splits and trying the proxy's options. Prints
+/// For benchmarks, manual A/B splits and trying the proxy's options. Clients
+/// may speak HTTP/1.1 or h2c (HTTP/2 with prior knowledge) on the same port;
+/// upstreams are spoken to in HTTP/1.1. Prints
 /// `listening on http://ADDR` (and `admin on http://ADDR`) on stdout, then
 /// serves until SIGINT or SIGTERM and drains in-flight requests.
 #[derive(clap::Args)]
@@ -18,6 +20,7 @@ Examples:
   canary proxy --listen 127.0.0.1:8080 --stable http://127.0.0.1:9001 \\
                --canary http://127.0.0.1:9002 --weight 10 --admin 127.0.0.1:9090
   curl -H 'x-canary: canary' http://127.0.0.1:8080/      # force the canary
+  curl --http2-prior-knowledge http://127.0.0.1:8080/    # h2c
   curl http://127.0.0.1:9090/metrics                     # Prometheus text")]
 pub struct Args {
     /// Address to serve traffic on (port 0: any free port).
