@@ -57,7 +57,7 @@ impl Nginx {
              }}"
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -72,6 +72,8 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "nginx did not listen on {port}: {}",
             std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
