@@ -201,6 +201,8 @@ pub(crate) struct Shared {
     pub(crate) upstreams: [Upstream; 2],
     pub(crate) response_timeout: Duration,
     pub(crate) weight_changes: std::sync::atomic::AtomicU64,
+    /// Upstream connections opened, per version (stable first).
+    pub(crate) upstream_connects: [Arc<std::sync::atomic::AtomicU64>; 2],
 }
 
 /// A cheap, cloneable handle to a running proxy: set the weight, read the
@@ -293,6 +295,7 @@ impl Proxy {
             upstreams: [config.stable.clone(), config.canary.clone()],
             response_timeout: config.response_timeout,
             weight_changes: Default::default(),
+            upstream_connects: Default::default(),
         });
         Ok(Self {
             listener,

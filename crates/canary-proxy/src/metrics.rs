@@ -107,6 +107,20 @@ pub(crate) fn render(shared: &Shared) -> String {
     }
     family(
         &mut out,
+        "canary_proxy_upstream_connections_opened_total",
+        "counter",
+        "Upstream connections opened, per version: with keep-alive a few per worker; a count that keeps growing with the requests means connections are not being reused.",
+    );
+    for v in Version::BOTH {
+        let _ = writeln!(
+            out,
+            "canary_proxy_upstream_connections_opened_total{{version=\"{}\"}} {}",
+            v.name(),
+            shared.upstream_connects[v.index()].load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut out,
         "canary_proxy_stale_requests_total",
         "counter",
         "Requests that finished after a weight change and were left out of the judged windows, per version.",

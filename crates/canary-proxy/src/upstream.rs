@@ -32,6 +32,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -141,6 +142,9 @@ pub(crate) struct Pool {
     connect_timeout: Duration,
     /// How long a response body may go without a byte.
     body_timeout: Duration,
+    /// Connections opened, counted for the metrics (shared by the pools of
+    /// one upstream across workers).
+    opened: Arc<AtomicU64>,
 }
 
 impl Pool {
@@ -149,6 +153,7 @@ impl Pool {
         max_idle: usize,
         connect_timeout: Duration,
         body_timeout: Duration,
+        opened: Arc<AtomicU64>,
     ) -> Arc<Self> {
         Arc::new(Self {
             addr,
@@ -156,6 +161,7 @@ impl Pool {
             max_idle,
             connect_timeout,
             body_timeout,
+            opened,
         })
     }
 
@@ -206,6 +212,7 @@ impl Pool {
             .map_err(|_| SendError::Connect)?
             .map_err(|_| SendError::Connect)?;
         let _ = stream.set_nodelay(true);
+        self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Conn::new(stream))
     }
 

@@ -275,6 +275,17 @@ fn a_thousand_weight_changes_under_load_fail_no_request() {
         "{metrics}"
     );
     assert!(metrics.contains("canary_proxy_errors_total{version=\"canary\"} 0\n"));
+    // Keep-alive upstream connections are reused: at most one per client
+    // connection (32) and version, however many requests went through.
+    for v in ["stable", "canary"] {
+        let key = format!("canary_proxy_upstream_connections_opened_total{{version=\"{v}\"}} ");
+        let opened: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {metrics}"));
+        assert!((1..=32).contains(&opened), "{v}: {opened} opened");
+    }
 }
 
 fn policy(spec: &str) -> Policy {

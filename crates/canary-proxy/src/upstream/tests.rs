@@ -122,7 +122,13 @@ async fn upstream(replies: Vec<Reply>) -> (Arc<Pool>, Arc<Seen>) {
         }
     });
     (
-        Pool::new(addr, 64, Duration::from_secs(2), Duration::from_secs(5)),
+        Pool::new(
+            addr,
+            64,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            Arc::default(),
+        ),
         seen,
     )
 }
@@ -311,6 +317,7 @@ async fn a_pooled_connection_closed_while_idle_is_replaced() {
     let r = pool.send(post).await.unwrap();
     assert_eq!(body_of(r).await.unwrap(), "hello");
     assert_eq!(seen.accepts(), 3);
+    assert_eq!(pool.opened.load(Ordering::Relaxed), 3);
     assert_eq!(seen.requests.lock().unwrap().len(), 4, "nothing sent twice");
 }
 
@@ -384,6 +391,7 @@ async fn nothing_listening_is_a_connect_error() {
         4,
         Duration::from_secs(1),
         Duration::from_secs(1),
+        Arc::default(),
     );
     assert!(matches!(pool.send(get("/")).await, Err(SendError::Connect)));
 }
@@ -409,6 +417,7 @@ async fn a_body_that_stalls_fails_after_the_body_timeout() {
         4,
         Duration::from_secs(1),
         Duration::from_millis(100),
+        Arc::default(),
     );
     let r = pool.send(get("/")).await.unwrap();
     let started = crate::now();
