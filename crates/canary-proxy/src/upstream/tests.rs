@@ -428,3 +428,38 @@ async fn a_body_that_stalls_fails_after_the_body_timeout() {
     assert!(waited < Duration::from_secs(3), "{waited:?}");
     assert_eq!(pool.idle_len(), 0);
 }
+
+/// A request body that fails after its first frame, like a client that
+/// goes away mid-upload.
+struct BrokenUpload(bool);
+
+impl Body for BrokenUpload {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Ready(Some(Err(std::io::Error::other("client went away"))))
+        } else {
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"part")))))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_upload_that_breaks_off_is_the_clients_failure() {
+    let (pool, _) = upstream(vec![Reply::Send(OK_HELLO)]).await;
+    let req = Request::post("/")
+        .header("host", "u")
+        .header("content-length", "100")
+        .body(BrokenUpload(false))
+        .unwrap();
+    assert!(matches!(pool.send(req).await, Err(SendError::Client)));
+    assert_eq!(
+        pool.idle_len(),
+        0,
+        "a half-sent request's connection is not reused"
+    );
+}
