@@ -21,7 +21,7 @@ use crate::recorder::Outcome;
 use crate::upstream::{Pool, SendError, UpstreamBody, PURGE_AFTER};
 
 use crate::route::Version;
-use crate::{ProxyConfig, Shared, Upstream};
+use crate::{ProxyConfig, Shared};
 
 /// The body the proxy answers with: the upstream's, streamed, or its own.
 pub(crate) type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
@@ -183,17 +183,15 @@ fn admin(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
 }
 
 fn pools(shared: &Shared, config: &ProxyConfig) -> Pools {
-    let [stable, canary] = shared.upstreams.clone();
-    let pool = |u: Upstream, v: Version| {
+    Version::BOTH.map(|v| {
         Pool::new(
-            u.connect_addr(),
+            shared.upstreams[v.index()].connect_addr(),
             config.max_idle_per_upstream,
             config.connect_timeout,
             config.response_timeout,
             shared.upstream_connects[v.index()].clone(),
         )
-    };
-    [pool(stable, Version::Stable), pool(canary, Version::Canary)]
+    })
 }
 
 /// How long a new connection may stay silent, and a request head take.

@@ -309,20 +309,16 @@ fn encode_head(out: &mut Vec<u8>, parts: &hyper::http::request::Parts, framing: 
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut chunked_said = false;
     for (name, value) in &parts.headers {
         if name == EXPECT || (framing == RequestFraming::Chunked && name == CONTENT_LENGTH) {
             continue;
-        }
-        if name == TRANSFER_ENCODING {
-            chunked_said = true;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if framing == RequestFraming::Chunked && !chunked_said {
+    if framing == RequestFraming::Chunked && !parts.headers.contains_key(TRANSFER_ENCODING) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -703,11 +699,21 @@ impl UpstreamBody {
             }
         }
     }
+
+    /// Ends the body with `error`; the connection is closed, not reused.
+    fn fail(&mut self, error: io::Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.stalled = None;
+        Poll::Ready(Some(Err(error.into())))
+    }
 }
+
+/// The body's error type.
+type BoxError = Box<dyn StdError + Send + Sync>;
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = Box<dyn StdError + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -730,10 +736,7 @@ impl Body for UpstreamBody {
                     return Poll::Ready(None);
                 }
                 Ok(Step::NeedMore) => {}
-                Err(e) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+                Err(e) => return this.fail(e),
             }
             let filled = match conn.poll_fill(cx) {
                 Poll::Ready(r) => r,
@@ -743,9 +746,7 @@ impl Body for UpstreamBody {
                         .stalled
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                     if stalled.as_mut().poll(cx).is_ready() {
-                        this.conn = None;
-                        this.stalled = None;
-                        return Poll::Ready(Some(Err(bad("upstream body stalled").into())));
+                        return this.fail(bad("upstream body stalled"));
                     }
                     return Poll::Pending;
                 }
@@ -757,15 +758,9 @@ impl Body for UpstreamBody {
                     this.state = BodyState::Done;
                     return Poll::Ready(None);
                 }
-                Ok(0) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(bad("upstream closed mid-body").into())));
-                }
+                Ok(0) => return this.fail(bad("upstream closed mid-body")),
                 Ok(_) => {}
-                Err(e) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+                Err(e) => return this.fail(e),
             }
         }
     }
