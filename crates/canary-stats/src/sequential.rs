@@ -215,6 +215,19 @@ struct Look {
     detail: String,
 }
 
+impl Look {
+    /// A look with no evidence yet (too little data), saying why.
+    fn nothing(n: (u64, u64), detail: impl Into<String>) -> Self {
+        Look {
+            ln_e: None,
+            harm: false,
+            interval: None,
+            n,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// The `sequential` judge.
 #[derive(Debug, Clone)]
 pub struct SequentialJudge {
@@ -333,13 +346,7 @@ impl SequentialJudge {
         let k = self.opts.k;
         let n = (b.requests, c.requests);
         if b.requests == 0 || c.requests == 0 {
-            return Look {
-                ln_e: None,
-                harm: false,
-                interval: None,
-                n,
-                detail: "no requests on one side yet".into(),
-            };
+            return Look::nothing(n, "no requests on one side yet");
         }
         let rho = c.requests as f64 / (b.requests + c.requests) as f64;
         let (eb, ec) = (b.errors as f64, c.errors as f64);
@@ -365,13 +372,7 @@ impl SequentialJudge {
         let n = (r.requests, c.requests);
         let p0 = r.rate[1];
         if r.requests == 0 || c.requests == 0 || !(p0 > 0.0 && p0 < 1.0) {
-            return Look {
-                ln_e: None,
-                harm: false,
-                interval: None,
-                n,
-                detail: "no baseline error rate to compare with".into(),
-            };
+            return Look::nothing(n, "no baseline error rate to compare with");
         }
         let (x, m) = (c.errors as f64, c.requests as f64);
         let ln_e = count::log_e(m - x, x, p0, k, true);
@@ -407,13 +408,7 @@ impl SequentialJudge {
     ) -> Look {
         let n = (b.count(), c.count());
         let (Some((mb, vb)), Some((mc, vc))) = (b.log_moments(), c.log_moments()) else {
-            return Look {
-                ln_e: None,
-                harm: false,
-                interval: None,
-                n,
-                detail: "no latencies on one side yet".into(),
-            };
+            return Look::nothing(n, "no latencies on one side yet");
         };
         let (nb, nc) = (n.0 as f64, n.1 as f64);
         let pooled = if nb + nc > 2.0 {
@@ -443,13 +438,7 @@ impl SequentialJudge {
     fn latency_one_sample(&mut self, stage: &Stage, r: &Reference, c: &LatencyHistogram) -> Look {
         let n = (r.latencies, c.count());
         let (Some([ref_lo, ref_hi]), Some((mc, vc))) = (r.log_mean, c.log_moments()) else {
-            return Look {
-                ln_e: None,
-                harm: false,
-                interval: None,
-                n,
-                detail: "no baseline latency to compare with".into(),
-            };
+            return Look::nothing(n, "no baseline latency to compare with");
         };
         let var = vc.max(MIN_LOG_VAR);
         let s2 = var / n.1 as f64;
