@@ -421,7 +421,12 @@ async fn a_body_that_stalls_fails_after_the_body_timeout() {
     );
     let r = pool.send(get("/")).await.unwrap();
     let started = crate::now();
-    let e = body_of(r).await.unwrap_err();
+    // Bounded, so that a body that never times out fails the test instead
+    // of hanging it.
+    let e = tokio::time::timeout(Duration::from_secs(3), body_of(r))
+        .await
+        .expect("the stalled body was not cut off within 3 s")
+        .unwrap_err();
     assert!(e.to_string().contains("stalled"), "{e}");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(100), "{waited:?}");
