@@ -3,14 +3,20 @@
 //! Each tick the [`Controller`] reads one window of per-version numbers from
 //! a [`MetricsSource`], hands it to the shared [`Engine`] (judge + state
 //! machine, the very code `canary simulate` runs) and carries out the
-//! engine's weight commands through a [`TrafficActuator`]. The built-in
-//! proxy's [`ProxyHandle`] is both a source and an actuator.
+//! engine's weight commands through a [`TrafficActuator`]. It knows only
+//! those two seams: which adapters fill them (the built-in proxy, a metrics
+//! server, a load balancer) is the binary's business.
 //!
 //! # Fail-safe behaviour
-//! - A window that cannot be read is passed to the engine as `None`: time
-//!   passes (so a stage can time out), but nothing is promoted.
-//! - A weight the actuator refused is retried on every later tick and once
-//!   more when the rollout ends, and each failure is reported.
+//! - A window that cannot be read (a transient [`SourceError`]) is passed to
+//!   the engine as `None`: time passes (so a stage can time out), but
+//!   nothing is promoted.
+//! - A weight the actuator refused for a transient reason is retried on
+//!   every later tick and once more when the rollout ends, and each failure
+//!   is reported; it is never recorded as applied.
+//! - A permanent failure of either seam (a failure no retry can mend)
+//!   aborts the rollout with the failure as its reason: the weight goes back
+//!   to 0 through the same path.
 //! - [`Controller::abort`] (what `canary run` does on SIGINT) sends the
 //!   weight back to 0 through the same path.
 //! - Right after a weight change the source is read once and the result
@@ -22,52 +28,25 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use canary_core::{Command, Event, Pair, Phase, TransitionError, VersionStats};
-use canary_proxy::ProxyHandle;
-use canary_stats::{Engine, RolloutReport};
+use canary_core::{Command, Event, Phase, TransitionError, VersionStats};
+pub use canary_engine::{ActuatorError, MetricsSource, Persistence, SourceError, TrafficActuator};
+use canary_engine::{Engine, RolloutReport};
 
-/// A metrics source could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("metrics source: {0}")]
-pub struct SourceError(pub String);
-
-/// A traffic actuator could not set the weight.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("traffic actuator: {0}")]
-pub struct ActuatorError(pub String);
-
-/// Where the controller reads per-version numbers from.
-pub trait MetricsSource: Send {
-    /// Per version, what happened since the previous call (the first call
-    /// returns what happened since the source began recording).
-    fn read_window(
-        &mut self,
-    ) -> impl Future<Output = Result<Pair<VersionStats>, SourceError>> + Send;
-}
-
-/// Where the controller sends weight changes.
-pub trait TrafficActuator: Send {
-    /// Routes `percent` % of traffic to the canary.
-    fn set_weight(
-        &mut self,
-        percent: f64,
-    ) -> impl Future<Output = Result<(), ActuatorError>> + Send;
-}
-
-impl MetricsSource for ProxyHandle {
-    async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
-        Ok(self.snapshot_window())
+/// `e` and its causes, joined by ": ".
+fn chain(e: &dyn Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
     }
-}
-
-impl TrafficActuator for ProxyHandle {
-    async fn set_weight(&mut self, percent: f64) -> Result<(), ActuatorError> {
-        ProxyHandle::set_weight(self, percent).map_err(|e| ActuatorError(e.to_string()))
-    }
+    s
 }
 
 /// A live rollout: an engine between a source and an actuator.
@@ -80,6 +59,8 @@ pub struct Controller<M, A> {
     /// Weight the actuator last accepted.
     applied_weight: f64,
     source_failures: u64,
+    /// A permanent failure of a seam, not yet acted on.
+    permanent: Option<String>,
 }
 
 impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
@@ -92,6 +73,7 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
             pending_weight: None,
             applied_weight: 0.0,
             source_failures: 0,
+            permanent: None,
         }
     }
 
@@ -129,10 +111,14 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
     pub async fn start(&mut self, now: Duration) -> Result<Vec<String>, TransitionError> {
         let mut notes = Vec::new();
         if let Err(e) = self.source.read_window().await {
-            notes.push(format!("{e} (before the start; ignored)"));
+            if e.is_permanent() {
+                self.permanent = Some(chain(&e));
+            }
+            notes.push(format!("{} (before the start)", chain(&e)));
         }
         let commands = self.engine.apply(Event::Start, now)?;
         self.carry_out(commands, &mut notes).await;
+        self.stop_if_permanent(now, &mut notes).await?;
         Ok(notes)
     }
 
@@ -144,17 +130,57 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
     pub async fn tick(&mut self, now: Duration) -> Result<Vec<String>, TransitionError> {
         let mut notes = Vec::new();
         self.retry_pending(&mut notes).await;
+        if self.stop_if_permanent(now, &mut notes).await? {
+            return Ok(notes);
+        }
         let window = match self.source.read_window().await {
             Ok(w) => Some(w),
             Err(e) => {
                 self.source_failures += 1;
-                notes.push(format!("{e}: no observations this tick (never promotes)"));
+                if e.is_permanent() {
+                    self.permanent = Some(chain(&e));
+                    notes.push(format!("{}: permanent; stopping the rollout", chain(&e)));
+                } else {
+                    notes.push(format!(
+                        "{}: no observations this tick (never promotes)",
+                        chain(&e)
+                    ));
+                }
                 None
             }
         };
-        let commands = self.engine.observe(window, now)?;
-        self.carry_out(commands, &mut notes).await;
+        if !self.stop_if_permanent(now, &mut notes).await? {
+            let commands = self.engine.observe(window, now)?;
+            self.carry_out(commands, &mut notes).await;
+            self.stop_if_permanent(now, &mut notes).await?;
+        }
         Ok(notes)
+    }
+
+    /// Aborts the rollout when a seam has failed permanently; true when it
+    /// did. An ended rollout is left to refuse the tick itself.
+    async fn stop_if_permanent(
+        &mut self,
+        now: Duration,
+        notes: &mut Vec<String>,
+    ) -> Result<bool, TransitionError> {
+        let Some(why) = self.permanent.take() else {
+            return Ok(false);
+        };
+        if self.engine.state().phase.is_terminal() {
+            return Ok(false);
+        }
+        let commands = self.engine.apply(
+            Event::Abort {
+                reason: format!("stopped: {why}"),
+            },
+            now,
+        )?;
+        self.carry_out(commands, notes).await;
+        // A permanent refusal of weight 0 itself is not acted on again (the
+        // weight stays pending and is retried).
+        self.permanent = None;
+        Ok(true)
     }
 
     /// Aborts the rollout at `now` (weight back to 0).
@@ -202,7 +228,18 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
             }
             Err(e) => {
                 self.pending_weight = Some(w);
-                notes.push(format!("{e}: weight {w} % not applied; will retry"));
+                if e.is_permanent() && self.permanent.is_none() {
+                    self.permanent = Some(chain(&e));
+                    notes.push(format!(
+                        "{}: weight {w} % not applied; permanent",
+                        chain(&e)
+                    ));
+                } else {
+                    notes.push(format!(
+                        "{}: weight {w} % not applied; will retry",
+                        chain(&e)
+                    ));
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 use std::sync::{Arc, Mutex};
 
-use canary_core::{JudgeKind, Policy};
+use canary_core::{JudgeKind, Pair, Policy};
 
 use super::*;
 
@@ -14,7 +14,7 @@ impl MetricsSource for Script {
         }
         self.0
             .remove(0)
-            .ok_or_else(|| SourceError("scripted failure".into()))
+            .ok_or_else(|| SourceError::transient("scripted failure"))
     }
 }
 
@@ -30,7 +30,7 @@ impl TrafficActuator for Recorder {
         let mut fail = self.fail.lock().unwrap();
         if *fail > 0 {
             *fail -= 1;
-            return Err(ActuatorError("scripted failure".into()));
+            return Err(ActuatorError::transient("scripted failure"));
         }
         self.weights.lock().unwrap().push(percent);
         Ok(())
@@ -58,8 +58,8 @@ fn controller(script: Script, act: Recorder) -> Controller<Script, Recorder> {
         "name: t\nstages:\n  - {weight: 10, duration: 2s, min_requests: 10}\n  - {weight: 50, duration: 2s, min_requests: 10}\nanalysis: {judge: threshold, interval: 1s}\n",
     )
     .unwrap();
-    let judge = canary_stats::build(JudgeKind::Threshold, &policy).unwrap();
-    Controller::new(Engine::new(policy, judge), script, act)
+    assert_eq!(policy.analysis.judge, JudgeKind::Threshold);
+    Controller::new(Engine::new(policy), script, act)
 }
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -158,4 +158,96 @@ async fn run_live_finishes_by_itself() {
     let r = c.report();
     assert_eq!(r.phase, "succeeded");
     assert_eq!(r.elapsed_seconds, 4.0);
+}
+
+/// A source whose every read fails permanently (say, a query the metrics
+/// server rejects).
+struct Rejected;
+
+impl MetricsSource for Rejected {
+    async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
+        let cause = std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad query");
+        Err(SourceError::permanent("query rejected").with_cause(cause))
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_source_failure_aborts_the_rollout_and_says_why() {
+    let act = Recorder::default();
+    let policy = Policy::from_text(
+        "name: t\nstages:\n  - {weight: 10, duration: 2s, min_requests: 10}\nanalysis: {judge: threshold, interval: 1s}\n",
+    )
+    .unwrap();
+    let mut c = Controller::new(Engine::new(policy), Rejected, act.clone());
+    let notes = c.start(S(0)).await.unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("metrics source: query rejected: bad query")),
+        "{notes:?}"
+    );
+    assert!(c.is_finished());
+    let r = c.report();
+    assert_eq!(r.phase, "aborted");
+    assert!(
+        r.rollback_reason.contains("query rejected: bad query"),
+        "{}",
+        r.rollback_reason
+    );
+    assert_eq!(*act.weights.lock().unwrap(), vec![10.0, 0.0]);
+    assert!(
+        c.tick(S(1)).await.is_err(),
+        "an ended rollout refuses ticks"
+    );
+}
+
+/// An actuator that refuses every weight but 0 permanently.
+#[derive(Clone, Default)]
+struct OnlyZero(Arc<Mutex<Vec<f64>>>);
+
+impl TrafficActuator for OnlyZero {
+    async fn set_weight(&mut self, percent: f64) -> Result<(), ActuatorError> {
+        if percent != 0.0 {
+            return Err(ActuatorError::permanent("no such backend"));
+        }
+        self.0.lock().unwrap().push(percent);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_actuator_failure_aborts_and_is_never_recorded_as_applied() {
+    let act = OnlyZero::default();
+    let policy = Policy::from_text(
+        "name: t\nstages:\n  - {weight: 10, duration: 2s, min_requests: 10}\nanalysis: {judge: threshold, interval: 1s}\n",
+    )
+    .unwrap();
+    let mut c = Controller::new(Engine::new(policy), Script(vec![]), act.clone());
+    let notes = c.start(S(0)).await.unwrap();
+    assert!(
+        notes.iter().any(|n| n.contains("not applied; permanent")),
+        "{notes:?}"
+    );
+    assert_eq!(c.report().phase, "aborted");
+    assert!(c.report().rollback_reason.contains("no such backend"));
+    assert!(c.weight_applied(), "weight 0 was applied");
+    assert_eq!(c.status().weight, 0.0);
+    assert_eq!(*act.0.lock().unwrap(), vec![0.0]);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_not_fatal() {
+    let act = Recorder::default();
+    *act.fail.lock().unwrap() = 3;
+    let mut c = controller(Script(vec![None; 3]), act.clone());
+    c.start(S(0)).await.unwrap();
+    for t in 1..=2 {
+        c.tick(S(t)).await.unwrap();
+        assert!(!c.weight_applied());
+        assert_eq!(c.engine().state().phase, Phase::Progressing { stage: 0 });
+    }
+    c.tick(S(3)).await.unwrap();
+    assert!(c.weight_applied());
+    assert_eq!(act.weights.lock().unwrap()[0], 10.0);
+    assert!(!c.report().phase.contains("abort"));
 }

@@ -36,6 +36,7 @@ use canary_core::{Pair, VersionStats};
 use hyper::Uri;
 use tokio::net::TcpListener;
 
+mod adapter;
 pub mod backend;
 pub mod loadgen;
 mod metrics;

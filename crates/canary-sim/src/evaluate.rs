@@ -74,13 +74,8 @@ pub struct RunOutcome {
 ///
 /// # Errors
 /// As [`simulate`].
-pub fn run_once(
-    policy: &Policy,
-    scenario: &Scenario,
-    judge: JudgeKind,
-    seed: u64,
-) -> Result<RunOutcome, SimError> {
-    let sim = simulate(policy, scenario, judge, seed, &SimOptions::default())?;
+pub fn run_once(policy: &Policy, scenario: &Scenario, seed: u64) -> Result<RunOutcome, SimError> {
+    let sim = simulate(policy, scenario, seed, &SimOptions::default())?;
     let end = match sim.report.phase.as_str() {
         "rolled_back" | "aborted" => RunEnd::RolledBack,
         "succeeded" => RunEnd::Promoted,
@@ -321,11 +316,10 @@ pub fn judge_note(judge: JudgeKind) -> Option<&'static str> {
 }
 
 impl PairResult {
-    /// Aggregates the outcomes of one pair's runs; `seed` drives the
-    /// bootstraps.
+    /// Aggregates the outcomes of one pair's runs (judged by the judge
+    /// `policy` names); `seed` drives the bootstraps.
     pub fn aggregate(
         scenario: &Scenario,
-        judge: JudgeKind,
         policy: &Policy,
         runs: &[RunOutcome],
         seed: u64,
@@ -349,7 +343,7 @@ impl PairResult {
         PairResult {
             scenario: scenario.name.clone(),
             healthy: scenario.is_healthy(),
-            judge: judge.name().to_string(),
+            judge: policy.analysis.judge.name().to_string(),
             runs: n,
             rolled_back_means: if scenario.is_healthy() {
                 RollbackMeaning::FalseRollbackRate
@@ -381,7 +375,7 @@ impl PairResult {
             rollback_stages: stages,
             stage_weights: policy.stages.iter().map(|s| s.weight).collect(),
             simulated_requests: runs.iter().map(|r| r.simulated_requests).sum(),
-            note: judge_note(judge).map(str::to_string),
+            note: judge_note(policy.analysis.judge).map(str::to_string),
         }
     }
 }
@@ -437,17 +431,24 @@ impl Evaluation {
 /// every `n` more runs finish (from any thread).
 ///
 /// # Errors
-/// [`SimError::Judge`] when a judge is unavailable (checked before any run).
+/// [`SimError::Transition`] if the state machine refuses an event (a bug).
 pub fn evaluate(cfg: &EvalConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<Evaluation, SimError> {
-    for &j in &cfg.judges {
-        canary_stats::build(j, &cfg.policy)?;
-    }
-    let pairs: Vec<(usize, &Scenario, JudgeKind)> = cfg
+    // One policy per judge: the judge a run uses is its policy's.
+    let policies: Vec<Policy> = cfg
+        .judges
+        .iter()
+        .map(|&j| {
+            let mut p = cfg.policy.clone();
+            p.analysis.judge = j;
+            p
+        })
+        .collect();
+    let pairs: Vec<(usize, &Scenario, &Policy)> = cfg
         .scenarios
         .iter()
-        .flat_map(|s| cfg.judges.iter().map(move |&j| (s, j)))
+        .flat_map(|s| policies.iter().map(move |p| (s, p)))
         .enumerate()
-        .map(|(i, (s, j))| (i, s, j))
+        .map(|(i, (s, p))| (i, s, p))
         .collect();
     let runs = cfg.runs;
     let total = pairs.len() as u64 * runs;
@@ -460,8 +461,8 @@ pub fn evaluate(cfg: &EvalConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<Eva
             let len = range.end - range.start;
             let out = range
                 .map(|i| {
-                    let (_, scenario, judge) = pairs[(i / runs) as usize];
-                    run_once(&cfg.policy, scenario, judge, run_seed(cfg.seed, i))
+                    let (_, scenario, policy) = pairs[(i / runs) as usize];
+                    run_once(policy, scenario, run_seed(cfg.seed, i))
                 })
                 .collect::<Result<Vec<_>, _>>();
             progress(len);
@@ -473,15 +474,9 @@ pub fn evaluate(cfg: &EvalConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<Eva
         .collect();
     let results = pairs
         .par_iter()
-        .map(|&(p, scenario, judge)| {
+        .map(|&(p, scenario, policy)| {
             let slice = &outcomes[(p as u64 * runs) as usize..((p as u64 + 1) * runs) as usize];
-            PairResult::aggregate(
-                scenario,
-                judge,
-                &cfg.policy,
-                slice,
-                run_seed(cfg.seed, p as u64),
-            )
+            PairResult::aggregate(scenario, policy, slice, run_seed(cfg.seed, p as u64))
         })
         .collect();
     let mut notes = vec![

@@ -4,7 +4,7 @@
 //! runs one rollout of a policy on a simulated clock, drawing each tick's
 //! requests (Poisson), errors (binomial) and latencies (log-normal) for both
 //! versions at the current weight, and feeding them to the very
-//! [`Engine`](canary_stats::Engine) the live controller uses. Randomness comes
+//! [`Engine`](canary_engine::Engine) the live controller uses. Randomness comes
 //! only from the seed, so a seed reproduces a rollout bit for bit.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use canary_core::{Event, JudgeKind, Pair, PauseReason, Phase, Policy, VersionStats};
-use canary_stats::{Engine, JudgeError, RolloutReport};
+use canary_core::{Event, Pair, PauseReason, Phase, Policy, VersionStats};
+use canary_engine::{Engine, RolloutReport};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution, Poisson, StandardNormal};
@@ -79,9 +79,6 @@ pub struct Simulation {
 /// Why a simulation could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
-    /// The judge is not available.
-    #[error(transparent)]
-    Judge(#[from] JudgeError),
     /// The state machine refused an event (a bug: the driver only sends
     /// events the phase accepts).
     #[error("state machine refused an event: {0}")]
@@ -136,19 +133,19 @@ pub fn run_seed(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Simulates one rollout of `policy` under `scenario`, judged by `judge`,
-/// from `seed`. The same arguments give the same result, bit for bit.
+/// Simulates one rollout of `policy` under `scenario`, judged by the judge
+/// `policy.analysis.judge` names, from `seed`. The same arguments give the
+/// same result, bit for bit.
 ///
 /// # Errors
-/// [`SimError::Judge`] when the judge is unavailable.
+/// [`SimError::Transition`] if the state machine refuses an event (a bug).
 pub fn simulate(
     policy: &Policy,
     scenario: &Scenario,
-    judge: JudgeKind,
     seed: u64,
     opts: &SimOptions,
 ) -> Result<Simulation, SimError> {
-    let mut engine = Engine::new(policy.clone(), canary_stats::build(judge, policy)?);
+    let mut engine = Engine::new(policy.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dt = policy.analysis.interval;
     let rate = scenario.request_rate;
@@ -231,6 +228,7 @@ pub fn simulate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use canary_core::JudgeKind;
 
     fn threshold_policy() -> Policy {
         let mut p = Policy::default_strategy();
@@ -243,9 +241,9 @@ mod tests {
         let p = threshold_policy();
         let s = Scenario::built_in("errors-2x").unwrap();
         let o = SimOptions::default();
-        let a = simulate(&p, &s, JudgeKind::Threshold, 7, &o).unwrap();
-        let b = simulate(&p, &s, JudgeKind::Threshold, 7, &o).unwrap();
-        let c = simulate(&p, &s, JudgeKind::Threshold, 8, &o).unwrap();
+        let a = simulate(&p, &s, 7, &o).unwrap();
+        let b = simulate(&p, &s, 7, &o).unwrap();
+        let c = simulate(&p, &s, 8, &o).unwrap();
         assert_eq!(
             serde_json::to_string(&a).unwrap(),
             serde_json::to_string(&b).unwrap()
@@ -281,7 +279,7 @@ mod tests {
         let p = threshold_policy();
         let mut s = Scenario::built_in("errors-5x").unwrap();
         s.canary.error_multiplier = 50.0; // 50 % errors
-        let r = simulate(&p, &s, JudgeKind::Threshold, 1, &SimOptions::default()).unwrap();
+        let r = simulate(&p, &s, 1, &SimOptions::default()).unwrap();
         assert_eq!(r.report.phase, "rolled_back");
         assert_eq!(r.report.stages_completed, 0);
         assert!(r.exposure.canary_errors > 0);
@@ -299,11 +297,11 @@ mod tests {
             auto_promote_gates: false,
             timeline: true,
         };
-        let r = simulate(&p, &s, JudgeKind::Threshold, 3, &manual).unwrap();
+        let r = simulate(&p, &s, 3, &manual).unwrap();
         assert_eq!(r.report.phase, "paused");
         assert_eq!(r.report.stages_completed, 1);
         assert_eq!(r.timeline.len(), 6);
-        let r = simulate(&p, &s, JudgeKind::Threshold, 3, &SimOptions::default()).unwrap();
+        let r = simulate(&p, &s, 3, &SimOptions::default()).unwrap();
         assert_eq!(r.report.phase, "succeeded");
     }
 

@@ -14,7 +14,6 @@ use canary_core::spec::KayentaOptions;
 use canary_core::{Observations, Pair, Policy, VersionStats};
 use canary_stats::kayenta::{classify, mann_whitney, MetricConfig};
 use canary_stats::sequential::SequentialJudge;
-use canary_stats::Judge;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};

@@ -8,8 +8,6 @@ use canary_core::spec::DeviationOptions;
 use canary_core::{JudgeKind, MetricEvidence, Observations, Outcome, Stage, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::Judge;
-
 /// Which way a metric gets better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -94,14 +92,19 @@ impl DeviationJudge {
     }
 }
 
-impl Judge for DeviationJudge {
-    fn kind(&self) -> JudgeKind {
+/// The judge's protocol (see the crate docs): the engine's `Judge` trait
+/// calls these.
+impl DeviationJudge {
+    /// Which judge this is.
+    pub fn kind(&self) -> JudgeKind {
         JudgeKind::Deviation
     }
 
-    fn start_stage(&mut self, _index: usize, _stage: &Stage) {}
+    /// Stage `index` begins with `stage`'s settings: resets per-stage state.
+    pub fn start_stage(&mut self, _index: usize, _stage: &Stage) {}
 
-    fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
+    /// One look at the observations of the current stage.
+    pub fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
         let c = &obs.stage.canary;
         let b = obs.reference_baseline();
         let need = stage.min_requests.max(1);

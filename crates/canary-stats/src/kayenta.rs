@@ -25,8 +25,6 @@ use canary_core::spec::{KayentaOptions, NanStrategy};
 use canary_core::{JudgeKind, MetricEvidence, Observations, Outcome, Stage, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::Judge;
-
 pub mod mann_whitney;
 
 use mann_whitney::{hodges_lehmann_sorted, mann_whitney_sorted, shift_interval_sorted, sorted};
@@ -406,12 +404,16 @@ impl KayentaJudge {
     }
 }
 
-impl Judge for KayentaJudge {
-    fn kind(&self) -> JudgeKind {
+/// The judge's protocol (see the crate docs): the engine's `Judge` trait
+/// calls these.
+impl KayentaJudge {
+    /// Which judge this is.
+    pub fn kind(&self) -> JudgeKind {
         JudgeKind::Kayenta
     }
 
-    fn start_stage(&mut self, index: usize, _stage: &Stage) {
+    /// Stage `index` begins with `stage`'s settings: resets per-stage state.
+    pub fn start_stage(&mut self, index: usize, _stage: &Stage) {
         if index == 0 {
             self.earlier_baseline = Series::default();
         } else {
@@ -423,7 +425,8 @@ impl Judge for KayentaJudge {
         self.baseline = Series::default();
     }
 
-    fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
+    /// One look at the observations of the current stage.
+    pub fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
         self.canary.push(&obs.window.canary);
         self.baseline.push(&obs.window.baseline);
         let base = if self.baseline.error_rate.is_empty() {

@@ -62,7 +62,6 @@ use canary_core::{
 };
 
 use crate::special::ln_mean_exp;
-use crate::Judge;
 
 pub mod band;
 pub mod count;
@@ -506,12 +505,16 @@ impl SequentialJudge {
     }
 }
 
-impl Judge for SequentialJudge {
-    fn kind(&self) -> JudgeKind {
+/// The judge's protocol (see the crate docs): the engine's `Judge` trait
+/// calls these.
+impl SequentialJudge {
+    /// Which judge this is.
+    pub fn kind(&self) -> JudgeKind {
         JudgeKind::Sequential
     }
 
-    fn start_stage(&mut self, index: usize, _stage: &Stage) {
+    /// Stage `index` begins with `stage`'s settings: resets per-stage state.
+    pub fn start_stage(&mut self, index: usize, _stage: &Stage) {
         if index == 0 {
             self.past_ln_e_err = 0.0;
             self.past_ln_e_lat = 0.0;
@@ -525,7 +528,8 @@ impl Judge for SequentialJudge {
         self.stage = StageState::default();
     }
 
-    fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
+    /// One look at the observations of the current stage.
+    pub fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
         let c = &obs.stage.canary;
         let full = stage.weight >= 100.0;
         let (err, lat, dist_base) = if full {

@@ -5,8 +5,6 @@
 
 use canary_core::{JudgeKind, MetricEvidence, Observations, Outcome, Stage, Verdict};
 
-use crate::Judge;
-
 /// The absolute-delta judge. Judges the stage's cumulative numbers once the
 /// canary has served the stage's `min_requests`.
 #[derive(Debug, Clone, Default)]
@@ -19,14 +17,19 @@ impl ThresholdJudge {
     }
 }
 
-impl Judge for ThresholdJudge {
-    fn kind(&self) -> JudgeKind {
+/// The judge's protocol (see the crate docs): the engine's `Judge` trait
+/// calls these.
+impl ThresholdJudge {
+    /// Which judge this is.
+    pub fn kind(&self) -> JudgeKind {
         JudgeKind::Threshold
     }
 
-    fn start_stage(&mut self, _index: usize, _stage: &Stage) {}
+    /// Stage `index` begins with `stage`'s settings: resets per-stage state.
+    pub fn start_stage(&mut self, _index: usize, _stage: &Stage) {}
 
-    fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
+    /// One look at the observations of the current stage.
+    pub fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
         let canary = &obs.stage.canary;
         let base = obs.reference_baseline();
         let (nb, nc) = (base.requests, canary.requests);

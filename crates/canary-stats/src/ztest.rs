@@ -12,7 +12,6 @@
 use canary_core::{JudgeKind, MetricEvidence, Observations, Outcome, Stage, Verdict};
 
 use crate::special::{norm_ppf, norm_sf};
-use crate::Judge;
 
 /// The z-test's numbers for one comparison.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,14 +73,19 @@ impl ZTestJudge {
     }
 }
 
-impl Judge for ZTestJudge {
-    fn kind(&self) -> JudgeKind {
+/// The judge's protocol (see the crate docs): the engine's `Judge` trait
+/// calls these.
+impl ZTestJudge {
+    /// Which judge this is.
+    pub fn kind(&self) -> JudgeKind {
         JudgeKind::Ztest
     }
 
-    fn start_stage(&mut self, _index: usize, _stage: &Stage) {}
+    /// Stage `index` begins with `stage`'s settings: resets per-stage state.
+    pub fn start_stage(&mut self, _index: usize, _stage: &Stage) {}
 
-    fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
+    /// One look at the observations of the current stage.
+    pub fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
         let c = &obs.stage.canary;
         let b = obs.reference_baseline();
         let need = stage.min_requests.max(1);

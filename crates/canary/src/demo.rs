@@ -129,7 +129,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-async fn demo(args: &Args, policy: Policy) -> Result<canary_stats::RolloutReport> {
+async fn demo(args: &Args, policy: Policy) -> Result<canary_engine::RolloutReport> {
     let ms = Duration::from_millis;
     let stable_cfg = BackendConfig {
         error_rate: args.error_rate,

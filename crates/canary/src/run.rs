@@ -8,8 +8,8 @@ use std::future::Future;
 
 use canary_controller::{run_live, Controller, LiveEnd};
 use canary_core::{JudgeKind, Policy};
+use canary_engine::{Engine, RolloutReport};
 use canary_proxy::Proxy;
-use canary_stats::{Engine, RolloutReport};
 
 use crate::common::{load_policy, print_json};
 use crate::live::{runtime, shutdown_signal, ProxyArgs, StatusLine};
@@ -108,8 +108,6 @@ pub async fn rollout_through<F: Future<Output = ()>>(
     policy: Policy,
     then: impl FnOnce(&RolloutReport) -> F,
 ) -> Result<RolloutReport> {
-    let judge = canary_stats::build(policy.analysis.judge, &policy)
-        .with_context(|| format!("judge `{}`", policy.analysis.judge))?;
     let addr = proxy
         .local_addr()
         .ok_or_else(|| anyhow!("cannot read the proxy's address"))?;
@@ -123,7 +121,7 @@ pub async fn rollout_through<F: Future<Output = ()>>(
         let _ = stop_rx.await;
     }));
     let interval = policy.analysis.interval;
-    let mut controller = Controller::new(Engine::new(policy, judge), handle.clone(), handle);
+    let mut controller = Controller::new(Engine::new(policy), handle.clone(), handle);
     let mut line = StatusLine::new();
     let end = run_live(&mut controller, interval, shutdown_signal(), |notes, s| {
         line.update(notes, &s.to_string())

@@ -63,7 +63,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(p) = &args.plot {
         canary_sim::plot::Format::of(p)?;
     }
-    let sim = simulate(&policy, &scenario, policy.analysis.judge, args.seed, &opts)?;
+    let sim = simulate(&policy, &scenario, args.seed, &opts)?;
     if let Some(p) = &args.plot {
         canary_sim::plot::timeline(&sim, p)
             .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", p.display()))?;

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use canary_controller::Controller;
 use canary_core::Policy;
+use canary_engine::Engine;
 use canary_proxy::loadgen::{self, LoadConfig, StopLoad};
 use canary_proxy::{Proxy, ProxyConfig, ProxyHandle, Upstream, Version};
-use canary_stats::Engine;
 use tokio::runtime::Runtime;
 
 /// A `canary demo-backend` child process, killed when dropped.
@@ -294,9 +294,8 @@ fn policy(spec: &str) -> Policy {
 
 /// A controller with the policy's (default) judge driving the proxy.
 fn controller(policy: Policy, proxy: &ProxyUnderTest) -> Controller<ProxyHandle, ProxyHandle> {
-    let judge = canary_stats::build(policy.analysis.judge, &policy).unwrap();
     Controller::new(
-        Engine::new(policy, judge),
+        Engine::new(policy),
         proxy.handle.clone(),
         proxy.handle.clone(),
     )

@@ -16,9 +16,10 @@
 use std::time::Duration;
 
 use canary_core::{Event, Pair, Policy, VersionStats};
+use canary_engine::Engine;
 use canary_stats::sequential::count;
 use canary_stats::special::norm_ppf;
-use canary_stats::{build, ztest::ztest, Engine};
+use canary_stats::ztest::ztest;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution};
@@ -81,8 +82,7 @@ fn rolled_back_with(
     canary_points: &[f64],
 ) -> bool {
     let p = policy(judge);
-    let j = build(p.analysis.judge, &p).unwrap();
-    let mut e = Engine::new(p, j);
+    let mut e = Engine::new(p);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     e.apply(Event::Start, Duration::ZERO).unwrap();
     let mut t = 0;

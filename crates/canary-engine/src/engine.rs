@@ -1,4 +1,5 @@
-//! The engine both drivers run: observations → judge → state machine.
+//! [`Engine`]: one rollout's judge, state machine, observations and audit
+//! trail, fed one window per tick.
 //!
 //! The simulator (`canary-sim`) and the live controller feed an [`Engine`]
 //! one window of observations per tick and carry out the [`Command`]s it
@@ -9,59 +10,12 @@
 
 use std::time::Duration;
 
+use crate::judge::{for_policy, Judge};
+use crate::report::{RolloutReport, StageRecord};
 use canary_core::{
     step, Command, Decision, Event, Observations, Pair, Phase, Policy, RolloutState,
-    TransitionError, Verdict, VersionStats, VersionSummary,
+    TransitionError, Verdict, VersionStats,
 };
-use serde::Serialize;
-
-use crate::Judge;
-
-/// What happened in one stage, for reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StageRecord {
-    /// Stage index.
-    pub index: usize,
-    /// Canary weight, percent.
-    pub weight: f64,
-    /// When the stage began, seconds.
-    pub started_at_seconds: f64,
-    /// When it ended, seconds (absent while it runs).
-    pub ended_at_seconds: Option<f64>,
-    /// The stable version's numbers over the stage.
-    pub baseline: VersionSummary,
-    /// The canary's numbers over the stage.
-    pub canary: VersionSummary,
-    /// The judge's last verdict in this stage.
-    pub verdict: Option<Verdict>,
-    /// The decision that ended the stage, in words.
-    pub decision: Option<String>,
-}
-
-/// The report of one rollout: what `simulate` and `run` print.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RolloutReport {
-    /// Rollout name.
-    pub name: String,
-    /// Judge used.
-    pub judge: String,
-    /// Final (or current) phase name.
-    pub phase: String,
-    /// Stages that passed.
-    pub stages_completed: usize,
-    /// Stages in the policy.
-    pub total_stages: usize,
-    /// Why it was rolled back or aborted (empty otherwise).
-    pub rollback_reason: String,
-    /// Canary weight at the end, percent.
-    pub final_weight: f64,
-    /// Time from start to the end (or now), seconds.
-    pub elapsed_seconds: f64,
-    /// Per stage.
-    pub stages: Vec<StageRecord>,
-    /// The audit trail.
-    pub decisions: Vec<Decision>,
-}
 
 /// One rollout in progress.
 pub struct Engine {
@@ -77,11 +31,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A pending rollout of `policy` judged by `judge`.
-    pub fn new(policy: Policy, judge: Box<dyn Judge>) -> Self {
+    /// A pending rollout of `policy`, judged by the judge its
+    /// `analysis.judge` names with its `analysis` settings.
+    pub fn new(policy: Policy) -> Self {
         Self {
+            judge: for_policy(&policy),
             policy,
-            judge,
             state: RolloutState::new(),
             obs: Observations::new(),
             decisions: Vec::new(),
@@ -245,7 +200,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::threshold::ThresholdJudge;
     use canary_core::{Outcome, Policy};
 
     fn window(nb: u64, eb: u64, nc: u64, ec: u64) -> Pair<VersionStats> {
@@ -266,10 +220,10 @@ mod tests {
 
     fn engine() -> Engine {
         let p = Policy::from_text(
-            "name: e\nstages:\n  - {weight: 10, duration: 20s, min_requests: 10}\n  - {weight: 100, duration: 20s, min_requests: 10}\n",
+            "name: e\nstages:\n  - {weight: 10, duration: 20s, min_requests: 10}\n  - {weight: 100, duration: 20s, min_requests: 10}\nanalysis: {judge: threshold}\n",
         )
         .unwrap();
-        Engine::new(p, Box::new(ThresholdJudge::new()))
+        Engine::new(p)
     }
 
     #[test]
