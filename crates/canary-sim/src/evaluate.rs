@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::run::{run_seed, simulate, SimError, SimOptions};
+use crate::run::{run_seed, simulate, time_limit, SimError, SimOptions};
 use crate::scenario::Scenario;
 
 /// z for a two-sided 95 % interval.
@@ -431,6 +431,8 @@ impl Evaluation {
 /// every `n` more runs finish (from any thread).
 ///
 /// # Errors
+/// [`SimError::TooMuchWork`] for a scenario × policy pair that cannot be
+/// simulated in reasonable time (checked before any run);
 /// [`SimError::Transition`] if the state machine refuses an event (a bug).
 pub fn evaluate(cfg: &EvalConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<Evaluation, SimError> {
     // One policy per judge: the judge a run uses is its policy's.
@@ -450,6 +452,10 @@ pub fn evaluate(cfg: &EvalConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<Eva
         .enumerate()
         .map(|(i, (s, p))| (i, s, p))
         .collect();
+    // Refuse work that cannot finish before any run starts.
+    for &(_, scenario, policy) in &pairs {
+        time_limit(policy, scenario)?;
+    }
     let runs = cfg.runs;
     let total = pairs.len() as u64 * runs;
     // Runs report progress in chunks so the callback stays cheap.

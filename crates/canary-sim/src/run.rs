@@ -79,10 +79,57 @@ pub struct Simulation {
 /// Why a simulation could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
+    /// The rollout would take more work than one simulation may do.
+    #[error("{0}")]
+    TooMuchWork(String),
     /// The state machine refused an event (a bug: the driver only sends
     /// events the phase accepts).
     #[error("state machine refused an event: {0}")]
     Transition(#[from] canary_core::TransitionError),
+}
+
+/// Most ticks one simulated rollout may take (at a 10 s interval, about
+/// 115 days of simulated time; about 40 s of work).
+pub const MAX_TICKS: u64 = 1_000_000;
+
+/// Most requests one simulated rollout may draw, both versions (about 25 s
+/// of work on one core).
+pub const MAX_REQUESTS: f64 = 5e8;
+
+/// The simulated time after which a rollout of `policy` is stopped (a little
+/// past the sum of its stage timeouts: every stage either passes or times
+/// out), once it is known to be within [`MAX_TICKS`] and [`MAX_REQUESTS`]
+/// under `scenario`.
+///
+/// # Errors
+/// [`SimError::TooMuchWork`], naming the limit, when the rollout could take
+/// more ticks or draw more requests than one simulation may.
+pub fn time_limit(policy: &Policy, scenario: &Scenario) -> Result<Duration, SimError> {
+    let dt = policy.analysis.interval;
+    let limit = policy
+        .stages
+        .iter()
+        .try_fold(dt, |sum, s| sum.checked_add(s.timeout)?.checked_add(dt));
+    let secs = limit.map_or(f64::INFINITY, |l| l.as_secs_f64());
+    let ticks = secs / dt.as_secs_f64().max(1e-9);
+    if ticks > MAX_TICKS as f64 {
+        return Err(SimError::TooMuchWork(format!(
+            "policy `{}`: its stages may last {} in all, {ticks:.3e} looks at one per {};              a simulated rollout may take at most {MAX_TICKS} looks: shorten the stages'              duration or timeout, or lengthen analysis.interval",
+            policy.name,
+            canary_core::HumanDuration(limit.unwrap_or(Duration::MAX)),
+            canary_core::HumanDuration(dt),
+        )));
+    }
+    let requests = scenario.request_rate * secs;
+    if requests > MAX_REQUESTS {
+        return Err(SimError::TooMuchWork(format!(
+            "scenario `{}`: {} requests/s over a rollout of up to {} would simulate about              {requests:.3e} requests; a simulated rollout may draw at most {MAX_REQUESTS:.0e}:              lower request_rate or shorten the stages",
+            scenario.name,
+            scenario.request_rate,
+            canary_core::HumanDuration(limit.unwrap_or(Duration::MAX)),
+        )));
+    }
+    Ok(limit.unwrap_or(Duration::MAX))
 }
 
 /// Draws one version's window: `mean` expected requests, error rate `p`,
@@ -138,26 +185,21 @@ pub fn run_seed(seed: u64, index: u64) -> u64 {
 /// same result, bit for bit.
 ///
 /// # Errors
-/// [`SimError::Transition`] if the state machine refuses an event (a bug).
+/// [`SimError::TooMuchWork`] when the rollout would take too long to
+/// simulate (see [`time_limit`]); [`SimError::Transition`] if the state
+/// machine refuses an event (a bug).
 pub fn simulate(
     policy: &Policy,
     scenario: &Scenario,
     seed: u64,
     opts: &SimOptions,
 ) -> Result<Simulation, SimError> {
+    let limit = time_limit(policy, scenario)?;
     let mut engine = Engine::new(policy.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dt = policy.analysis.interval;
     let rate = scenario.request_rate;
     let b = &scenario.baseline;
-    // Every stage either passes or reaches its timeout: a hard stop a little
-    // past their sum guarantees the loop ends.
-    let limit: Duration = policy
-        .stages
-        .iter()
-        .map(|s| s.timeout + dt)
-        .sum::<Duration>()
-        + dt;
     let mut now = Duration::ZERO;
     let mut timeline = Vec::new();
     engine.apply(Event::Start, now)?;
@@ -303,6 +345,38 @@ mod tests {
         assert_eq!(r.timeline.len(), 6);
         let r = simulate(&p, &s, 3, &SimOptions::default()).unwrap();
         assert_eq!(r.report.phase, "succeeded");
+    }
+
+    #[test]
+    fn rollouts_too_big_to_simulate_are_refused_with_the_limit() {
+        let p = Policy::default_strategy();
+        let mut s = Scenario::built_in("healthy").unwrap();
+        s.request_rate = 1e7;
+        let e = simulate(&p, &s, 1, &SimOptions::default()).unwrap_err();
+        assert!(matches!(e, SimError::TooMuchWork(_)), "{e}");
+        assert!(e.to_string().contains("at most 5e8"), "{e}");
+        assert!(e.to_string().contains("request_rate"), "{e}");
+
+        // Stages of ten years at the default one look per 10 s.
+        let years = Policy::from_text(
+            "name: slow\nstages: [{weight: 10, duration: 87600h}, {weight: 100, duration: 87600h}]\n",
+        )
+        .unwrap();
+        let s = Scenario::built_in("healthy").unwrap();
+        let e = simulate(&years, &s, 1, &SimOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("at most 1000000 looks"), "{e}");
+        assert!(e.to_string().contains("`slow`"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_summing_past_the_largest_duration_are_refused_not_a_panic() {
+        let mut p = Policy::default_strategy();
+        for st in &mut p.stages {
+            st.timeout = Duration::MAX / 2;
+        }
+        let s = Scenario::built_in("healthy").unwrap();
+        let e = time_limit(&p, &s).unwrap_err();
+        assert!(matches!(e, SimError::TooMuchWork(_)), "{e}");
     }
 
     #[test]

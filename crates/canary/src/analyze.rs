@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use canary_core::{JudgeKind, Outcome};
 use canary_stats::analyze::{analyze, parse};
 
+use crate::common::{print_json, read_document};
+
 /// Judge recorded counts and samples (JSON) and print the verdict as JSON.
 #[derive(clap::Args)]
 #[command(after_help = "Input:
@@ -37,8 +39,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.input)
-        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let text = read_document(&args.input, "input")?;
     let mut input = parse(&text).with_context(|| format!("{}", args.input.display()))?;
     if let Some(j) = args.judge {
         input.judge = j;
@@ -47,7 +48,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         input.alpha = a;
     }
     let report = analyze(&input).with_context(|| format!("{}", args.input.display()))?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    print_json(&report)?;
     Ok(ExitCode::from(match report.verdict {
         Outcome::Pass => 0,
         Outcome::Fail => 1,

@@ -10,7 +10,7 @@ use canary_core::JudgeKind;
 use canary_sim::{evaluate, report, EvalConfig, BUILT_IN};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{load_policy, load_scenario};
+use crate::common::{load_policy, load_scenario, write_stdout};
 
 /// Evaluate a rollout policy by Monte Carlo: how often it rolls back a
 /// healthy canary, how often and how fast it catches a bad one, and how many
@@ -47,15 +47,16 @@ pub struct Args {
     /// spec's `analysis.judge`.
     #[arg(long, value_name = "NAME")]
     judge: Vec<String>,
-    /// Simulated rollouts per scenario × judge pair.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Simulated rollouts per scenario × judge pair (1 to 1,000,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     runs: u64,
     /// Seed of the whole evaluation.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Worker threads (0: one per core). Does not change the results.
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// Worker threads (0: one per core; at most 1024). Does not change the
+    /// results.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    threads: u16,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -110,7 +111,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         seed: args.seed,
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
+        .num_threads(usize::from(args.threads))
         .build()
         .context("cannot start the worker threads")?;
     let total = cfg.scenarios.len() as u64 * cfg.judges.len() as u64 * cfg.runs;
@@ -142,9 +143,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eval.simulated_requests() as f64 / secs,
     );
     if args.json {
-        println!("{}", report::to_json(&eval)?);
+        write_stdout(&format!("{}\n", report::to_json(&eval)?))?;
     } else {
-        print!("{}", report::table(&eval));
+        write_stdout(&report::table(&eval))?;
     }
     if let Some(p) = &args.plot {
         canary_sim::plot::evaluation(&eval, p)

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use canary_core::Policy;
+
+use crate::common::{read_document, write_stdout};
 
 /// Check a rollout spec (YAML or JSON) and print "ok" or every error found.
 #[derive(clap::Args)]
@@ -12,22 +14,21 @@ use canary_core::Policy;
     after_help = "Examples:\n  canary validate rollout.yaml\n  canary validate examples/checkout.json"
 )]
 pub struct Args {
-    /// The spec file.
+    /// The spec file (`-`: standard input).
     file: PathBuf,
 }
 
 /// Runs the subcommand: exit 0 when valid, 1 when the spec has errors.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = read_document(&args.file, "spec")?;
     match Policy::from_text(&text) {
         Ok(p) => {
-            println!(
-                "ok: {} — {} stage(s), judge {}",
+            write_stdout(&format!(
+                "ok: {} — {} stage(s), judge {}\n",
                 p.name,
                 p.stages.len(),
                 p.analysis.judge
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

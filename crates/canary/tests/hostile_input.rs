@@ -1,0 +1,125 @@
+//! Hostile and careless input, run through the binary as a user would: each
+//! case ends in a clear error (exit 2) or a correct result, never a crash, a
+//! hang or exhausted memory. One test per case, named for it.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn canary(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(args)
+        .output()
+        .expect("the canary binary runs")
+}
+
+fn file(name: &str, text: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 2 with `needle` in the error.
+fn refused(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+}
+
+#[test]
+fn validate_dev_zero_is_refused_at_the_size_limit() {
+    let o = canary(&["validate", "/dev/zero"]);
+    refused(&o, "larger than the 16 MiB limit");
+}
+
+#[test]
+fn an_endless_stdin_is_refused_at_the_size_limit() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["validate", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'#'; 1 << 16];
+        // Stops when canary closes its end (after the limit).
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    writer.join().unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("standard input") || err.contains("16 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_spec_that_is_not_utf8_names_the_offset() {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("latin1.yaml");
+    std::fs::write(&p, b"name: caf\xe9\n").unwrap();
+    let o = canary(&["validate", p.to_str().unwrap()]);
+    refused(&o, "not UTF-8 text (invalid byte at offset 9)");
+}
+
+#[test]
+fn simulate_into_a_closed_pipe_exits_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["simulate", "--timeline", "--seed", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe, as `| head -1` does.
+    let mut out = child.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {}
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn simulate_at_ten_million_requests_per_second_is_refused_with_the_limit() {
+    let s = file(
+        "huge-rate.scenario.yaml",
+        "name: huge\nrequest_rate: 10000000\n",
+    );
+    let o = canary(&["simulate", "--scenario", s.to_str().unwrap()]);
+    refused(&o, "a simulated rollout may draw at most 5e8");
+}
+
+#[test]
+fn simulate_with_stages_lasting_years_is_refused_with_the_limit() {
+    let spec = file(
+        "years.yaml",
+        "name: years\nstages:\n  - {weight: 10, duration: 87600h}\n  - {weight: 100, duration: 87600h}\n",
+    );
+    let o = canary(&["simulate", "--spec", spec.to_str().unwrap()]);
+    refused(&o, "at most 1000000 looks");
+    let o = canary(&["evaluate", "--runs", "2", "--spec", spec.to_str().unwrap()]);
+    refused(&o, "at most 1000000 looks");
+}
+
+#[test]
+fn evaluate_with_a_hundred_thousand_threads_is_refused() {
+    let o = canary(&["evaluate", "--runs", "1", "--threads", "100000"]);
+    refused(&o, "--threads");
+    let o = canary(&["evaluate", "--runs", "100000000000"]);
+    refused(&o, "--runs");
+}
