@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::document::source::{self, SourceDoc};
 use crate::duration::HumanDuration;
-use crate::source::{self, SourceDoc};
 
 /// A rollout as the user writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
