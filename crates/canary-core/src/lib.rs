@@ -21,11 +21,12 @@ pub mod verdict;
 
 /// The document parser, also reachable as [`document::source`].
 pub use document::source;
+pub use document::{SpecError, SpecErrors};
 pub use duration::HumanDuration;
 pub use machine::{
     step, Action, Command, Decision, Event, PauseReason, Phase, RolloutState, Transition,
     TransitionError,
 };
 pub use observations::{LatencyHistogram, Observations, Pair, VersionStats, VersionSummary};
-pub use spec::{JudgeKind, Policy, RolloutSpec, SpecError, SpecErrors, Stage};
+pub use spec::{JudgeKind, Policy, RolloutSpec, Stage};
 pub use verdict::{MetricEvidence, Outcome, Verdict};

@@ -8,9 +8,9 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::document::source::{self, SourceDoc};
+use crate::document::{deserialize_all, SourceDoc};
+pub use crate::document::{parse_document, SpecError, SpecErrors};
 use crate::duration::HumanDuration;
 
 /// A rollout as the user writes it.
@@ -638,22 +638,6 @@ impl Policy {
     }
 }
 
-/// Parses a YAML or JSON document; a syntax error becomes a [`SpecErrors`]
-/// with its line.
-///
-/// # Errors
-/// The syntax error, as the only entry.
-pub fn parse_document(text: &str) -> Result<SourceDoc, SpecErrors> {
-    source::parse(text).map_err(|e| {
-        SpecErrors(vec![SpecError {
-            path: String::new(),
-            line: (e.line > 0).then_some(e.line),
-            value: String::new(),
-            rule: format!("not valid YAML or JSON: {}", e.message),
-        }])
-    })
-}
-
 fn check_non_negative(
     err: &mut impl FnMut(String, String, String),
     path: String,
@@ -671,161 +655,6 @@ fn fmt_f64(v: f64) -> String {
         "NaN".into()
     } else {
         format!("{v}")
-    }
-}
-
-/// Deserializes `doc` into a spec, gathering as many shape errors as it can:
-/// each failing value is removed and the rest deserialized again.
-fn deserialize_all(doc: &SourceDoc) -> Result<RolloutSpec, SpecErrors> {
-    let mut value = doc.value.clone();
-    let mut errors: Vec<SpecError> = Vec::new();
-    let mut removed: Vec<String> = Vec::new();
-    for _ in 0..32 {
-        let result: Result<RolloutSpec, _> = serde_path_to_error::deserialize(value.clone());
-        let e = match result {
-            Ok(spec) if errors.is_empty() => return Ok(spec),
-            Ok(_) => break,
-            Err(e) => e,
-        };
-        let mut path = e.path().to_string();
-        if path == "." {
-            path.clear();
-        }
-        let message = e.inner().to_string();
-        // A field we removed because its value was wrong is now "missing":
-        // that is the same fault, already reported.
-        let is_echo = message.starts_with("missing field")
-            && removed.iter().any(|r| {
-                let field = message.split('`').nth(1).unwrap_or("");
-                *r == join(&path, field)
-            });
-        if !is_echo {
-            let at = pointer_value(&value, &path);
-            errors.push(SpecError {
-                line: doc.line_of(&path),
-                value: at.map(short).unwrap_or_default(),
-                rule: message,
-                path: path.clone(),
-            });
-        }
-        if path.is_empty() || !remove_path(&mut value, &path) {
-            break;
-        }
-        removed.push(path);
-    }
-    // The tree's maps are sorted by key: report in the order of the file.
-    errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-    Err(SpecErrors(errors))
-}
-
-fn join(path: &str, field: &str) -> String {
-    if path.is_empty() {
-        field.to_string()
-    } else {
-        format!("{path}.{field}")
-    }
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(57).collect::<String>())
-    } else {
-        s
-    }
-}
-
-/// Splits `stages[1].weight` into `["stages", "1", "weight"]`.
-fn segments(path: &str) -> Vec<String> {
-    path.replace('[', ".")
-        .replace(']', "")
-        .split('.')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn pointer_value<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = v;
-    for seg in segments(path) {
-        cur = match cur {
-            Value::Object(m) => m.get(&seg)?,
-            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
-}
-
-fn remove_path(v: &mut Value, path: &str) -> bool {
-    let segs = segments(path);
-    let Some((last, parents)) = segs.split_last() else {
-        return false;
-    };
-    let mut cur = v;
-    for seg in parents {
-        cur = match cur {
-            Value::Object(m) => match m.get_mut(seg) {
-                Some(x) => x,
-                None => return false,
-            },
-            Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(x) => x,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match cur {
-        Value::Object(m) => m.remove(last).is_some(),
-        // An element of a list cannot be removed without renumbering the
-        // rest; stop gathering.
-        _ => false,
-    }
-}
-
-/// One problem with a spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecError {
-    /// Field path, e.g. `stages[1].weight`; empty for the whole document.
-    pub path: String,
-    /// 1-based line in the file, when known.
-    pub line: Option<usize>,
-    /// The offending value as written (may be empty).
-    pub value: String,
-    /// The rule it breaks.
-    pub rule: String,
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.path.is_empty(), self.line) {
-            (true, Some(l)) => write!(f, "line {l}: ")?,
-            (true, None) => {}
-            (false, Some(l)) => write!(f, "{} (line {l}): ", self.path)?,
-            (false, None) => write!(f, "{}: ", self.path)?,
-        }
-        if self.value.is_empty() {
-            write!(f, "{}", self.rule)
-        } else {
-            write!(f, "{} — {}", self.value, self.rule)
-        }
-    }
-}
-
-/// Every problem found with a spec.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct SpecErrors(pub Vec<SpecError>);
-
-impl fmt::Display for SpecErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
     }
 }
 
