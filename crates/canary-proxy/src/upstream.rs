@@ -27,10 +27,46 @@
 //! connection, so the keep-alive race never shows as an upstream failure. A
 //! request with a body cannot be replayed, so its connection is checked for
 //! a pending close before it is used.
+//!
+//! `pool` holds the connections and does the I/O: the pool, one exchange
+//! on a connection, and the streamed response body. `codec` holds the
+//! HTTP/1.1 message rules it applies, as functions of bytes.
 
+mod codec;
 mod pool;
 
-pub(crate) use pool::{Pool, SendError, UpstreamBody, PURGE_AFTER};
+pub(crate) use pool::{Pool, UpstreamBody, PURGE_AFTER};
+
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection to the upstream could be opened in time.
+    Connect,
+    /// The connection failed, or the upstream's answer was not HTTP/1.1.
+    Upstream,
+    /// The client's request body failed (the client went away mid-upload).
+    Client,
+}
+
+/// Why an exchange failed.
+enum Failed {
+    /// The connection failed before any byte of a response came back (on a
+    /// pooled connection: most likely closed by the upstream while idle).
+    BeforeResponse,
+    /// The connection or the response failed later.
+    Upstream,
+    /// The client's body failed.
+    Client,
+}
+
+impl From<Failed> for SendError {
+    fn from(f: Failed) -> Self {
+        match f {
+            Failed::BeforeResponse | Failed::Upstream => SendError::Upstream,
+            Failed::Client => SendError::Client,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;
