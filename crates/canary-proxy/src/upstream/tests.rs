@@ -4,14 +4,21 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use tokio::io::AsyncReadExt;
+use hyper::body::{Body, Frame};
+use hyper::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use std::task::{Context, Poll};
-
+use super::pool::KEEP_BUFFER;
 use super::*;
 
 /// One scripted answer.

@@ -1,8 +1,8 @@
-//! Reading a spec document (YAML or JSON) into a tree plus a map from each
-//! field path (`stages[1].weight`) to the line it was written on.
+//! Reading a document (YAML or JSON) into a tree plus a map from each field
+//! path (`stages[1].weight`) to the line it was written on.
 //!
 //! YAML is a superset of JSON, so one parser serves both; the line map lets
-//! validation errors say "line 7" even though validation runs on typed values.
+//! errors say "line 7" even though validation runs on typed values.
 
 use std::collections::BTreeMap;
 

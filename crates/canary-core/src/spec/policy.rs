@@ -1,0 +1,400 @@
+//! The validated rollout the engine runs ([`Policy`], its [`Stage`]s and
+//! [`Analysis`]) and the validation that builds it from a [`RolloutSpec`].
+//!
+//! Validation checks every rule and reports every violation it finds, each
+//! naming the field path (`stages[1].weight`), the value, the rule and, when
+//! the spec came from a document, the line.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{
+    AnalysisSpec, DeviationOptions, JudgeKind, JudgeOptions, KayentaOptions, OnInconclusive,
+    RolloutSpec, SequentialOptions, StageSpec, TrafficSpec,
+};
+use crate::document::{SourceDoc, SpecError, SpecErrors};
+
+/// A validated stage, as the engine runs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// Canary weight, percent, in (0, 100].
+    pub weight: f64,
+    /// Bake time.
+    pub bake: Duration,
+    /// Deadline for a pass, measured from the stage start; ≥ `bake`.
+    pub timeout: Duration,
+    /// Hold for a manual promote after passing.
+    pub pause_after: bool,
+    /// Threshold judge's error-rate delta limit.
+    pub max_error_delta: f64,
+    /// Threshold judge's latency delta limit, ms.
+    pub max_latency_delta_ms: f64,
+    /// Canary requests needed before the stage may pass.
+    pub min_requests: u64,
+}
+
+/// Validated analysis settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Analysis {
+    /// Which judge decides.
+    pub judge: JudgeKind,
+    /// How often the judge looks.
+    pub interval: Duration,
+    /// False-alarm level.
+    pub alpha: f64,
+    /// What happens at a stage's timeout without a pass.
+    pub on_inconclusive: OnInconclusive,
+    /// Judge-specific options.
+    pub judges: JudgeOptions,
+}
+
+/// A validated rollout: what the state machine and judges run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    /// Rollout name.
+    pub name: String,
+    /// Stages, weights strictly increasing.
+    pub stages: Vec<Stage>,
+    /// Analysis settings.
+    pub analysis: Analysis,
+    /// Live traffic settings, if given.
+    pub traffic: Option<TrafficSpec>,
+}
+
+/// The seed's per-stage error-delta limit, tightening as the weight grows:
+/// 0.02 below 5 %, 0.015 below 25 %, 0.01 below 100 %, 0.005 at 100 %.
+pub fn default_error_delta(weight: f64) -> f64 {
+    if weight < 5.0 {
+        0.02
+    } else if weight < 25.0 {
+        0.015
+    } else if weight < 100.0 {
+        0.01
+    } else {
+        0.005
+    }
+}
+
+impl Policy {
+    /// Parses, deserializes and validates a spec document.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its path, value, rule and line.
+    pub fn from_text(text: &str) -> Result<Policy, SpecErrors> {
+        let (spec, doc) = RolloutSpec::from_text(text)?;
+        spec.validate(Some(&doc))
+    }
+
+    /// The default strategy, validated.
+    pub fn default_strategy() -> Policy {
+        RolloutSpec::default_strategy()
+            .validate(None)
+            .unwrap_or_else(|e| unreachable!("the built-in strategy is valid: {e}"))
+    }
+}
+
+impl RolloutSpec {
+    /// Checks every rule and builds the [`Policy`]; `doc` adds line numbers.
+    ///
+    /// The sections are checked in the order of the file (name, stages,
+    /// analysis, judge options, traffic), so the errors come in that order.
+    ///
+    /// # Errors
+    /// All the rule violations found, not only the first.
+    pub fn validate(&self, doc: Option<&SourceDoc>) -> Result<Policy, SpecErrors> {
+        let mut found = Findings {
+            doc,
+            errors: Vec::new(),
+        };
+        if self.name.trim().is_empty() {
+            found.add("name".into(), "\"\"".into(), "must not be empty".into());
+        }
+        let a = &self.analysis;
+        let stages = check_stages(&self.stages, a, &mut found);
+        check_analysis(a, &mut found);
+        check_judges(&a.judges, &mut found);
+        if let Some(t) = &self.traffic {
+            check_traffic(t, &mut found);
+        }
+        if !found.errors.is_empty() {
+            return Err(SpecErrors(found.errors));
+        }
+        Ok(Policy {
+            name: self.name.clone(),
+            stages,
+            analysis: Analysis {
+                judge: a.judge,
+                interval: a.interval.0,
+                alpha: a.alpha,
+                on_inconclusive: a.on_inconclusive,
+                judges: a.judges.clone(),
+            },
+            traffic: self.traffic.clone(),
+        })
+    }
+}
+
+/// The rule violations found so far, each given its line from the document.
+struct Findings<'d> {
+    doc: Option<&'d SourceDoc>,
+    errors: Vec<SpecError>,
+}
+
+impl Findings<'_> {
+    /// Records that `value`, written at `path`, breaks `rule`.
+    fn add(&mut self, path: String, value: String, rule: String) {
+        let line = self.doc.and_then(|d| d.line_of(&path));
+        self.errors.push(SpecError {
+            path,
+            line,
+            value,
+            rule,
+        });
+    }
+
+    /// Records `value` at `path` if it is given and not a finite number ≥ 0.
+    fn non_negative(&mut self, path: String, value: Option<f64>) {
+        if let Some(v) = value {
+            if !(v >= 0.0 && v.is_finite()) {
+                self.add(path, fmt_f64(v), "must be a finite number ≥ 0".into());
+            }
+        }
+    }
+}
+
+/// Checks the stages (at least one, weights strictly increasing) and builds
+/// them, with the analysis defaults `a` filled in.
+fn check_stages(specs: &[StageSpec], a: &AnalysisSpec, found: &mut Findings) -> Vec<Stage> {
+    if specs.is_empty() {
+        found.add(
+            "stages".into(),
+            "[]".into(),
+            "at least one stage is needed".into(),
+        );
+    }
+    let mut prev: Option<f64> = None;
+    let mut stages = Vec::with_capacity(specs.len());
+    for (i, s) in specs.iter().enumerate() {
+        check_weight(i, s.weight, prev, found);
+        if s.weight.is_finite() {
+            prev = Some(prev.map_or(s.weight, |w: f64| w.max(s.weight)));
+        }
+        stages.push(check_stage(i, s, a, found));
+    }
+    stages
+}
+
+/// Stage `i`'s weight is a percentage in (0, 100] above `prev`, the largest
+/// finite weight before it.
+fn check_weight(i: usize, weight: f64, prev: Option<f64>, found: &mut Findings) {
+    let path = || format!("stages[{i}].weight");
+    if !(weight > 0.0 && weight <= 100.0) {
+        found.add(
+            path(),
+            fmt_f64(weight),
+            "a weight is a percentage in (0, 100]".into(),
+        );
+    } else if let Some(w) = prev {
+        if weight <= w {
+            found.add(
+                path(),
+                fmt_f64(weight),
+                format!(
+                    "weights must increase strictly from stage to stage: stages[{}].weight is {}",
+                    i - 1,
+                    fmt_f64(w)
+                ),
+            );
+        }
+    }
+}
+
+/// Checks stage `i`'s bake time, limits and timeout (its weight is checked
+/// by [`check_weight`]) and builds it.
+fn check_stage(i: usize, s: &StageSpec, a: &AnalysisSpec, found: &mut Findings) -> Stage {
+    let p = |f: &str| format!("stages[{i}].{f}");
+    if s.duration.0.is_zero() {
+        found.add(
+            p("duration"),
+            s.duration.to_string(),
+            "a stage needs a positive bake time".into(),
+        );
+    }
+    found.non_negative(p("max_error_delta"), s.max_error_delta);
+    if let Some(d) = s.max_error_delta {
+        if d > 1.0 {
+            found.add(
+                p("max_error_delta"),
+                fmt_f64(d),
+                "an error-rate delta is a fraction in [0, 1]".into(),
+            );
+        }
+    }
+    found.non_negative(p("max_latency_delta_ms"), s.max_latency_delta_ms);
+    let timeout = match s.timeout {
+        Some(t) if t.0 < s.duration.0 => {
+            found.add(
+                p("timeout"),
+                t.to_string(),
+                format!(
+                    "must not be shorter than the stage's duration {}",
+                    s.duration
+                ),
+            );
+            t.0
+        }
+        Some(t) => t.0,
+        None => s.duration.0.mul_f64(a.timeout_factor.clamp(1.0, 1e6)),
+    };
+    Stage {
+        weight: s.weight,
+        bake: s.duration.0,
+        timeout,
+        pause_after: s.pause,
+        max_error_delta: s
+            .max_error_delta
+            .unwrap_or_else(|| default_error_delta(s.weight)),
+        max_latency_delta_ms: s.max_latency_delta_ms.unwrap_or(a.max_latency_delta_ms),
+        min_requests: s.min_requests.unwrap_or(a.min_requests),
+    }
+}
+
+/// Checks the analysis settings other than the judges' options.
+fn check_analysis(a: &AnalysisSpec, found: &mut Findings) {
+    if a.interval.0.is_zero() {
+        found.add(
+            "analysis.interval".into(),
+            a.interval.to_string(),
+            "the analysis interval must be positive".into(),
+        );
+    }
+    if !(a.alpha > 0.0 && a.alpha < 0.5) {
+        found.add(
+            "analysis.alpha".into(),
+            fmt_f64(a.alpha),
+            "alpha must be in (0, 0.5)".into(),
+        );
+    }
+    found.non_negative(
+        "analysis.max_latency_delta_ms".into(),
+        Some(a.max_latency_delta_ms),
+    );
+    if !(a.timeout_factor >= 1.0 && a.timeout_factor.is_finite()) {
+        found.add(
+            "analysis.timeout_factor".into(),
+            fmt_f64(a.timeout_factor),
+            "the timeout factor must be a finite number ≥ 1".into(),
+        );
+    }
+}
+
+/// Checks `analysis.judges`, one judge's options after the other.
+fn check_judges(j: &JudgeOptions, found: &mut Findings) {
+    check_deviation(&j.deviation, found);
+    check_kayenta(&j.kayenta, found);
+    check_sequential(&j.sequential, found);
+}
+
+/// Checks `analysis.judges.deviation`.
+fn check_deviation(d: &DeviationOptions, found: &mut Findings) {
+    found.non_negative(
+        "analysis.judges.deviation.max_error_deviation_pct".into(),
+        Some(d.max_error_deviation_pct),
+    );
+    found.non_negative(
+        "analysis.judges.deviation.max_latency_deviation_pct".into(),
+        Some(d.max_latency_deviation_pct),
+    );
+}
+
+/// Checks `analysis.judges.kayenta`.
+fn check_kayenta(k: &KayentaOptions, found: &mut Findings) {
+    if !(k.confidence > 0.0 && k.confidence < 1.0) {
+        found.add(
+            "analysis.judges.kayenta.confidence".into(),
+            fmt_f64(k.confidence),
+            "a confidence is in (0, 1)".into(),
+        );
+    }
+    found.non_negative(
+        "analysis.judges.kayenta.tolerance".into(),
+        Some(k.tolerance),
+    );
+    if !(0.0..=100.0).contains(&k.marginal_score)
+        || !(0.0..=100.0).contains(&k.pass_score)
+        || k.marginal_score > k.pass_score
+    {
+        found.add(
+            "analysis.judges.kayenta.pass_score".into(),
+            format!(
+                "{} (marginal {})",
+                fmt_f64(k.pass_score),
+                fmt_f64(k.marginal_score)
+            ),
+            "scores are in [0, 100] with marginal_score ≤ pass_score".into(),
+        );
+    }
+    if let Some(f) = k.outlier_factor {
+        if !(f > 0.0 && f.is_finite()) {
+            found.add(
+                "analysis.judges.kayenta.outlier_factor".into(),
+                fmt_f64(f),
+                "the IQR factor must be positive and finite".into(),
+            );
+        }
+    }
+}
+
+/// Checks `analysis.judges.sequential`.
+fn check_sequential(s: &SequentialOptions, found: &mut Findings) {
+    for (f, v) in [
+        ("tolerated_error_ratio", s.tolerated_error_ratio),
+        ("tolerated_latency_ratio", s.tolerated_latency_ratio),
+    ] {
+        if !(v > 1.0 && v.is_finite()) {
+            found.add(
+                format!("analysis.judges.sequential.{f}"),
+                fmt_f64(v),
+                "a tolerated ratio must be a finite number > 1".into(),
+            );
+        }
+    }
+    if !(s.k > 0.0 && s.k.is_finite()) {
+        found.add(
+            "analysis.judges.sequential.k".into(),
+            fmt_f64(s.k),
+            "the mixture concentration must be positive and finite".into(),
+        );
+    }
+}
+
+/// Checks the live traffic settings: a listen address with a port, and
+/// http:// URLs for both versions.
+fn check_traffic(t: &TrafficSpec, found: &mut Findings) {
+    if t.listen.parse::<std::net::SocketAddr>().is_err() {
+        found.add(
+            "traffic.listen".into(),
+            t.listen.clone(),
+            "must be an address with a port, e.g. 127.0.0.1:8080".into(),
+        );
+    }
+    for (f, url) in [("traffic.stable", &t.stable), ("traffic.canary", &t.canary)] {
+        if !url.starts_with("http://") {
+            found.add(
+                f.into(),
+                url.clone(),
+                "must be an http:// URL, e.g. http://127.0.0.1:9001".into(),
+            );
+        }
+    }
+}
+
+/// A number as an error message shows it.
+fn fmt_f64(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
+}
