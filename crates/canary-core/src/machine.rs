@@ -13,6 +13,8 @@
 //!   with [`TransitionError::Terminal`]; a rollout cannot be re-run.
 //! - A stage advances only on a fresh passing verdict once its bake time is
 //!   met: a tick alone (e.g. while the metrics source is down) never promotes.
+//! - A passing verdict that carries a guardrail breach pauses instead of
+//!   advancing: an absolute limit holds whatever the comparison says.
 
 use std::fmt;
 use std::time::Duration;
@@ -38,6 +40,12 @@ pub enum PauseReason {
         /// What the judge last said.
         note: String,
     },
+    /// The stage would have passed, but the canary breaks an absolute
+    /// guardrail (`analysis.guardrails`): a person must look.
+    Guardrail {
+        /// Which limit, by how much.
+        note: String,
+    },
 }
 
 impl fmt::Display for PauseReason {
@@ -48,6 +56,7 @@ impl fmt::Display for PauseReason {
             PauseReason::Inconclusive { note } => {
                 write!(f, "no decision by the stage's timeout: {note}")
             }
+            PauseReason::Guardrail { note } => write!(f, "held by a guardrail: {note}"),
         }
     }
 }
@@ -344,10 +353,21 @@ impl Stepper<'_> {
         }
     }
 
-    /// Stage `stage` passed on `verdict`.
+    /// Stage `stage` passed on `verdict` (unless a guardrail holds it).
     fn stage_passed(&mut self, stage: usize, verdict: Verdict) {
         let w = self.policy.stages[stage].weight;
-        if self.policy.stages[stage].pause_after {
+        if let Some(breach) = verdict.guardrail.clone() {
+            let note = format!(
+                "stage {stage} ({w} %) passed the comparison with stable but not the \
+                 absolute guardrails: {breach}"
+            );
+            let weight = self.state.weight;
+            self.decide(Action::Pause, weight, note.clone(), Some(verdict));
+            self.state.phase = Phase::Paused {
+                stage,
+                reason: PauseReason::Guardrail { note },
+            };
+        } else if self.policy.stages[stage].pause_after {
             let reason = format!(
                 "stage {stage} ({w} %) passed: {}; waiting for a manual promote",
                 verdict.reason
@@ -495,7 +515,9 @@ pub fn step(
                 "promoted past the gate".into(),
                 None,
             ),
-            PauseReason::Manual { .. } | PauseReason::Inconclusive { .. } => {
+            PauseReason::Manual { .. }
+            | PauseReason::Inconclusive { .. }
+            | PauseReason::Guardrail { .. } => {
                 let weight = s.state.weight;
                 s.decide(
                     Action::Resume,

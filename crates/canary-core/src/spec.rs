@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::{deserialize_all, SourceDoc};
 pub use crate::document::{parse_document, SpecError, SpecErrors};
 use crate::duration::HumanDuration;
-pub use policy::{default_error_delta, Analysis, Policy, Stage};
+pub use policy::{default_error_delta, Analysis, Guardrails, Policy, Stage};
 
 /// A rollout as the user writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,6 +149,39 @@ pub struct AnalysisSpec {
     pub on_inconclusive: OnInconclusive,
     /// Options of the judges that have them.
     pub judges: JudgeOptions,
+    /// Absolute limits the canary must meet whatever the baseline does.
+    pub guardrails: GuardrailsSpec,
+}
+
+/// Absolute limits on the canary, as written (`analysis.guardrails`).
+///
+/// The judges compare the canary with the stable version; a guardrail does
+/// not: a stage never passes while the canary's numbers over the stage break
+/// one, even when the stable version is as bad (a broken release into a
+/// broken world). The rollout pauses instead and says which limit and by how
+/// much.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardrailsSpec {
+    /// Highest canary error rate over a stage that may pass, in [0, 1]
+    /// (default 0.1; 1 turns the guardrail off).
+    pub max_error_rate: f64,
+    /// Highest canary p99 latency over a stage that may pass, ms (default:
+    /// none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_latency_p99_ms: Option<f64>,
+}
+
+/// The default absolute ceiling on the canary's error rate over a stage.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.1;
+
+impl Default for GuardrailsSpec {
+    fn default() -> Self {
+        Self {
+            max_error_rate: DEFAULT_MAX_ERROR_RATE,
+            max_latency_p99_ms: None,
+        }
+    }
 }
 
 impl Default for AnalysisSpec {
@@ -162,6 +195,7 @@ impl Default for AnalysisSpec {
             timeout_factor: 3.0,
             on_inconclusive: OnInconclusive::default(),
             judges: JudgeOptions::default(),
+            guardrails: GuardrailsSpec::default(),
         }
     }
 }

@@ -89,6 +89,11 @@ pub struct Verdict {
     pub metrics: Vec<MetricEvidence>,
     /// The reason, in words.
     pub reason: String,
+    /// The absolute guardrails (`analysis.guardrails`) the canary breaks, in
+    /// words: set by the engine, not the judge. A breached guardrail keeps
+    /// the stage from passing whatever the outcome: the rollout pauses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<String>,
 }
 
 impl Verdict {
@@ -120,6 +125,7 @@ impl Verdict {
             judge: judge.to_string(),
             metrics,
             reason,
+            guardrail: None,
         }
     }
 }

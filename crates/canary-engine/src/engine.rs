@@ -121,8 +121,9 @@ impl Engine {
 
     /// One tick: the window recorded since the last tick at the current
     /// weight, or `None` when the metrics source could not be read. With a
-    /// window, the judge looks and its verdict steps the machine; without one
-    /// only time passes, which never promotes.
+    /// window, the judge looks, the policy's absolute guardrails are checked
+    /// on the canary's numbers over the stage, and the verdict steps the
+    /// machine; without one only time passes, which never promotes.
     ///
     /// # Errors
     /// The state machine's refusal (the rollout has ended or not started).
@@ -138,7 +139,12 @@ impl Engine {
             }
             (_, _) => return self.apply(Event::Tick, now),
         };
-        let verdict = self.judge.judge(&self.policy.stages[stage], &self.obs);
+        let mut verdict = self.judge.judge(&self.policy.stages[stage], &self.obs);
+        verdict.guardrail = self
+            .policy
+            .analysis
+            .guardrails
+            .breached(&self.obs.stage.canary, &self.obs.stage.baseline);
         self.last_verdict = Some(verdict.clone());
         if let Some(rec) = self.stages.last_mut() {
             rec.verdict = Some(verdict.clone());

@@ -359,6 +359,7 @@ pub fn verdict(
         judge: "kayenta".into(),
         metrics,
         reason,
+        guardrail: None,
     }
 }
 

@@ -123,3 +123,37 @@ fn evaluate_with_a_hundred_thousand_threads_is_refused() {
     let o = canary(&["evaluate", "--runs", "100000000000"]);
     refused(&o, "--runs");
 }
+
+/// Both versions answering 100 % errors (a broken release into a broken
+/// world): the comparison alone would promote; the default guardrail holds
+/// the first stage, for every judge.
+#[test]
+fn a_canary_as_broken_as_stable_is_never_promoted() {
+    let s = file(
+        "broken-world.scenario.yaml",
+        "name: broken-world\nrequest_rate: 100\nbaseline:\n  error_rate: 1.0\n",
+    );
+    for judge in ["threshold", "sequential", "deviation", "ztest", "kayenta"] {
+        let o = canary(&[
+            "simulate",
+            "--judge",
+            judge,
+            "--scenario",
+            s.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{judge}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(!out.contains("\"phase\": \"succeeded\""), "{judge}: {out}");
+        assert!(
+            out.contains("\"phase\": \"paused\"") || out.contains("\"phase\": \"rolled_back\""),
+            "{judge}: {out}"
+        );
+        assert!(!out.contains("\"final_weight\": 100.0"), "{judge}");
+        if out.contains("\"phase\": \"paused\"") {
+            assert!(
+                out.contains("analysis.guardrails.max_error_rate"),
+                "{judge}: {out}"
+            );
+        }
+    }
+}

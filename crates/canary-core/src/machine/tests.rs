@@ -22,6 +22,7 @@ fn verdict(o: Outcome) -> Verdict {
         judge: "test".into(),
         metrics: vec![],
         reason: format!("judged {o}"),
+        guardrail: None,
     }
 }
 
@@ -74,6 +75,13 @@ fn all_phases() -> Vec<(Phase, f64)> {
             Phase::Paused {
                 stage: 0,
                 reason: PauseReason::Inconclusive { note: "n".into() },
+            },
+            10.0,
+        ),
+        (
+            Phase::Paused {
+                stage: 0,
+                reason: PauseReason::Guardrail { note: "g".into() },
             },
             10.0,
         ),
@@ -167,7 +175,8 @@ fn every_phase_event_pair() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 8 * 10);
+    assert_eq!(checked, all_phases().len() * all_events().len());
+    assert_eq!(checked, 9 * 10);
 }
 
 /// Seed "break it": advancing after the rollout completed.
@@ -208,6 +217,51 @@ fn pass_before_bake_time_does_not_advance() {
         stage: 1,
         weight: 50.0
     }));
+}
+
+/// A passing verdict that carries a guardrail breach pauses the stage (with
+/// the breach as the reason) instead of advancing; a resume restarts the
+/// stage's clock, and a later clean pass advances.
+#[test]
+fn a_guardrail_breach_holds_a_passing_stage() {
+    let p = policy();
+    let st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    let mut v = verdict(Outcome::Pass);
+    v.guardrail = Some("canary error rate 100 %".into());
+    let t = step(&p, &st, Event::Verdict(v.clone()), secs(59)).unwrap();
+    assert_eq!(
+        t.state.phase,
+        Phase::Progressing { stage: 0 },
+        "bake not met"
+    );
+    let t = step(&p, &st, Event::Verdict(v.clone()), secs(60)).unwrap();
+    let Phase::Paused {
+        stage: 0,
+        reason: PauseReason::Guardrail { note },
+    } = &t.state.phase
+    else {
+        panic!("{:?}", t.state.phase)
+    };
+    assert!(note.contains("canary error rate 100 %"), "{note}");
+    assert!(!t
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::SetWeight(_))));
+    // Still breached while paused: nothing moves.
+    let held = step(&p, &t.state, Event::Verdict(v), secs(70)).unwrap();
+    assert_eq!(held.state, t.state);
+    let resumed = step(&p, &t.state, Event::Resume, secs(80)).unwrap().state;
+    assert_eq!(resumed.phase, Phase::Progressing { stage: 0 });
+    let t = step(
+        &p,
+        &resumed,
+        Event::Verdict(verdict(Outcome::Pass)),
+        secs(140),
+    )
+    .unwrap();
+    assert_eq!(t.state.phase, Phase::Progressing { stage: 1 });
 }
 
 /// Fail safe: with no verdicts (metrics source down) ticks never promote;

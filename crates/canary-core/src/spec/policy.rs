@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{
-    AnalysisSpec, DeviationOptions, JudgeKind, JudgeOptions, KayentaOptions, OnInconclusive,
-    RolloutSpec, SequentialOptions, StageSpec, TrafficSpec,
+    AnalysisSpec, DeviationOptions, GuardrailsSpec, JudgeKind, JudgeOptions, KayentaOptions,
+    OnInconclusive, RolloutSpec, SequentialOptions, StageSpec, TrafficSpec,
 };
 use crate::document::{SourceDoc, SpecError, SpecErrors};
 
@@ -47,6 +47,65 @@ pub struct Analysis {
     pub on_inconclusive: OnInconclusive,
     /// Judge-specific options.
     pub judges: JudgeOptions,
+    /// Absolute limits on the canary.
+    pub guardrails: Guardrails,
+}
+
+/// Validated absolute limits on the canary's numbers over a stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Guardrails {
+    /// Highest error rate that may pass, in [0, 1].
+    pub max_error_rate: f64,
+    /// Highest p99 latency that may pass, ms.
+    pub max_latency_p99_ms: Option<f64>,
+}
+
+impl Guardrails {
+    /// The limits `canary` (its numbers over the stage) breaks, in words,
+    /// with `baseline`'s for comparison; `None` when it breaks none. A
+    /// version with no requests breaks nothing (there is nothing to judge
+    /// yet; `min_requests` keeps such a stage from passing).
+    pub fn breached(
+        &self,
+        canary: &crate::VersionStats,
+        baseline: &crate::VersionStats,
+    ) -> Option<String> {
+        if canary.requests == 0 {
+            return None;
+        }
+        let rate = |v: &crate::VersionStats| v.errors as f64 / v.requests.max(1) as f64;
+        let pct = |x: f64| format!("{:.2} %", 100.0 * x);
+        let mut broken = Vec::new();
+        let r = rate(canary);
+        if r > self.max_error_rate {
+            broken.push(format!(
+                "canary error rate {} ({} of {}) is above the absolute limit {} \
+                 (analysis.guardrails.max_error_rate; stable: {})",
+                pct(r),
+                canary.errors,
+                canary.requests,
+                pct(self.max_error_rate),
+                if baseline.requests == 0 {
+                    "no requests".to_string()
+                } else {
+                    pct(rate(baseline))
+                },
+            ));
+        }
+        if let (Some(max), Some(p99)) = (self.max_latency_p99_ms, canary.latency.quantile(0.99)) {
+            if p99 > max {
+                broken.push(format!(
+                    "canary p99 latency {p99:.1} ms is above the absolute limit {max} ms \
+                     (analysis.guardrails.max_latency_p99_ms; stable: {})",
+                    baseline
+                        .latency
+                        .quantile(0.99)
+                        .map_or_else(|| "no latencies".to_string(), |b| format!("{b:.1} ms")),
+                ));
+            }
+        }
+        (!broken.is_empty()).then(|| broken.join("; "))
+    }
 }
 
 /// A validated rollout: what the state machine and judges run.
@@ -114,6 +173,7 @@ impl RolloutSpec {
         let stages = check_stages(&self.stages, a, &mut found);
         check_analysis(a, &mut found);
         check_judges(&a.judges, &mut found);
+        check_guardrails(&a.guardrails, &mut found);
         if let Some(t) = &self.traffic {
             check_traffic(t, &mut found);
         }
@@ -129,6 +189,10 @@ impl RolloutSpec {
                 alpha: a.alpha,
                 on_inconclusive: a.on_inconclusive,
                 judges: a.judges.clone(),
+                guardrails: Guardrails {
+                    max_error_rate: a.guardrails.max_error_rate,
+                    max_latency_p99_ms: a.guardrails.max_latency_p99_ms,
+                },
             },
             traffic: self.traffic.clone(),
         })
@@ -286,6 +350,26 @@ fn check_analysis(a: &AnalysisSpec, found: &mut Findings) {
             fmt_f64(a.timeout_factor),
             "the timeout factor must be a finite number ≥ 1".into(),
         );
+    }
+}
+
+/// Checks `analysis.guardrails`.
+fn check_guardrails(g: &GuardrailsSpec, found: &mut Findings) {
+    if !(0.0..=1.0).contains(&g.max_error_rate) {
+        found.add(
+            "analysis.guardrails.max_error_rate".into(),
+            fmt_f64(g.max_error_rate),
+            "an error rate is in [0, 1] (1 turns the guardrail off)".into(),
+        );
+    }
+    if let Some(ms) = g.max_latency_p99_ms {
+        if !(ms > 0.0 && ms.is_finite()) {
+            found.add(
+                "analysis.guardrails.max_latency_p99_ms".into(),
+                fmt_f64(ms),
+                "a latency limit is a positive number of milliseconds".into(),
+            );
+        }
     }
 }
 

@@ -175,3 +175,63 @@ fn default_strategy_is_the_seeds() {
     let d: Vec<_> = p.stages.iter().map(|s| s.max_error_delta).collect();
     assert_eq!(d, [0.02, 0.015, 0.01, 0.01, 0.005]);
 }
+
+#[test]
+fn guardrails_default_to_a_ten_percent_error_ceiling_and_are_checked() {
+    let p = Policy::default_strategy();
+    assert_eq!(p.analysis.guardrails.max_error_rate, 0.1);
+    assert_eq!(p.analysis.guardrails.max_latency_p99_ms, None);
+    let p = Policy::from_text(
+        "name: g\nstages: [{weight: 100, duration: 1m}]\nanalysis:\n  guardrails: {max_error_rate: 0.02, max_latency_p99_ms: 250}\n",
+    )
+    .unwrap();
+    assert_eq!(p.analysis.guardrails.max_error_rate, 0.02);
+    assert_eq!(p.analysis.guardrails.max_latency_p99_ms, Some(250.0));
+    let e = Policy::from_text(
+        "name: g\nstages: [{weight: 100, duration: 1m}]\nanalysis:\n  guardrails:\n    max_error_rate: 1.5\n    max_latency_p99_ms: -1\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("analysis.guardrails.max_error_rate (line 5)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("analysis.guardrails.max_latency_p99_ms (line 6)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn guardrails_name_the_limit_the_canary_breaks_and_the_stable_numbers() {
+    use crate::VersionStats;
+    let g = crate::spec::Guardrails {
+        max_error_rate: 0.1,
+        max_latency_p99_ms: Some(100.0),
+    };
+    let v = |n: u64, e: u64, ms: f64| {
+        let mut s = VersionStats {
+            requests: n,
+            errors: e,
+            ..Default::default()
+        };
+        s.latency.record_n(ms, n);
+        s
+    };
+    assert_eq!(
+        g.breached(&v(100, 10, 50.0), &v(100, 0, 50.0)),
+        None,
+        "at the limit"
+    );
+    assert_eq!(
+        g.breached(&v(0, 0, 1.0), &v(100, 100, 50.0)),
+        None,
+        "no requests yet"
+    );
+    let b = g.breached(&v(100, 11, 50.0), &v(100, 11, 50.0)).unwrap();
+    assert!(b.contains("11.00 % (11 of 100)"), "{b}");
+    assert!(b.contains("stable: 11.00 %"), "{b}");
+    let b = g.breached(&v(100, 0, 300.0), &v(100, 0, 50.0)).unwrap();
+    assert!(b.contains("p99 latency"), "{b}");
+    assert!(!b.contains("error rate"), "{b}");
+}
