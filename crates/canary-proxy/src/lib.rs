@@ -36,8 +36,6 @@ use canary_core::{Pair, VersionStats};
 use hyper::Uri;
 use tokio::net::TcpListener;
 
-pub mod backend;
-pub mod loadgen;
 mod metrics;
 pub mod recorder;
 pub mod route;

@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use canary_proxy::backend::{Backend, BackendConfig};
-use canary_proxy::loadgen::{self, LoadConfig, StopLoad};
+use canary_demo::backend::{Backend, BackendConfig};
+use canary_demo::loadgen::{self, LoadConfig, StopLoad};
 use canary_proxy::route::HeaderName;
 use canary_proxy::{KeySource, Proxy, ProxyConfig, ProxyHandle, Upstream, Version};
 use tokio::runtime::Runtime;

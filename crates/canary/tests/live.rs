@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use canary_controller::Controller;
 use canary_core::Policy;
-use canary_proxy::loadgen::{self, LoadConfig, StopLoad};
+use canary_demo::loadgen::{self, LoadConfig, StopLoad};
 use canary_proxy::{Proxy, ProxyConfig, ProxyHandle, Upstream, Version};
 use canary_stats::Engine;
 use tokio::runtime::Runtime;
@@ -245,7 +245,7 @@ fn a_thousand_weight_changes_under_load_fail_no_request() {
         BackendProc::start("canary", &[]),
     );
     let proxy = ProxyUnderTest::start(&rt, &stable, &canary, 50.0);
-    let url: canary_proxy::loadgen::Uri = format!("http://{}/", proxy.addr).parse().unwrap();
+    let url: canary_demo::loadgen::Uri = format!("http://{}/", proxy.addr).parse().unwrap();
     let handle = proxy.handle.clone();
     let report = rt.block_on(async move {
         let stop = StopLoad::new();
