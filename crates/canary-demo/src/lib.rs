@@ -5,6 +5,8 @@
 //!   the two versions behind `canary demo` and `canary demo-backend`;
 //! - [`loadgen`]: a load generator that counts responses by status class and
 //!   by the version the proxy says served them;
+//! - [`launch`]: a backend started for a test, in this process or as a
+//!   `canary demo-backend` child, on a free port, stopped when dropped;
 //!
 //! used by `canary demo`, the benchmarks in `bench/` (through
 //! `canary demo-backend`) and every test that needs a backend.
@@ -18,6 +20,7 @@
 use std::net::SocketAddr;
 
 pub mod backend;
+pub mod launch;
 pub mod loadgen;
 
 pub use backend::{Backend, BackendConfig};
@@ -39,5 +42,21 @@ pub enum DemoError {
     BadName {
         /// The name given.
         name: String,
+    },
+    /// A backend process could not be started.
+    #[error("cannot start `{program}`")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A backend process did not print the address it listens on.
+    #[error("`{program} demo-backend` printed no address: {line:?}")]
+    NoAddress {
+        /// The program.
+        program: String,
+        /// Its first line of output.
+        line: String,
     },
 }
