@@ -37,8 +37,6 @@ use hyper::Uri;
 use tokio::net::TcpListener;
 
 mod adapter;
-pub mod backend;
-pub mod loadgen;
 mod metrics;
 pub mod recorder;
 pub mod route;

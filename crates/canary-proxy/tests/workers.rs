@@ -6,8 +6,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use canary_proxy::backend::{Backend, BackendConfig};
-use canary_proxy::loadgen::{self, LoadConfig, StopLoad};
+use canary_demo::backend::BackendConfig;
+use canary_demo::launch::{InProcess, LOOPBACK};
+use canary_demo::loadgen::{self, LoadConfig, StopLoad};
 use canary_proxy::route::HeaderName;
 use canary_proxy::{KeySource, Proxy, ProxyConfig, ProxyHandle, Upstream, Version};
 use tokio::runtime::Runtime;
@@ -20,21 +21,12 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
-/// Starts a backend on `rt`; returns its URL and the sender that stops it.
-fn backend(
-    rt: &Runtime,
-    name: &str,
-    latency: Duration,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let mut config = BackendConfig::new("127.0.0.1:0".parse().unwrap(), name);
+/// Starts a backend on `rt`; returns its URL and the guard that stops it.
+fn backend(rt: &Runtime, name: &str, latency: Duration) -> (String, InProcess) {
+    let mut config = BackendConfig::new(LOOPBACK, name);
     config.latency = latency;
-    let b = rt.block_on(Backend::bind(config)).unwrap();
-    let url = format!("http://{}", b.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    rt.spawn(b.serve(async move {
-        let _ = rx.await;
-    }));
-    (url, tx)
+    let b = rt.block_on(InProcess::start(config)).unwrap();
+    (b.url(), b)
 }
 
 struct Started {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use canary_core::{JudgeKind, Policy};
-use canary_proxy::backend::{Backend, BackendConfig};
-use canary_proxy::loadgen::{self, LoadConfig, StopLoad};
+use canary_demo::backend::{Backend, BackendConfig};
+use canary_demo::loadgen::{self, LoadConfig, StopLoad};
 use canary_proxy::{ProxyConfig, Upstream};
 
 use crate::common::print_json;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use canary_proxy::backend::{Backend, BackendConfig};
+use canary_demo::backend::{Backend, BackendConfig};
 
 /// Serve HTTP with injected errors and latency, for demos, tests and benchmarks.
 ///

@@ -1,70 +1,24 @@
 //! Live rollouts on loopback: real `canary demo-backend` processes (port 0,
-//! stopped by their handle), the proxy and the controller in this process.
+//! stopped by their PID), the proxy and the controller in this process.
 //! Ticks are driven by hand with chosen `now` values, so no assertion depends
 //! on timing the test does not control.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use canary_controller::Controller;
 use canary_core::Policy;
+use canary_demo::launch::ChildBackend;
+use canary_demo::loadgen::{self, LoadConfig, StopLoad};
 use canary_engine::Engine;
-use canary_proxy::loadgen::{self, LoadConfig, StopLoad};
 use canary_proxy::{Proxy, ProxyConfig, ProxyHandle, Upstream, Version};
 use tokio::runtime::Runtime;
 
-/// A `canary demo-backend` child process, killed when dropped.
-struct BackendProc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BackendProc {
-    fn start(name: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
-            .args([
-                "demo-backend",
-                "--port",
-                "0",
-                "--threads",
-                "1",
-                "--name",
-                name,
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("canary demo-backend starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("first line");
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Self { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for BackendProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A `canary demo-backend` child process of this build, killed when dropped.
+fn backend(name: &str, extra: &[&str]) -> ChildBackend {
+    ChildBackend::start(env!("CARGO_BIN_EXE_canary"), name, extra).unwrap()
 }
 
 /// The proxy, serving on a runtime until dropped or stopped.
@@ -76,14 +30,14 @@ struct ProxyUnderTest {
 }
 
 impl ProxyUnderTest {
-    fn start(rt: &Runtime, stable: &BackendProc, canary: &BackendProc, weight: f64) -> Self {
+    fn start(rt: &Runtime, stable: &ChildBackend, canary: &ChildBackend, weight: f64) -> Self {
         Self::start_with(rt, stable, canary, weight, |_| {})
     }
 
     fn start_with(
         rt: &Runtime,
-        stable: &BackendProc,
-        canary: &BackendProc,
+        stable: &ChildBackend,
+        canary: &ChildBackend,
         weight: f64,
         tweak: impl FnOnce(&mut ProxyConfig),
     ) -> Self {
@@ -175,10 +129,7 @@ fn within(count: u64, n: u64, p: f64, k: f64) -> bool {
 #[test]
 fn split_matches_the_weight_within_a_binomial_interval() {
     let rt = runtime();
-    let (stable, canary) = (
-        BackendProc::start("stable", &[]),
-        BackendProc::start("canary", &[]),
-    );
+    let (stable, canary) = (backend("stable", &[]), backend("canary", &[]));
     let proxy = ProxyUnderTest::start(&rt, &stable, &canary, 20.0);
     let n = 4000;
     let r = proxy.load(&rt, n, 16);
@@ -197,10 +148,7 @@ fn split_matches_the_weight_within_a_binomial_interval() {
 #[test]
 fn sticky_clients_stay_put_and_move_only_toward_the_canary() {
     let rt = runtime();
-    let (stable, canary) = (
-        BackendProc::start("stable", &[]),
-        BackendProc::start("canary", &[]),
-    );
+    let (stable, canary) = (backend("stable", &[]), backend("canary", &[]));
     let proxy = ProxyUnderTest::start_with(&rt, &stable, &canary, 10.0, |c| {
         c.route.sticky = Some(canary_proxy::KeySource::Cookie("uid".into()));
         c.route.overrides = vec![canary_proxy::KeySource::Header(
@@ -240,12 +188,9 @@ fn sticky_clients_stay_put_and_move_only_toward_the_canary() {
 #[test]
 fn a_thousand_weight_changes_under_load_fail_no_request() {
     let rt = runtime();
-    let (stable, canary) = (
-        BackendProc::start("stable", &[]),
-        BackendProc::start("canary", &[]),
-    );
+    let (stable, canary) = (backend("stable", &[]), backend("canary", &[]));
     let proxy = ProxyUnderTest::start(&rt, &stable, &canary, 50.0);
-    let url: canary_proxy::loadgen::Uri = format!("http://{}/", proxy.addr).parse().unwrap();
+    let url: canary_demo::loadgen::Uri = format!("http://{}/", proxy.addr).parse().unwrap();
     let handle = proxy.handle.clone();
     let report = rt.block_on(async move {
         let stop = StopLoad::new();
@@ -312,10 +257,7 @@ analysis: {interval: 1s, min_requests: 50}
 #[test]
 fn a_killed_canary_is_recorded_as_errors_and_rolled_back() {
     let rt = runtime();
-    let (stable, mut canary) = (
-        BackendProc::start("stable", &[]),
-        BackendProc::start("canary", &[]),
-    );
+    let (stable, mut canary) = (backend("stable", &[]), backend("canary", &[]));
     let proxy = ProxyUnderTest::start(&rt, &stable, &canary, 0.0);
     let mut c = controller(policy(LONG_STAGES), &proxy);
     let s = Duration::from_secs;
@@ -356,8 +298,8 @@ fn a_killed_canary_is_recorded_as_errors_and_rolled_back() {
 fn a_slow_canary_is_caught_by_its_latency() {
     let rt = runtime();
     let (stable, canary) = (
-        BackendProc::start("stable", &["--latency-ms", "2", "--jitter-ms", "2"]),
-        BackendProc::start("canary", &["--latency-ms", "25", "--jitter-ms", "2"]),
+        backend("stable", &["--latency-ms", "2", "--jitter-ms", "2"]),
+        backend("canary", &["--latency-ms", "25", "--jitter-ms", "2"]),
     );
     let proxy = ProxyUnderTest::start(&rt, &stable, &canary, 0.0);
     let mut c = controller(policy(LONG_STAGES), &proxy);
@@ -385,8 +327,8 @@ fn a_slow_canary_is_caught_by_its_latency() {
 fn shutdown_drains_in_flight_requests() {
     let rt = runtime();
     let (stable, canary) = (
-        BackendProc::start("stable", &["--latency-ms", "400"]),
-        BackendProc::start("canary", &["--latency-ms", "400"]),
+        backend("stable", &["--latency-ms", "400"]),
+        backend("canary", &["--latency-ms", "400"]),
     );
     let mut proxy = ProxyUnderTest::start(&rt, &stable, &canary, 50.0);
     let addr = proxy.addr;
@@ -412,10 +354,7 @@ fn shutdown_drains_in_flight_requests() {
 
 #[test]
 fn canary_run_aborts_on_sigint_with_weight_zero_and_a_report() {
-    let (stable, canary) = (
-        BackendProc::start("stable", &[]),
-        BackendProc::start("canary", &[]),
-    );
+    let (stable, canary) = (backend("stable", &[]), backend("canary", &[]));
     let spec = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-run.yaml");
     std::fs::write(
         &spec,

@@ -23,7 +23,21 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
-use crate::route::Version;
+/// The header the proxy names the serving version in: `stable` or `canary`.
+static VERSION_HEADER: HeaderName = HeaderName::from_static("x-canary-version");
+
+/// Index into [`LoadReport::by_version`] of a `x-canary-version` value:
+/// `stable` (or `baseline`) 0, `canary` 1, any case.
+fn version_index(s: &str) -> Option<usize> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("stable") || s.eq_ignore_ascii_case("baseline") {
+        Some(0)
+    } else if s.eq_ignore_ascii_case("canary") {
+        Some(1)
+    } else {
+        None
+    }
+}
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -64,7 +78,8 @@ pub struct LoadReport {
     pub classes: [u64; 6],
     /// Requests that got no response at all (connection refused, reset).
     pub failed: u64,
-    /// Responses served by stable and by canary, per `x-canary-version`.
+    /// Responses served by stable and by canary (in that order), per
+    /// `x-canary-version`.
     pub by_version: [u64; 2],
 }
 
@@ -201,9 +216,9 @@ async fn one(
             let status = resp.status().as_u16();
             let version = resp
                 .headers()
-                .get(&crate::server::VERSION_HEADER)
+                .get(&VERSION_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(Version::parse);
+                .and_then(version_index);
             if resp.into_body().collect().await.is_err() {
                 // The head came but the body broke off: no complete response.
                 report.failed += 1;
@@ -214,10 +229,23 @@ async fn one(
                 _ => 5,
             };
             report.classes[class] += 1;
-            if let Some(v) = version {
-                report.by_version[v.index()] += 1;
+            if let Some(i) = version {
+                report.by_version[i] += 1;
             }
         }
         Err(_) => report.failed += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_index;
+
+    #[test]
+    fn version_header_values_index_stable_first() {
+        assert_eq!(version_index("stable"), Some(0));
+        assert_eq!(version_index(" Baseline "), Some(0));
+        assert_eq!(version_index("CANARY"), Some(1));
+        assert_eq!(version_index("other"), None);
     }
 }

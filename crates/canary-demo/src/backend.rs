@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::ProxyError;
+use crate::DemoError;
 
 /// Faults and identity of a demo backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,19 +83,18 @@ impl Backend {
     /// Binds the listening socket.
     ///
     /// # Errors
-    /// [`ProxyError::Bind`] when the address cannot be bound,
-    /// [`ProxyError::BadUpstream`] when the name is not a header value.
-    pub async fn bind(config: BackendConfig) -> Result<Self, ProxyError> {
+    /// [`DemoError::Bind`] when the address cannot be bound,
+    /// [`DemoError::BadName`] when the name is not a header value.
+    pub async fn bind(config: BackendConfig) -> Result<Self, DemoError> {
         let listener =
             TcpListener::bind(config.listen)
                 .await
-                .map_err(|source| ProxyError::Bind {
+                .map_err(|source| DemoError::Bind {
                     addr: config.listen,
                     source,
                 })?;
-        let name = HeaderValue::from_str(&config.name).map_err(|_| ProxyError::BadUpstream {
-            url: config.name.clone(),
-            why: "a backend name must be printable ASCII".into(),
+        let name = HeaderValue::from_str(&config.name).map_err(|_| DemoError::BadName {
+            name: config.name.clone(),
         })?;
         let body = Bytes::from(format!("{}\n", config.name));
         Ok(Self {
