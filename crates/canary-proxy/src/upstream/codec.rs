@@ -98,91 +98,146 @@ pub(super) fn parse_head(
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Failed::Upstream),
     };
-    let code = parsed.code.ok_or(Failed::Upstream)?;
+    let (status, http10) = status_of(parsed.code, parsed.version)?;
+    let named = name_fields(parsed.headers, buf.as_ptr() as usize)?;
+    let head = buf.split_to(len).freeze();
+    if status.is_informational() {
+        return Ok(Some(ResponseHead::interim(status)));
+    }
+    let mut fields = read_fields(named, &head, http10)?;
+    let body = body_framing(status, head_request, &mut fields);
+    Ok(Some(ResponseHead {
+        status,
+        // A body that runs to the close leaves nothing to reuse.
+        keep_alive: fields.keep_alive && !matches!(body, BodyState::Close),
+        headers: fields.headers,
+        body,
+    }))
+}
+
+impl ResponseHead {
+    /// A `1xx` interim response: skipped, its fields are not kept.
+    fn interim(status: StatusCode) -> Self {
+        ResponseHead {
+            status,
+            headers: HeaderMap::new(),
+            body: BodyState::Done,
+            keep_alive: true,
+        }
+    }
+}
+
+/// The status of the status line, and whether the response is HTTP/1.0.
+fn status_of(code: Option<u16>, version: Option<u8>) -> Result<(StatusCode, bool), Failed> {
+    let code = code.ok_or(Failed::Upstream)?;
     let status = StatusCode::from_u16(code).map_err(|_| Failed::Upstream)?;
     if code == 101 {
         // An upgrade was never asked for: `Upgrade` is not forwarded.
         return Err(Failed::Upstream);
     }
-    let http10 = parsed.version == Some(0);
-    // Header values are kept as slices of the head's bytes: one copy-free
-    // `Bytes` for the whole head.
-    let base = buf.as_ptr() as usize;
-    let mut named = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
+    Ok((status, version == Some(0)))
+}
+
+/// A field's name and where its value lies in the head (`start..end`).
+type NamedField = (HeaderName, usize, usize);
+
+/// Each field's name, and its value as offsets into the head that starts
+/// at `base`: values are kept as slices of the head's bytes, one copy-free
+/// `Bytes` for the whole head.
+fn name_fields(fields: &[httparse::Header<'_>], base: usize) -> Result<Vec<NamedField>, Failed> {
+    let mut named = Vec::with_capacity(fields.len());
+    for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Failed::Upstream)?;
         let start = field.value.as_ptr() as usize - base;
         named.push((name, start, start + field.value.len()));
     }
-    let head = buf.split_to(len).freeze();
-    if status.is_informational() {
-        return Ok(Some(ResponseHead {
-            status,
-            headers: HeaderMap::new(),
-            body: BodyState::Done,
-            keep_alive: true,
-        }));
-    }
-    let mut headers = HeaderMap::with_capacity(named.len());
-    let mut keep_alive = !http10;
-    let mut chunked = None;
-    let mut length: Option<u64> = None;
+    Ok(named)
+}
+
+/// A final response's fields, and what they say about framing and reuse.
+struct Fields {
+    headers: HeaderMap,
+    /// Whether the connection may be reused (`Connection`, or the version's
+    /// default).
+    keep_alive: bool,
+    /// With `Transfer-Encoding`: whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// With `Content-Length` (every copy of it the same).
+    length: Option<u64>,
+}
+
+/// Builds the header map from the fields of `head` and reads the ones that
+/// frame the body or decide reuse.
+fn read_fields(named: Vec<NamedField>, head: &Bytes, http10: bool) -> Result<Fields, Failed> {
+    let mut fields = Fields {
+        headers: HeaderMap::with_capacity(named.len()),
+        keep_alive: !http10,
+        chunked: None,
+        length: None,
+    };
     for (name, start, end) in named {
         let value =
             HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| Failed::Upstream)?;
         if name == TRANSFER_ENCODING {
-            let last = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or(b"");
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            fields.chunked = Some(last_coding_is_chunked(value.as_bytes()));
         } else if name == CONTENT_LENGTH {
-            let n = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(Failed::Upstream)?;
-            if length.is_some_and(|l| l != n) {
+            let n = content_length(value.as_bytes()).ok_or(Failed::Upstream)?;
+            if fields.length.is_some_and(|l| l != n) {
                 return Err(Failed::Upstream);
             }
-            length = Some(n);
+            fields.length = Some(n);
         } else if name == CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
+            fields.keep_alive = connection_keep_alive(value.as_bytes(), fields.keep_alive);
         }
-        headers.append(name, value);
+        fields.headers.append(name, value);
     }
-    let body =
-        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            BodyState::Done
-        } else if let Some(chunked) = chunked {
-            // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
-            headers.remove(CONTENT_LENGTH);
-            if chunked {
-                BodyState::Chunked(Chunk::Size)
-            } else {
-                BodyState::Close
-            }
-        } else if let Some(n) = length {
-            BodyState::Length(n)
+    Ok(fields)
+}
+
+/// Whether the last coding of a `Transfer-Encoding` value is `chunked`.
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// A `Content-Length` value as a number; `None` when it is not one.
+fn content_length(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+}
+
+/// `keep_alive` as the `close` and `keep-alive` tokens of a `Connection`
+/// value leave it.
+fn connection_keep_alive(value: &[u8], mut keep_alive: bool) -> bool {
+    for token in value.split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            keep_alive = false;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            keep_alive = true;
+        }
+    }
+    keep_alive
+}
+
+/// How the body of a final response is framed (RFC 9112 §6.3); with
+/// `Transfer-Encoding`, the `Content-Length` it overrides is dropped.
+fn body_framing(status: StatusCode, head_request: bool, fields: &mut Fields) -> BodyState {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        BodyState::Done
+    } else if let Some(chunked) = fields.chunked {
+        fields.headers.remove(CONTENT_LENGTH);
+        if chunked {
+            BodyState::Chunked(Chunk::Size)
         } else {
             BodyState::Close
-        };
-    if matches!(body, BodyState::Close) {
-        keep_alive = false;
+        }
+    } else if let Some(n) = fields.length {
+        BodyState::Length(n)
+    } else {
+        BodyState::Close
     }
-    Ok(Some(ResponseHead {
-        status,
-        headers,
-        body,
-        keep_alive,
-    }))
 }
 
 /// Where reading a response body stands.
