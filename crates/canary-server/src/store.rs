@@ -1,0 +1,166 @@
+//! The store of `canary serve`: one record per rollout and an append-only
+//! event log per rollout, behind a trait so that a distributed store (etcd,
+//! with leader election) can stand in for the embedded SQLite one without
+//! the controller noticing.
+//!
+//! # Guarantees every implementation gives
+//! - **Compare-and-set.** Every write of a rollout names the revision it
+//!   read; if the stored revision differs, the write fails with
+//!   [`StoreError::Conflict`] and changes nothing. A stale writer (a second
+//!   process, a deposed leader) cannot overwrite newer state.
+//! - **Atomic with its events.** The events given to a write are appended
+//!   in the same transaction as the state: both are there or neither is.
+//! - **Gapless, ordered events.** A rollout's events are numbered 1, 2, 3, …
+//!   in commit order; none is lost or duplicated.
+//! - **Durable before return.** When a write returns `Ok`, it survives the
+//!   process being killed (kill -9) at any instant afterwards.
+
+use serde::Serialize;
+use serde_json::Value;
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// A rollout as first stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRollout {
+    /// Its name (unique among stored rollouts).
+    pub name: String,
+    /// The spec as submitted (YAML or JSON text).
+    pub spec: String,
+    /// The driver's state, opaque to the store.
+    pub state: Value,
+    /// When, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// A stored rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutRecord {
+    /// Its name.
+    pub name: String,
+    /// The spec as submitted.
+    pub spec: String,
+    /// The driver's state.
+    pub state: Value,
+    /// Starts at 1; each successful write adds 1.
+    pub revision: u64,
+    /// When it was created, ms since the epoch.
+    pub created_at_ms: u64,
+    /// When it was last written, ms since the epoch.
+    pub updated_at_ms: u64,
+    /// True once it reached a terminal phase.
+    pub finished: bool,
+}
+
+/// An event to append to a rollout's log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewEvent {
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// Who: `controller`, or the API caller.
+    pub actor: String,
+    /// What happened (`created`, `advance`, `pause`, `abort`, ...).
+    pub event: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Anything else worth keeping (a verdict, the weights), as JSON.
+    pub detail: Value,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    /// The rollout it belongs to.
+    pub rollout: String,
+    /// Its number in the rollout's log: 1, 2, 3, … with no gaps.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+/// What a store write can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An unfinished rollout of this name is stored already.
+    #[error("rollout `{0}` exists and has not finished")]
+    Exists(String),
+    /// No rollout of this name is stored.
+    #[error("no rollout `{0}`")]
+    NotFound(String),
+    /// The stored revision is not the one the writer read.
+    #[error("rollout `{name}` is at revision {found}, not {expected}: written by someone else meanwhile")]
+    Conflict {
+        /// The rollout.
+        name: String,
+        /// The revision the writer read.
+        expected: u64,
+        /// The revision stored.
+        found: u64,
+    },
+    /// The store itself failed (disk, corruption, connection).
+    #[error("store: {message}")]
+    Backend {
+        /// What was being done.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Where `canary serve` keeps its rollouts. See the module docs for the
+/// guarantees.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new rollout at revision 1, with `first` as event 1. A
+    /// finished rollout of the same name is replaced (its log with it).
+    ///
+    /// # Errors
+    /// [`StoreError::Exists`] when an unfinished one has the name.
+    fn create(&self, rollout: NewRollout, first: NewEvent) -> Result<RolloutRecord, StoreError>;
+
+    /// The rollout named `name`, if stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn get(&self, name: &str) -> Result<Option<RolloutRecord>, StoreError>;
+
+    /// Every stored rollout, by name.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn list(&self) -> Result<Vec<RolloutRecord>, StoreError>;
+
+    /// Writes `state` (and `finished`) if the stored revision is
+    /// `expected`, appending `events` in the same transaction; returns the
+    /// record at its new revision.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (nothing written), [`StoreError::NotFound`].
+    fn update(
+        &self,
+        name: &str,
+        expected: u64,
+        state: Value,
+        finished: bool,
+        at_ms: u64,
+        events: &[NewEvent],
+    ) -> Result<RolloutRecord, StoreError>;
+
+    /// The rollout's events with `seq > after`, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn events(&self, name: &str, after: u64) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Removes the rollout and its log if the stored revision is `expected`.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`], [`StoreError::NotFound`].
+    fn delete(&self, name: &str, expected: u64) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests;

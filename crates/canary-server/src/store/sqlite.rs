@@ -1,0 +1,348 @@
+//! The embedded default store: one SQLite file (compiled in; nothing to
+//! install), in WAL mode with `synchronous = FULL`, so a write that returned
+//! survives a kill -9 and a power cut. Each write is one transaction.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::Value;
+
+use super::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError};
+
+/// The schema this build writes; a newer one on disk is refused.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rollouts (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    finished INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    rollout TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    event TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (rollout, seq)
+);
+";
+
+/// A [`Store`] in one SQLite file.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn backend(message: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let message = message.into();
+    move |e| StoreError::Backend {
+        message,
+        source: Box::new(e),
+    }
+}
+
+fn json(v: &Value) -> String {
+    v.to_string()
+}
+
+fn parse_json(text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Backend {
+        message: "a stored JSON value does not parse".into(),
+        source: Box::new(e),
+    })
+}
+
+/// Milliseconds and revisions are stored as SQLite's signed 64-bit integers.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn uint(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+type Row = (String, String, String, i64, i64, i64, bool);
+
+fn record(row: Row) -> Result<RolloutRecord, StoreError> {
+    let (name, spec, state, revision, created, updated, finished) = row;
+    Ok(RolloutRecord {
+        name,
+        spec,
+        state: parse_json(&state)?,
+        revision: uint(revision),
+        created_at_ms: uint(created),
+        updated_at_ms: uint(updated),
+        finished,
+    })
+}
+
+const SELECT: &str =
+    "SELECT name, spec, state, revision, created_at_ms, updated_at_ms, finished FROM rollouts";
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn get_in(tx: &Connection, name: &str) -> Result<Option<RolloutRecord>, StoreError> {
+    let row = tx
+        .query_row(&format!("{SELECT} WHERE name = ?1"), [name], read_row)
+        .optional()
+        .map_err(backend(format!("read rollout `{name}`")))?;
+    row.map(record).transpose()
+}
+
+fn append(tx: &Transaction<'_>, name: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+    let last: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE rollout = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(backend("read the event log"))?;
+    for (i, e) in events.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO events (rollout, seq, at_ms, actor, event, reason, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                name,
+                last + 1 + i as i64,
+                int(e.at_ms),
+                e.actor,
+                e.event,
+                e.reason,
+                json(&e.detail)
+            ],
+        )
+        .map_err(backend("append to the event log"))?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the file cannot be opened, is not a
+    /// canary store, or was written by a newer canary.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn =
+            Connection::open(path).map_err(backend(format!("cannot open {}", path.display())))?;
+        Self::init(conn, &path.display().to_string())
+    }
+
+    /// A store in memory, gone when dropped (for tests and demos).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(backend("cannot open a memory store"))?;
+        Self::init(conn, ":memory:")
+    }
+
+    fn init(conn: Connection, name: &str) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend("set the busy timeout"))?;
+        // WAL keeps readers off the writer's back; FULL makes every commit
+        // durable before it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend(format!("{name}: enable WAL")))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend(format!("{name}: set synchronous")))?;
+        conn.execute_batch(SCHEMA).map_err(backend(format!(
+            "{name}: not a canary store (cannot create the schema)"
+        )))?;
+        let found: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(backend(format!("{name}: read the schema version")))?;
+        match found.as_deref().map(str::parse::<i64>) {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(backend(format!("{name}: write the schema version")))?;
+            }
+            Some(Ok(v)) if v == SCHEMA_VERSION => {}
+            Some(v) => {
+                return Err(StoreError::Backend {
+                    message: format!(
+                        "{name}: schema version {v:?} is not {SCHEMA_VERSION}: written by another canary version"
+                    ),
+                    source: "unsupported schema".into(),
+                })
+            }
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done
+        // transaction behind (SQLite rolls it back), so the lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn begin(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend("begin a transaction"))
+}
+
+fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
+    tx.commit().map_err(backend("commit"))
+}
+
+impl Store for SqliteStore {
+    fn create(&self, r: NewRollout, first: NewEvent) -> Result<RolloutRecord, StoreError> {
+        let mut conn = self.conn();
+        let tx = begin(&mut conn)?;
+        if let Some(old) = get_in(&tx, &r.name)? {
+            if !old.finished {
+                return Err(StoreError::Exists(r.name));
+            }
+            tx.execute("DELETE FROM events WHERE rollout = ?1", [&r.name])
+                .map_err(backend("remove the finished rollout's log"))?;
+            tx.execute("DELETE FROM rollouts WHERE name = ?1", [&r.name])
+                .map_err(backend("remove the finished rollout"))?;
+        }
+        tx.execute(
+            "INSERT INTO rollouts (name, spec, state, revision, created_at_ms, updated_at_ms, finished) \
+             VALUES (?1, ?2, ?3, 1, ?4, ?4, 0)",
+            params![r.name, r.spec, json(&r.state), int(r.at_ms)],
+        )
+        .map_err(backend(format!("store rollout `{}`", r.name)))?;
+        append(&tx, &r.name, std::slice::from_ref(&first))?;
+        let rec = get_in(&tx, &r.name)?.ok_or_else(|| StoreError::NotFound(r.name.clone()))?;
+        commit(tx)?;
+        Ok(rec)
+    }
+
+    fn get(&self, name: &str) -> Result<Option<RolloutRecord>, StoreError> {
+        get_in(&self.conn(), name)
+    }
+
+    fn list(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!("{SELECT} ORDER BY name"))
+            .map_err(backend("list rollouts"))?;
+        let rows = stmt
+            .query_map([], read_row)
+            .map_err(backend("list rollouts"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend("list rollouts"))?;
+        rows.into_iter().map(record).collect()
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        expected: u64,
+        state: Value,
+        finished: bool,
+        at_ms: u64,
+        events: &[NewEvent],
+    ) -> Result<RolloutRecord, StoreError> {
+        let mut conn = self.conn();
+        let tx = begin(&mut conn)?;
+        let found = get_in(&tx, name)?
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))?
+            .revision;
+        if found != expected {
+            return Err(StoreError::Conflict {
+                name: name.to_string(),
+                expected,
+                found,
+            });
+        }
+        tx.execute(
+            "UPDATE rollouts SET state = ?2, finished = ?3, updated_at_ms = ?4, revision = revision + 1 \
+             WHERE name = ?1 AND revision = ?5",
+            params![name, json(&state), finished, int(at_ms), int(expected)],
+        )
+        .map_err(backend(format!("write rollout `{name}`")))?;
+        append(&tx, name, events)?;
+        let rec = get_in(&tx, name)?.ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+        commit(tx)?;
+        Ok(rec)
+    }
+
+    fn events(&self, name: &str, after: u64) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, at_ms, actor, event, reason, detail FROM events \
+                 WHERE rollout = ?1 AND seq > ?2 ORDER BY seq",
+            )
+            .map_err(backend("read the event log"))?;
+        let rows = stmt
+            .query_map(params![name, int(after)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(backend("read the event log"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend("read the event log"))?;
+        rows.into_iter()
+            .map(|(seq, at, actor, event, reason, detail)| {
+                Ok(EventRecord {
+                    rollout: name.to_string(),
+                    seq: uint(seq),
+                    event: NewEvent {
+                        at_ms: uint(at),
+                        actor,
+                        event,
+                        reason,
+                        detail: parse_json(&detail)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn delete(&self, name: &str, expected: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = begin(&mut conn)?;
+        let found = get_in(&tx, name)?
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))?
+            .revision;
+        if found != expected {
+            return Err(StoreError::Conflict {
+                name: name.to_string(),
+                expected,
+                found,
+            });
+        }
+        tx.execute("DELETE FROM events WHERE rollout = ?1", [name])
+            .map_err(backend("remove the log"))?;
+        tx.execute("DELETE FROM rollouts WHERE name = ?1", [name])
+            .map_err(backend("remove the rollout"))?;
+        commit(tx)
+    }
+}

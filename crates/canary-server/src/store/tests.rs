@@ -1,0 +1,138 @@
+use serde_json::json;
+
+use super::*;
+
+fn event(n: u64, what: &str) -> NewEvent {
+    NewEvent {
+        at_ms: n,
+        actor: "controller".into(),
+        event: what.into(),
+        reason: format!("because {n}"),
+        detail: json!({"n": n}),
+    }
+}
+
+fn rollout(name: &str) -> NewRollout {
+    NewRollout {
+        name: name.into(),
+        spec: "name: x\nstages: [{weight: 100, duration: 1m}]\n".into(),
+        state: json!({"phase": "pending"}),
+        at_ms: 1,
+    }
+}
+
+/// The guarantees of the module docs, for any store.
+fn guarantees(s: &dyn Store) {
+    let r = s.create(rollout("a"), event(1, "created")).unwrap();
+    assert_eq!(r.revision, 1);
+    assert!(!r.finished);
+    assert!(matches!(
+        s.create(rollout("a"), event(2, "created")),
+        Err(StoreError::Exists(_))
+    ));
+
+    // Compare-and-set: a writer with a stale revision changes nothing.
+    let r2 = s
+        .update(
+            "a",
+            1,
+            json!({"phase": "progressing"}),
+            false,
+            5,
+            &[event(5, "start")],
+        )
+        .unwrap();
+    assert_eq!(r2.revision, 2);
+    assert_eq!(r2.updated_at_ms, 5);
+    let stale = s.update(
+        "a",
+        1,
+        json!({"phase": "stale"}),
+        true,
+        6,
+        &[event(6, "stale")],
+    );
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::Conflict {
+                expected: 1,
+                found: 2,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    let now = s.get("a").unwrap().unwrap();
+    assert_eq!(now.state, json!({"phase": "progressing"}));
+    assert_eq!(
+        s.events("a", 0).unwrap().len(),
+        2,
+        "the stale write's event is not logged"
+    );
+
+    // Events: gapless, ordered, atomic with the state.
+    s.update(
+        "a",
+        2,
+        json!({"phase": "succeeded"}),
+        true,
+        9,
+        &[event(7, "advance"), event(9, "succeed")],
+    )
+    .unwrap();
+    let log = s.events("a", 0).unwrap();
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(log[3].event.event, "succeed");
+    assert_eq!(log[3].event.detail, json!({"n": 9}));
+    assert_eq!(s.events("a", 2).unwrap().len(), 2);
+
+    // A finished rollout's name may be used again: a fresh record and log.
+    let again = s.create(rollout("a"), event(10, "created")).unwrap();
+    assert_eq!(again.revision, 1);
+    assert_eq!(s.events("a", 0).unwrap().len(), 1);
+
+    assert!(matches!(
+        s.update("nope", 1, json!({}), false, 1, &[]),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(s.delete("a", 7), Err(StoreError::Conflict { .. })));
+    s.create(rollout("b"), event(1, "created")).unwrap();
+    let names: Vec<String> = s.list().unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, vec!["a", "b"]);
+    s.delete("a", 1).unwrap();
+    assert!(s.get("a").unwrap().is_none());
+    assert!(s.events("a", 0).unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_in_memory_keeps_the_guarantees() {
+    guarantees(&SqliteStore::in_memory().unwrap());
+}
+
+#[test]
+fn sqlite_file_keeps_the_guarantees_and_survives_reopening() {
+    let dir = std::env::temp_dir().join(format!("canary-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("canary.db");
+    guarantees(&SqliteStore::open(&path).unwrap());
+    let reopened = SqliteStore::open(&path).unwrap();
+    let b = reopened.get("b").unwrap().unwrap();
+    assert_eq!(b.revision, 1);
+    assert_eq!(reopened.events("b", 0).unwrap()[0].event.event, "created");
+    drop(reopened);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_refused_with_its_name() {
+    let dir = std::env::temp_dir().join(format!("canary-notstore-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("junk.db");
+    std::fs::write(&path, vec![0x55u8; 8192]).unwrap();
+    let e = SqliteStore::open(&path).err().expect("refused").to_string();
+    assert!(e.contains("junk.db"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
