@@ -19,7 +19,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::{OnInconclusive, Policy};
 use crate::verdict::{Outcome, Verdict};
@@ -125,7 +125,8 @@ impl Phase {
 }
 
 /// Something that happens to a rollout.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Begin the first stage.
     Start,

@@ -18,7 +18,8 @@ const BUCKETS: usize = 1024;
 /// visited), and exact in its count, sum and sums of log-latency, so means of
 /// latency and of log-latency carry no bucket error. Quantiles and the CDF are
 /// within [`LatencyHistogram::RELATIVE_ERROR`] of the truth.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "HistogramWire", try_from = "HistogramWire")]
 pub struct LatencyHistogram {
     counts: Vec<u64>,
     lo: usize,
@@ -27,6 +28,80 @@ pub struct LatencyHistogram {
     sum: f64,
     sum_ln: f64,
     sum_ln2: f64,
+}
+
+/// The stored form of a [`LatencyHistogram`]: only the occupied span of
+/// buckets, so an empty histogram costs a few bytes. The sums are kept
+/// exactly, so a histogram read back judges exactly as the one written.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistogramWire {
+    /// Index of the first stored bucket.
+    lo: usize,
+    /// Counts of buckets `lo`, `lo + 1`, ….
+    counts: Vec<u64>,
+    sum: f64,
+    sum_ln: f64,
+    sum_ln2: f64,
+}
+
+impl From<LatencyHistogram> for HistogramWire {
+    fn from(h: LatencyHistogram) -> Self {
+        let counts = if h.count == 0 || h.counts.is_empty() {
+            Vec::new()
+        } else {
+            h.counts[h.lo..=h.hi].to_vec()
+        };
+        Self {
+            lo: if counts.is_empty() { 0 } else { h.lo },
+            counts,
+            sum: h.sum,
+            sum_ln: h.sum_ln,
+            sum_ln2: h.sum_ln2,
+        }
+    }
+}
+
+impl TryFrom<HistogramWire> for LatencyHistogram {
+    type Error = String;
+    fn try_from(w: HistogramWire) -> Result<Self, String> {
+        let mut h = LatencyHistogram {
+            sum: w.sum,
+            sum_ln: w.sum_ln,
+            sum_ln2: w.sum_ln2,
+            ..Default::default()
+        };
+        if w.counts.is_empty() {
+            return Ok(h);
+        }
+        let end = w.lo.checked_add(w.counts.len()).filter(|&e| e <= BUCKETS);
+        let Some(end) = end else {
+            return Err(format!(
+                "latency buckets {}+{} beyond {BUCKETS}",
+                w.lo,
+                w.counts.len()
+            ));
+        };
+        h.counts = vec![0; BUCKETS];
+        h.counts[w.lo..end].copy_from_slice(&w.counts);
+        let occupied: Vec<usize> = (w.lo..end).filter(|&i| h.counts[i] > 0).collect();
+        let (Some(&lo), Some(&hi)) = (occupied.first(), occupied.last()) else {
+            return Ok(LatencyHistogram {
+                sum: w.sum,
+                sum_ln: w.sum_ln,
+                sum_ln2: w.sum_ln2,
+                ..Default::default()
+            });
+        };
+        h.lo = lo;
+        h.hi = hi;
+        h.count = w
+            .counts
+            .iter()
+            .try_fold(0u64, |a, &c| a.checked_add(c))
+            .ok_or("latency bucket counts overflow")?;
+        Ok(h)
+    }
 }
 
 impl LatencyHistogram {
@@ -210,7 +285,7 @@ impl LatencyHistogram {
 }
 
 /// Counts and latencies of one version over some span of time.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VersionStats {
     /// Requests served.
     pub requests: u64,
@@ -319,6 +394,34 @@ impl Observations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_read_back_exactly_and_bad_stored_forms_are_refused() {
+        let mut v = VersionStats::default();
+        for i in 0..500 {
+            v.latency.record(0.5 + f64::from(i) * 1.37);
+        }
+        v.requests = 500;
+        v.errors = 3;
+        let text = serde_json::to_string(&v).unwrap();
+        let back: VersionStats = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(back.latency.quantile(0.99), v.latency.quantile(0.99));
+        let empty: VersionStats =
+            serde_json::from_str(&serde_json::to_string(&VersionStats::default()).unwrap())
+                .unwrap();
+        assert_eq!(empty, VersionStats::default());
+        assert!(
+            text.len() < 4000,
+            "only the occupied span is stored: {}",
+            text.len()
+        );
+        let bad = r#"{"requests":1,"errors":0,"latency":{"lo":1020,"counts":[1,1,1,1,1,1],"sum":1,"sum_ln":0,"sum_ln2":0}}"#;
+        let e = serde_json::from_str::<VersionStats>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("beyond 1024"), "{e}");
+    }
 
     #[test]
     fn quantiles_within_bucket_error() {

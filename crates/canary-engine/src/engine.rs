@@ -10,12 +10,37 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::judge::{for_policy, Judge};
 use crate::report::{RolloutReport, StageRecord};
 use canary_core::{
     step, Command, Decision, Event, Observations, Pair, Phase, Policy, RolloutState,
     TransitionError, Verdict, VersionStats,
 };
+
+/// One input of an engine: everything that changes it is one of these, so
+/// a rollout's inputs, stored in order, rebuild it exactly
+/// ([`Engine::replay`]) — the judge's evidence included, so a restart does
+/// not begin a fresh test that spends α again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum Input {
+    /// An operator event ([`Engine::apply`]).
+    Apply {
+        /// The event.
+        event: Event,
+        /// When, since the rollout's origin.
+        now: Duration,
+    },
+    /// A tick ([`Engine::observe`]).
+    Observe {
+        /// The window, or `None` when the source could not be read.
+        window: Option<Pair<VersionStats>>,
+        /// When, since the rollout's origin.
+        now: Duration,
+    },
+}
 
 /// One rollout in progress.
 pub struct Engine {
@@ -45,6 +70,35 @@ impl Engine {
             started_at: None,
             now: Duration::ZERO,
         }
+    }
+
+    /// Feeds one input: [`Engine::apply`] or [`Engine::observe`].
+    ///
+    /// # Errors
+    /// The state machine's refusal; the rollout is unchanged.
+    pub fn input(&mut self, input: Input) -> Result<Vec<Command>, TransitionError> {
+        match input {
+            Input::Apply { event, now } => self.apply(event, now),
+            Input::Observe { window, now } => self.observe(window, now),
+        }
+    }
+
+    /// The engine that `inputs`, fed in order to a new engine of `policy`,
+    /// build: the same state, evidence, audit trail and report as the
+    /// engine they were first fed to (the engine is deterministic).
+    ///
+    /// # Errors
+    /// The state machine's refusal of an input: the inputs do not belong to
+    /// this policy, or are out of order.
+    pub fn replay<'a>(
+        policy: Policy,
+        inputs: impl IntoIterator<Item = &'a Input>,
+    ) -> Result<Engine, TransitionError> {
+        let mut e = Engine::new(policy);
+        for i in inputs {
+            e.input(i.clone())?;
+        }
+        Ok(e)
     }
 
     /// The policy.
@@ -274,6 +328,75 @@ mod tests {
         assert!(e
             .observe(Some(window(1, 0, 1, 0)), Duration::from_secs(20))
             .is_err());
+    }
+
+    /// A rollout rebuilt from its inputs, through JSON (as a store keeps
+    /// them), is the rollout it was: same report, and it goes on judging
+    /// exactly as the original does.
+    #[test]
+    fn replayed_inputs_rebuild_the_rollout_exactly() {
+        let p = Policy::default_strategy();
+        let mut e = Engine::new(p.clone());
+        let mut log = Vec::new();
+        let mut feed = |e: &mut Engine, i: Input| {
+            log.push(serde_json::to_string(&i).unwrap());
+            e.input(i).unwrap();
+        };
+        feed(
+            &mut e,
+            Input::Apply {
+                event: Event::Start,
+                now: Duration::ZERO,
+            },
+        );
+        let mut t = 0;
+        for k in 0..40u64 {
+            t += 10;
+            let w = (k % 7 != 3).then(|| {
+                let mut w = window(990 + k, 9, 10 + k, k % 3);
+                // Sums that are not round numbers, as real latencies give.
+                for j in 0..20 {
+                    w.baseline
+                        .latency
+                        .record(87.1 + (k * 20 + j) as f64 * 0.377);
+                    w.canary.latency.record(91.3 + (k * 20 + j) as f64 * 0.419);
+                }
+                w
+            });
+            feed(
+                &mut e,
+                Input::Observe {
+                    window: w,
+                    now: Duration::from_secs(t),
+                },
+            );
+            if e.state().phase.is_terminal() {
+                break;
+            }
+        }
+        let inputs: Vec<Input> = log
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut r = Engine::replay(p, &inputs).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r.report()).unwrap(),
+            serde_json::to_string(&e.report()).unwrap()
+        );
+        assert_eq!(r.observations(), e.observations());
+        if !e.state().phase.is_terminal() {
+            let next = Some(window(1000, 10, 30, 1));
+            let a = e
+                .observe(next.clone(), Duration::from_secs(t + 10))
+                .unwrap();
+            let b = r.observe(next, Duration::from_secs(t + 10)).unwrap();
+            assert_eq!(a, b);
+            assert_eq!(
+                r.last_verdict(),
+                e.last_verdict(),
+                "same evidence after the replay"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod judge;
 mod report;
 mod seams;
 
-pub use engine::Engine;
+pub use engine::{Engine, Input};
 pub use judge::Judge;
 pub use report::{RolloutReport, StageRecord};
 pub use seams::{ActuatorError, MetricsSource, Persistence, SourceError, TrafficActuator};
