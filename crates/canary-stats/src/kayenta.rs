@@ -212,6 +212,15 @@ pub fn classify(
     let iv = shift_interval_sorted(&x, &y, opts.confidence);
     r.estimate = est;
     r.interval = iv;
+    // With each side constant (all baseline values tied, all canary values
+    // tied) the normal approximation gives no interval, yet the shift is
+    // exact: every pairwise difference is the same. It counts when the
+    // rank-sum test itself says the two sides differ.
+    let separated = r.p_value.is_some_and(|p| p < 1.0 - opts.confidence);
+    let iv = match (est, iv) {
+        (Some(e), None) if separated => Some([e, e]),
+        (_, iv) => iv,
+    };
     let (Some(est), Some([lo, hi])) = (est, iv) else {
         r.reason = "no interval: every value tied".into();
         return r;
@@ -482,6 +491,29 @@ mod tests {
         let r = classify(&[5.0, 5.0], &[5.0, 5.0, 5.0], &c, &opts());
         assert_eq!(r.class, Classification::Pass);
         assert!(r.reason.contains("single distinct"));
+    }
+
+    /// Issue 10: a critical metric whose baseline is ten 0s and canary ten 7s
+    /// passed ("every value tied").
+    #[test]
+    fn two_constant_but_different_sides_are_a_shift_not_a_tie() {
+        let mut c = MetricConfig::new("errors");
+        c.critical = true;
+        let r = classify(&[7.0; 10], &[0.0; 10], &c, &opts());
+        assert_eq!(r.class, Classification::High, "{}", r.reason);
+        assert_eq!(r.estimate, Some(7.0));
+        let v = verdict(&[r], &[], &opts());
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
+        let r = classify(&[0.0; 10], &[7.0; 10], &c, &opts());
+        assert_eq!(
+            r.class,
+            Classification::Pass,
+            "lower is not worse: {}",
+            r.reason
+        );
+        // One value a side is no evidence of a shift.
+        let r = classify(&[7.0], &[0.0], &c, &opts());
+        assert_eq!(r.class, Classification::Pass, "{}", r.reason);
     }
 
     #[test]
