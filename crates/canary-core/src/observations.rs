@@ -196,6 +196,37 @@ impl LatencyHistogram {
         self.sum_ln2 += ln_ms * ln_ms;
     }
 
+    /// Width of one bucket on the ln scale: ln 2 / 32.
+    pub const BUCKET_LN_WIDTH: f64 = std::f64::consts::LN_2 / PER_OCTAVE;
+
+    /// This histogram with every value multiplied by 2^(k/32), i.e. moved
+    /// up `k` buckets (the top bucket holds what would fall beyond it): the
+    /// distribution a version would have if it were that much slower.
+    pub fn shifted_up(&self, k: usize) -> LatencyHistogram {
+        if k == 0 || self.count == 0 {
+            return self.clone();
+        }
+        let mut h = LatencyHistogram {
+            counts: vec![0; BUCKETS],
+            lo: BUCKETS,
+            hi: 0,
+            count: self.count,
+            ..Default::default()
+        };
+        for i in self.occupied() {
+            let j = (i + k).min(BUCKETS - 1);
+            h.counts[j] += self.counts[i];
+            h.lo = h.lo.min(j);
+            h.hi = h.hi.max(j);
+        }
+        let c = k as f64 * Self::BUCKET_LN_WIDTH;
+        let n = self.count as f64;
+        h.sum = self.sum * c.exp();
+        h.sum_ln = self.sum_ln + n * c;
+        h.sum_ln2 = self.sum_ln2 + 2.0 * c * self.sum_ln + n * c * c;
+        h
+    }
+
     /// Records one request.
     pub fn record(&mut self, ms: f64) {
         self.record_n(ms, 1);
@@ -394,6 +425,22 @@ impl Observations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shifted_histogram_is_the_same_distribution_that_much_slower() {
+        let mut h = LatencyHistogram::new();
+        for i in 0..100 {
+            h.record(10.0 + f64::from(i));
+        }
+        let s = h.shifted_up(32);
+        assert_eq!(s.count(), h.count());
+        let (q, qs) = (h.quantile(0.5).unwrap(), s.quantile(0.5).unwrap());
+        assert!((qs / q - 2.0).abs() < 1e-9, "{q} {qs}");
+        let ((m, v), (ms, vs)) = (h.log_moments().unwrap(), s.log_moments().unwrap());
+        assert!((ms - m - std::f64::consts::LN_2).abs() < 1e-9);
+        assert!((vs - v).abs() < 1e-9);
+        assert_eq!(h.shifted_up(0), h);
+    }
 
     #[test]
     fn histograms_read_back_exactly_and_bad_stored_forms_are_refused() {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::{deserialize_all, SourceDoc};
 pub use crate::document::{parse_document, SpecError, SpecErrors};
 use crate::duration::HumanDuration;
-pub use policy::{default_error_delta, Analysis, Guardrails, Policy, Stage};
+pub use policy::{default_error_delta, Analysis, Guardrails, Margins, Policy, Stage};
 
 /// A rollout as the user writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +151,40 @@ pub struct AnalysisSpec {
     pub judges: JudgeOptions,
     /// Absolute limits the canary must meet whatever the baseline does.
     pub guardrails: GuardrailsSpec,
+    /// Differences too small to matter: the tests look for harm beyond them.
+    pub margins: MarginsSpec,
+}
+
+/// Margins of practical significance, as written (`analysis.margins`): a
+/// canary is only "worse" when it is worse by more than these. A
+/// difference within a margin may be statistically clear (at high traffic
+/// a 15 µs difference is) and still harmless. The `sequential` judge tests
+/// against the margin (its false-alarm guarantee is then for "worse by
+/// more than the margin"); at 0 the tests are the plain ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarginsSpec {
+    /// A latency increase up to this fraction is harmless (default 0).
+    pub latency_relative: f64,
+    /// A latency increase up to this many ms is harmless (default 1).
+    pub latency_ms: f64,
+    /// An error-rate increase up to this fraction of the baseline's rate is
+    /// harmless (default 0).
+    pub error_relative: f64,
+    /// An error-rate increase up to this absolute rate is harmless
+    /// (default 0).
+    pub error_absolute: f64,
+}
+
+impl Default for MarginsSpec {
+    fn default() -> Self {
+        Self {
+            latency_relative: 0.0,
+            latency_ms: 1.0,
+            error_relative: 0.0,
+            error_absolute: 0.0,
+        }
+    }
 }
 
 /// Absolute limits on the canary, as written (`analysis.guardrails`).
@@ -196,6 +230,7 @@ impl Default for AnalysisSpec {
             on_inconclusive: OnInconclusive::default(),
             judges: JudgeOptions::default(),
             guardrails: GuardrailsSpec::default(),
+            margins: MarginsSpec::default(),
         }
     }
 }

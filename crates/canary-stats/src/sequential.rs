@@ -55,7 +55,7 @@
 //! them approximately, not exactly, martingales. `tests/monte_carlo.rs`
 //! checks the rollout-wide false-alarm rate on A/A data at every tick.
 
-use canary_core::spec::{Combine, SequentialOptions};
+use canary_core::spec::{Combine, Margins, SequentialOptions};
 use canary_core::{
     JudgeKind, LatencyHistogram, MetricEvidence, Observations, Outcome, Policy, Stage, Verdict,
     VersionStats,
@@ -165,6 +165,15 @@ impl Budget {
     }
 }
 
+/// The error margin in words, for the evidence ("" without one).
+fn margin_note(ratio: f64) -> String {
+    if ratio > 1.0 {
+        format!("; harm is a rate ratio beyond {ratio:.3} (analysis.margins)")
+    } else {
+        String::new()
+    }
+}
+
 /// Caps e^l to the largest finite f64 so the evidence stays printable.
 fn e_of(l: f64) -> f64 {
     l.exp().min(f64::MAX)
@@ -231,6 +240,7 @@ impl Look {
 #[derive(Debug, Clone)]
 pub struct SequentialJudge {
     opts: SequentialOptions,
+    margins: Margins,
     budget: Budget,
     n_stages: usize,
     past_ln_e_err: f64,
@@ -252,6 +262,14 @@ impl SequentialJudge {
             policy.stages.len(),
             has_full,
         )
+        .with_margins(a.margins)
+    }
+
+    /// The same judge testing for harm beyond `margins` (one-sided tests
+    /// only: a two-sided test keeps the plain null).
+    pub fn with_margins(mut self, margins: Margins) -> Self {
+        self.margins = margins;
+        self
     }
 
     /// A sequential judge at level `alpha` for `n_stages` stages, reserving
@@ -267,6 +285,7 @@ impl SequentialJudge {
         };
         Self {
             opts,
+            margins: Margins::ZERO,
             budget,
             n_stages: n_stages.max(1),
             past_ln_e_err: 0.0,
@@ -349,8 +368,16 @@ impl SequentialJudge {
         }
         let rho = c.requests as f64 / (b.requests + c.requests) as f64;
         let (eb, ec) = (b.errors as f64, c.errors as f64);
-        let ln_e = count::log_e(eb, ec, rho, k, self.opts.one_sided);
-        let harm = ec * (1.0 - rho) > eb * rho;
+        // Against a margin: under "canary rate ≤ r × baseline rate" an error
+        // is the canary's with probability at most ρ' = ρr / (ρr + 1 − ρ).
+        let ratio = self.error_margin(eb / b.requests as f64);
+        let rho_null = if ratio > 1.0 {
+            (rho * ratio / (rho * ratio + 1.0 - rho)).min(1.0 - 1e-12)
+        } else {
+            rho
+        };
+        let ln_e = count::log_e(eb, ec, rho_null, k, self.opts.one_sided);
+        let harm = ec * (1.0 - rho_null) > eb * rho_null;
         let cs = count::rate_ratio_interval(eb, ec, rho, k, self.e_alpha());
         let iv = intersect(self.stage.rate_ratio, cs);
         self.stage.rate_ratio = Some(iv);
@@ -360,8 +387,13 @@ impl SequentialJudge {
             interval: Some(iv),
             n,
             detail: format!(
-                "errors canary {}/{} vs baseline {}/{} (canary share of requests {:.4})",
-                c.errors, c.requests, b.errors, b.requests, rho
+                "errors canary {}/{} vs baseline {}/{} (canary share of requests {:.4}){}",
+                c.errors,
+                c.requests,
+                b.errors,
+                b.requests,
+                rho,
+                margin_note(ratio)
             ),
         }
     }
@@ -374,8 +406,14 @@ impl SequentialJudge {
             return Look::nothing(n, "no baseline error rate to compare with");
         }
         let (x, m) = (c.errors as f64, c.requests as f64);
-        let ln_e = count::log_e(m - x, x, p0, k, true);
-        let harm = x > m * p0;
+        let margin = self.error_margin(p0);
+        let p_null = if margin > 1.0 {
+            (p0 * margin).min(1.0 - 1e-12)
+        } else {
+            p0
+        };
+        let ln_e = count::log_e(m - x, x, p_null, k, true);
+        let harm = x > m * p_null;
         let pc = count::rate_interval(x, m, k, self.e_alpha());
         let ratio = [
             pc[0] / r.rate[1],
@@ -393,8 +431,8 @@ impl SequentialJudge {
             interval: Some(iv),
             n,
             detail: format!(
-                "100 %: canary errors {}/{} against the baseline rate's upper bound {:.5} (from {} earlier baseline requests)",
-                c.errors, c.requests, p0, r.requests
+                "100 %: canary errors {}/{} against the baseline rate's upper bound {:.5} (from {} earlier baseline requests){}",
+                c.errors, c.requests, p0, r.requests, margin_note(margin)
             ),
         }
     }
@@ -423,6 +461,7 @@ impl SequentialJudge {
         let tau2 = msprt::kappa(self.mean_alpha()) * var * (1.0 / nopt_c + 1.0 / nopt_b);
         self.latency_look(
             mc - mb,
+            self.latency_margin(mb),
             s2,
             tau2,
             0.0,
@@ -446,6 +485,7 @@ impl SequentialJudge {
         // bound's own width.
         self.latency_look(
             mc - ref_hi,
+            self.latency_margin(ref_hi),
             s2,
             tau2,
             ref_hi - ref_lo,
@@ -456,19 +496,52 @@ impl SequentialJudge {
         )
     }
 
+    /// The harmless canary/baseline error-rate ratio at a baseline rate
+    /// (1: none; one-sided tests only).
+    fn error_margin(&self, baseline_rate: f64) -> f64 {
+        if self.opts.one_sided {
+            self.margins.error_ratio(baseline_rate)
+        } else {
+            1.0
+        }
+    }
+
+    /// The harmless shift of mean ln latency for a baseline mean ln
+    /// latency `ln_base` (0: none; one-sided tests only).
+    fn latency_margin(&self, ln_base: f64) -> f64 {
+        if self.opts.one_sided {
+            self.margins.latency_log_shift(ln_base.exp())
+        } else {
+            0.0
+        }
+    }
+
+    /// One look of the mean test: `d` the estimated difference, tested
+    /// against `margin` (harm is `d > margin`); the interval is `d`'s.
+    #[allow(clippy::too_many_arguments)]
     fn latency_look(
         &mut self,
         d: f64,
+        margin: f64,
         s2: f64,
         tau2: f64,
         extra: f64,
         n: (u64, u64),
         detail: String,
     ) -> Look {
-        let ln_e = if self.opts.one_sided {
-            msprt::log_lambda_one_sided(d, s2, tau2)
+        let t = if margin > 0.0 { d - margin } else { d };
+        let detail = if margin > 0.0 {
+            format!(
+                "{detail}; harm is an increase beyond {:.2} % (analysis.margins)",
+                100.0 * margin.exp_m1()
+            )
         } else {
-            msprt::log_lambda(d, s2, tau2)
+            detail
+        };
+        let ln_e = if self.opts.one_sided {
+            msprt::log_lambda_one_sided(t, s2, tau2)
+        } else {
+            msprt::log_lambda(t, s2, tau2)
         };
         let hw = msprt::half_width(s2, tau2, self.mean_alpha());
         let cs = [(d - hw - extra).exp(), (d + hw).exp()];
@@ -476,7 +549,7 @@ impl SequentialJudge {
         self.stage.latency_ratio = Some(iv);
         Look {
             ln_e,
-            harm: d > 0.0,
+            harm: t > 0.0,
             interval: Some(iv),
             n,
             detail,
@@ -588,7 +661,18 @@ impl SequentialJudge {
         let alpha_d = budget.band_alpha() / self.n_stages as f64;
         let (hb, hc) = (&dist_base.latency, &c.latency);
         let (nb, nc) = (hb.count() as f64, hc.count() as f64);
-        let d = band::sup_diff_histograms(hb, hc);
+        // Against a margin: the baseline's distribution made that much
+        // slower, in whole buckets (rounded down: never more margin than
+        // asked for).
+        let shift = hb
+            .log_moments()
+            .map_or(0.0, |(m, _)| self.margins.latency_log_shift(m.exp()));
+        let k = (shift / LatencyHistogram::BUCKET_LN_WIDTH).floor() as usize;
+        let d = if k > 0 {
+            band::sup_diff_histograms(&hb.shifted_up(k), hc)
+        } else {
+            band::sup_diff_histograms(hb, hc)
+        };
         let thr_d = band::threshold(nb, nc, alpha_d);
         let p_stage = band::p_value(d, nb, nc);
         // Bonferroni over the stages: comparable with this test's share.

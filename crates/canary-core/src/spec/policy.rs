@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{
     AnalysisSpec, DeviationOptions, GuardrailsSpec, JudgeKind, JudgeOptions, KayentaOptions,
-    OnInconclusive, RolloutSpec, SequentialOptions, StageSpec, TrafficSpec,
+    MarginsSpec, OnInconclusive, RolloutSpec, SequentialOptions, StageSpec, TrafficSpec,
 };
 use crate::document::{SourceDoc, SpecError, SpecErrors};
 
@@ -49,6 +49,62 @@ pub struct Analysis {
     pub judges: JudgeOptions,
     /// Absolute limits on the canary.
     pub guardrails: Guardrails,
+    /// Differences too small to matter.
+    pub margins: Margins,
+}
+
+/// Validated margins of practical significance (see
+/// [`MarginsSpec`](super::MarginsSpec)).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Margins {
+    /// Harmless latency increase, as a fraction.
+    pub latency_relative: f64,
+    /// Harmless latency increase, ms.
+    pub latency_ms: f64,
+    /// Harmless error-rate increase, as a fraction of the baseline's rate.
+    pub error_relative: f64,
+    /// Harmless error-rate increase, absolute.
+    pub error_absolute: f64,
+}
+
+impl Margins {
+    /// No margins: the plain tests.
+    pub const ZERO: Margins = Margins {
+        latency_relative: 0.0,
+        latency_ms: 0.0,
+        error_relative: 0.0,
+        error_absolute: 0.0,
+    };
+
+    /// The harmless shift of mean ln latency for a baseline whose geometric
+    /// mean latency is `baseline_ms`: an increase within either the relative
+    /// or the absolute margin is harmless, so the larger of the two.
+    pub fn latency_log_shift(&self, baseline_ms: f64) -> f64 {
+        let rel = self.latency_relative.ln_1p();
+        let abs = if baseline_ms > 0.0 && baseline_ms.is_finite() {
+            (self.latency_ms / baseline_ms).ln_1p()
+        } else {
+            0.0
+        };
+        rel.max(abs).max(0.0)
+    }
+
+    /// The harmless canary/baseline error-rate ratio for a baseline rate
+    /// `baseline_rate` (≥ 1), capped at 10⁶: within either margin is
+    /// harmless.
+    pub fn error_ratio(&self, baseline_rate: f64) -> f64 {
+        let rel = 1.0 + self.error_relative;
+        let abs = if self.error_absolute > 0.0 {
+            if baseline_rate > 0.0 {
+                1.0 + self.error_absolute / baseline_rate
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            1.0
+        };
+        rel.max(abs).clamp(1.0, 1e6)
+    }
 }
 
 /// Validated absolute limits on the canary's numbers over a stage.
@@ -174,6 +230,7 @@ impl RolloutSpec {
         check_analysis(a, &mut found);
         check_judges(&a.judges, &mut found);
         check_guardrails(&a.guardrails, &mut found);
+        check_margins(&a.margins, &mut found);
         if let Some(t) = &self.traffic {
             check_traffic(t, &mut found);
         }
@@ -189,6 +246,12 @@ impl RolloutSpec {
                 alpha: a.alpha,
                 on_inconclusive: a.on_inconclusive,
                 judges: a.judges.clone(),
+                margins: Margins {
+                    latency_relative: a.margins.latency_relative,
+                    latency_ms: a.margins.latency_ms,
+                    error_relative: a.margins.error_relative,
+                    error_absolute: a.margins.error_absolute,
+                },
                 guardrails: Guardrails {
                     max_error_rate: a.guardrails.max_error_rate,
                     max_latency_p99_ms: a.guardrails.max_latency_p99_ms,
@@ -350,6 +413,24 @@ fn check_analysis(a: &AnalysisSpec, found: &mut Findings) {
             fmt_f64(a.timeout_factor),
             "the timeout factor must be a finite number ≥ 1".into(),
         );
+    }
+}
+
+/// Checks `analysis.margins`.
+fn check_margins(m: &MarginsSpec, found: &mut Findings) {
+    for (f, v, max) in [
+        ("latency_relative", m.latency_relative, 10.0),
+        ("latency_ms", m.latency_ms, 3.6e6),
+        ("error_relative", m.error_relative, 100.0),
+        ("error_absolute", m.error_absolute, 1.0),
+    ] {
+        if !(v >= 0.0 && v < max) {
+            found.add(
+                format!("analysis.margins.{f}"),
+                fmt_f64(v),
+                format!("a margin is a number in [0, {max})"),
+            );
+        }
     }
 }
 

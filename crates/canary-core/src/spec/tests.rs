@@ -235,3 +235,35 @@ fn guardrails_name_the_limit_the_canary_breaks_and_the_stable_numbers() {
     assert!(b.contains("p99 latency"), "{b}");
     assert!(!b.contains("error rate"), "{b}");
 }
+
+#[test]
+fn margins_default_to_one_millisecond_of_latency_and_are_checked() {
+    let m = Policy::default_strategy().analysis.margins;
+    assert_eq!((m.latency_relative, m.latency_ms), (0.0, 1.0));
+    assert_eq!((m.error_relative, m.error_absolute), (0.0, 0.0));
+    let e = Policy::from_text(
+        "name: g\nstages: [{weight: 100, duration: 1m}]\nanalysis:\n  margins:\n    latency_relative: -0.1\n    error_absolute: 1.5\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("analysis.margins.latency_relative (line 5)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("analysis.margins.error_absolute (line 6)"),
+        "{e}"
+    );
+    // Either margin makes a difference harmless: the larger counts.
+    let m = crate::spec::Margins {
+        latency_relative: 0.05,
+        latency_ms: 1.0,
+        error_relative: 0.5,
+        error_absolute: 0.001,
+    };
+    assert!((m.latency_log_shift(100.0) - 0.05f64.ln_1p()).abs() < 1e-12);
+    assert!((m.latency_log_shift(2.0) - 0.5f64.ln_1p()).abs() < 1e-12);
+    assert_eq!(m.error_ratio(0.01), 1.5);
+    assert!((m.error_ratio(0.0001) - 11.0).abs() < 1e-9);
+    assert_eq!(m.error_ratio(0.0), 1e6);
+}
