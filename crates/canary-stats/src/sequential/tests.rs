@@ -1,5 +1,5 @@
 use super::*;
-use canary_core::{Pair, Policy};
+use canary_core::{Outcome, Pair, Policy};
 
 fn stats(requests: u64, errors: u64, latency_ms: f64) -> VersionStats {
     let mut v = VersionStats {

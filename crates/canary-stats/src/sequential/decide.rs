@@ -1,0 +1,165 @@
+//! How the `sequential` judge turns its tests' numbers into a verdict: the
+//! evidence of each test, their combination (Bonferroni or averaged
+//! e-values), and each metric's outcome and reason in words.
+
+use canary_core::spec::Combine;
+use canary_core::{MetricEvidence, Outcome, Stage};
+
+use super::{e_of, Look, SequentialJudge};
+use crate::special::ln_mean_exp;
+
+impl SequentialJudge {
+    pub(super) fn evidence(
+        &self,
+        name: &str,
+        look: &Look,
+        ln_total: f64,
+        max_total: f64,
+        thr: f64,
+        of: &str,
+    ) -> MetricEvidence {
+        let mut m = MetricEvidence::new(name, Outcome::Inconclusive, look.detail.clone());
+        m.n_baseline = look.n.0;
+        m.n_canary = look.n.1;
+        m.statistic = Some(ln_total);
+        m.threshold = Some(thr);
+        m.e_value = Some(e_of(ln_total));
+        m.p_value = Some((-max_total).exp().min(1.0));
+        m.interval = look.interval;
+        m.interval_of = look.interval.map(|_| of.to_string());
+        m
+    }
+
+    /// Decides the error and latency mean tests (`(ln e, threshold)` of
+    /// each), alone under Bonferroni or averaged under `average`.
+    pub(super) fn combine(
+        &self,
+        (err, mut me, le, thr_e): (&Look, MetricEvidence, f64, f64),
+        (lat, mut ml, ll, thr_l): (&Look, MetricEvidence, f64, f64),
+    ) -> Vec<MetricEvidence> {
+        let budget = self.budget;
+        let e_fail = |l: &Look, ln: f64, thr: f64| l.harm && ln >= thr;
+        match budget.combine {
+            Combine::Bonferroni => {
+                me.outcome = if e_fail(err, le, thr_e) {
+                    Outcome::Fail
+                } else {
+                    Outcome::Inconclusive
+                };
+                ml.outcome = if e_fail(lat, ll, thr_l) {
+                    Outcome::Fail
+                } else {
+                    Outcome::Inconclusive
+                };
+                vec![me, ml]
+            }
+            Combine::Average => {
+                let avg = ln_mean_exp(&[le, ll]);
+                let thr_a = (1.0 / budget.averaged()).ln();
+                let fail = avg >= thr_a && (err.harm || lat.harm);
+                me.threshold = None;
+                ml.threshold = None;
+                let mut mc = MetricEvidence::new(
+                    "errors_and_latency",
+                    if fail {
+                        Outcome::Fail
+                    } else {
+                        Outcome::Inconclusive
+                    },
+                    format!(
+                        "mean e-value {:.3} {} 1/{:.4} = {:.1}",
+                        e_of(avg),
+                        if fail { "reached" } else { "below" },
+                        budget.averaged(),
+                        1.0 / budget.averaged()
+                    ),
+                );
+                mc.statistic = Some(avg);
+                mc.threshold = Some(thr_a);
+                mc.e_value = Some(e_of(avg));
+                mc.p_value = Some(
+                    (-ln_mean_exp(&[self.max_ln_e_err, self.max_ln_e_lat]))
+                        .exp()
+                        .min(1.0),
+                );
+                mc.n_baseline = me.n_baseline;
+                mc.n_canary = me.n_canary;
+                vec![me, ml, mc]
+            }
+        }
+    }
+
+    /// Gives each metric its outcome and reason in words: a failed test
+    /// fails; the others pass once the stage's `min_requests` canary
+    /// requests are in, nothing failed and (in evidence mode) safety is
+    /// shown.
+    pub(super) fn explain(
+        &self,
+        metrics: &mut [MetricEvidence],
+        stage: &Stage,
+        canary_requests: u64,
+    ) {
+        let combine = self.budget.describe();
+        let ok_size = canary_requests >= stage.min_requests.max(1);
+        let any_fail = metrics.iter().any(|m| m.outcome == Outcome::Fail);
+        let tol_e = self.opts.tolerated_error_ratio;
+        let tol_l = self.opts.tolerated_latency_ratio;
+        for m in metrics.iter_mut() {
+            let e_txt = m
+                .e_value
+                .map(|e| format!("e-value {e:.3}, anytime p {:.3e}", m.p_value.unwrap_or(1.0)))
+                .unwrap_or_default();
+            let iv = m
+                .interval
+                .map(|[a, b]| format!("; {} in [{a:.3}, {b:.3}]", m.name.replace('_', " ")))
+                .unwrap_or_default();
+            let base = std::mem::take(&mut m.reason);
+            m.reason = match m.outcome {
+                Outcome::Fail if m.name == "latency_distribution" => format!(
+                    "canary latency distribution slower: D = {:.4} > band {:.4} (anytime p {:.3e})",
+                    m.statistic.unwrap_or(0.0),
+                    m.threshold.unwrap_or(0.0),
+                    m.p_value.unwrap_or(1.0)
+                ),
+                Outcome::Fail => {
+                    format!("canary worse: {e_txt} reached its threshold ({base}{iv}; {combine})")
+                }
+                _ => {
+                    // Not failed: pass once the sample is in (and, in
+                    // evidence mode, the harm is shown small).
+                    let shown = !self.opts.evidence_mode
+                        || match m.name.as_str() {
+                            "error_rate" => m.interval.is_some_and(|[_, h]| h < tol_e),
+                            "latency" => m.interval.is_some_and(|[_, h]| h < tol_l),
+                            _ => true,
+                        };
+                    let what = if m.name == "latency_distribution" {
+                        format!(
+                            "D = {:.4} within band {:.4}",
+                            m.statistic.unwrap_or(0.0),
+                            m.threshold.unwrap_or(0.0)
+                        )
+                    } else if base.is_empty() {
+                        e_txt.clone()
+                    } else {
+                        format!("{base}; {e_txt}")
+                    };
+                    if !any_fail && ok_size && shown {
+                        m.outcome = Outcome::Pass;
+                        format!("no evidence of harm: {what}{iv}")
+                    } else if !ok_size {
+                        format!(
+                            "waiting for {} canary requests ({} so far): {what}{iv}",
+                            stage.min_requests.max(1),
+                            canary_requests
+                        )
+                    } else if !shown {
+                        format!("safety not shown yet (evidence mode): {what}{iv}")
+                    } else {
+                        format!("{what}{iv}")
+                    }
+                }
+            };
+        }
+    }
+}
