@@ -33,6 +33,42 @@ pub fn parse_document(text: &str) -> Result<SourceDoc, SpecErrors> {
     })
 }
 
+/// Deserializes a JSON document straight into a `T`, for documents too big
+/// for the value tree (the `canary analyze` input, whose series may hold a
+/// million numbers): the first problem, with its field path and line, and
+/// anything after the document's end refused.
+///
+/// # Errors
+/// One [`SpecError`]: a syntax error, a shape error, or trailing characters.
+pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, SpecError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fail = |path: String, e: serde_json::Error| {
+        // serde_json ends its messages with " at line L column C"; the line
+        // is given on its own.
+        let text = e.to_string();
+        let rule = match text.rsplit_once(" at line ") {
+            Some((head, _)) if e.line() > 0 => head.to_string(),
+            _ => text,
+        };
+        SpecError {
+            path: if path == "." { String::new() } else { path },
+            line: (e.line() > 0).then_some(e.line()),
+            value: String::new(),
+            rule,
+        }
+    };
+    let t: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        fail(path, e.into_inner())
+    })?;
+    de.end().map_err(|e| SpecError {
+        rule: "more after the end of the document (only one JSON value is allowed)".into(),
+        ..fail(String::new(), e)
+    })?;
+    Ok(t)
+}
+
 /// Deserializes `doc` into a `T`, gathering as many shape errors as it can:
 /// each failing value is removed and the rest deserialized again.
 pub(crate) fn deserialize_all<T: DeserializeOwned>(doc: &SourceDoc) -> Result<T, SpecErrors> {

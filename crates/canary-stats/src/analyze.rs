@@ -25,7 +25,7 @@ use crate::deviation::{self, Direction};
 use crate::kayenta::{self, mann_whitney::sorted, MetricConfig, MetricDirection};
 use crate::sequential::{band, count, msprt, Budget};
 use crate::special::ln_mean_exp;
-use crate::ztest::ztest;
+use crate::ztest;
 
 /// The input document.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -119,16 +119,20 @@ pub struct MetricInput {
 pub struct AnalyzeError {
     /// Path of the field, e.g. `metrics[1].canary_share`.
     pub path: String,
+    /// The line of the input, when the problem was found while reading it.
+    pub line: Option<usize>,
     /// What is wrong.
     pub message: String,
 }
 
 impl fmt::Display for AnalyzeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() || self.path == "." {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
+        let path = if self.path == "." { "" } else { &self.path };
+        match (path.is_empty(), self.line) {
+            (true, None) => write!(f, "{}", self.message),
+            (true, Some(l)) => write!(f, "line {l}: {}", self.message),
+            (false, None) => write!(f, "{path}: {}", self.message),
+            (false, Some(l)) => write!(f, "{path} (line {l}): {}", self.message),
         }
     }
 }
@@ -136,19 +140,22 @@ impl fmt::Display for AnalyzeError {
 fn bad(path: impl Into<String>, message: impl Into<String>) -> AnalyzeError {
     AnalyzeError {
         path: path.into(),
+        line: None,
         message: message.into(),
     }
 }
 
-/// Parses the JSON text.
+/// Parses the JSON text, through the document layer every document goes
+/// through (`canary_core::document`).
 ///
 /// # Errors
-/// Syntax and shape errors, each with the path of the offending field.
+/// The syntax or shape error, or text after the document, with the path of
+/// the offending field and its line.
 pub fn parse(text: &str) -> Result<AnalyzeInput, AnalyzeError> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        bad(path, e.into_inner().to_string())
+    canary_core::document::parse_json(text).map_err(|e| AnalyzeError {
+        path: e.path,
+        line: e.line,
+        message: e.rule,
     })
 }
 
@@ -224,11 +231,18 @@ struct Counts {
     requests: Option<(u64, u64)>,
 }
 
+/// The largest count taken: 2^53, below which every whole number is exact
+/// in an f64 and two counts sum without overflow.
+const MAX_COUNT: f64 = 9_007_199_254_740_992.0;
+
 fn counts(i: usize, m: &MetricInput) -> Result<Counts, AnalyzeError> {
     let p = |f: &str| format!("metrics[{i}].{f}");
     let get = |s: &Side, f: &str| match s {
-        Side::Count(c) if *c >= 0.0 && c.is_finite() && c.fract() == 0.0 => Ok(*c),
-        Side::Count(c) => Err(bad(p(f), format!("{c} — a count is a whole number ≥ 0"))),
+        Side::Count(c) if (0.0..=MAX_COUNT).contains(c) && c.fract() == 0.0 => Ok(*c),
+        Side::Count(c) => Err(bad(
+            p(f),
+            format!("{c} — a count is a whole number in [0, 2^53]"),
+        )),
         Side::Samples(_) => Err(bad(p(f), "a count metric takes a number, not a list")),
     };
     let (base, canary) = (get(&m.baseline, "baseline")?, get(&m.canary, "canary")?);
@@ -270,7 +284,8 @@ fn counts(i: usize, m: &MetricInput) -> Result<Counts, AnalyzeError> {
                 format!("{s} — a share is in (0, 1)"),
             ))
         }
-        (None, Some((b, c))) if b > 0 && c > 0 => c as f64 / (b + c) as f64,
+        // In f64: the two counts may sum past u64.
+        (None, Some((b, c))) if b > 0 && c > 0 => c as f64 / (b as f64 + c as f64),
         (None, Some(_)) => {
             return Err(bad(
                 p("canary_requests"),
@@ -388,36 +403,14 @@ pub fn analyze(input: &AnalyzeInput) -> Result<AnalyzeReport, AnalyzeError> {
             for (i, m) in input.metrics.iter().enumerate() {
                 let c = counts(i, m)?;
                 let (nb, nc) = c.requests.unwrap_or((0, 0));
-                let mut e = match ztest(c.base as u64, nb, c.canary as u64, nc, input.alpha) {
-                    None => MetricEvidence::new(
-                        &m.name,
-                        Outcome::Inconclusive,
-                        "no requests on one side",
-                    ),
-                    Some(t) => {
-                        let fail = t.z > t.critical;
-                        let mut e = MetricEvidence::new(
-                            &m.name,
-                            if fail { Outcome::Fail } else { Outcome::Pass },
-                            format!(
-                                "z = {:.3} {} {:.3} (one-sided p = {:.3e}); fixed-horizon test, valid for one look only",
-                                t.z,
-                                if fail { ">" } else { "≤" },
-                                t.critical,
-                                t.p_value
-                            ),
-                        );
-                        e.statistic = Some(t.z);
-                        e.threshold = Some(t.critical);
-                        e.p_value = Some(t.p_value);
-                        e.interval = Some(t.interval);
-                        e.interval_of = Some("rate difference canary − baseline (Wald)".into());
-                        e
-                    }
-                };
-                e.n_baseline = nb;
-                e.n_canary = nc;
-                ms.push(e);
+                // One look: there is nothing more to wait for.
+                ms.push(ztest::error_metric(
+                    &m.name,
+                    [c.base as u64, nb],
+                    [c.canary as u64, nc],
+                    input.alpha,
+                    0,
+                ));
             }
             Verdict::from_metrics("ztest", ms)
         }
@@ -780,6 +773,28 @@ mod tests {
         let e = run(r#"{"metrics": [{"name": "e", "kind": "count", "baseline": 1, "canary": 2, "canary_share": 0.5, "extra": 1}]}"#).unwrap_err();
         assert_eq!(e.path, "metrics[0].extra");
         assert!(e.message.contains("extra"), "{e}");
+    }
+
+    /// Issue 10: trailing garbage after the input was accepted; request
+    /// counts summing past u64 gave "canary share 2.0".
+    #[test]
+    fn trailing_text_and_overflowing_counts_are_refused() {
+        let ok = r#"{"metrics": [{"name": "e", "kind": "count", "baseline": 1, "canary": 2, "canary_share": 0.5}]}"#;
+        assert!(run(ok).is_ok());
+        let e = run(&format!("{ok}\n{{\"judge\": \"ztest\"}}")).unwrap_err();
+        assert!(e.message.contains("more after the end"), "{e}");
+        assert_eq!(e.line, Some(2));
+        let e = run(&format!("{ok} trailing")).unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let big = r#"{"metrics": [{"name": "e", "kind": "count", "baseline": 1, "canary": 2,
+            "baseline_requests": 18446744073709551615, "canary_requests": 10}]}"#;
+        let r = run(big).unwrap();
+        let m = &r.metrics[0];
+        assert!(m.reason.contains("canary share 0.0000"), "{}", m.reason);
+        let huge = r#"{"metrics": [{"name": "e", "kind": "count", "baseline": 1e300, "canary": 2, "canary_share": 0.5}]}"#;
+        let e = run(huge).unwrap_err();
+        assert_eq!(e.path, "metrics[0].baseline");
+        assert!(e.message.contains("2^53"), "{e}");
     }
 
     #[test]

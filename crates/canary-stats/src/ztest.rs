@@ -45,7 +45,8 @@ pub fn ztest(
     }
     let (nb, nc) = (requests_base as f64, requests_canary as f64);
     let (pb, pc) = (errors_base as f64 / nb, errors_canary as f64 / nc);
-    let p = (errors_base + errors_canary) as f64 / (nb + nc);
+    // In f64: the counts may sum past u64 (exact below 2^53 either way).
+    let p = (errors_base as f64 + errors_canary as f64) / (nb + nc);
     let se = (p * (1.0 - p) * (1.0 / nb + 1.0 / nc)).sqrt();
     // se = 0 only when the pooled rate is 0 or 1, i.e. both rates are equal.
     let z = if se > 0.0 { (pc - pb) / se } else { 0.0 };
@@ -88,59 +89,74 @@ impl ZTestJudge {
     pub fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
         let c = &obs.stage.canary;
         let b = obs.reference_baseline();
-        let need = stage.min_requests.max(1);
-        let mut m = match ztest(b.errors, b.requests, c.errors, c.requests, self.alpha) {
-            None => MetricEvidence::new(
-                "error_rate",
-                Outcome::Inconclusive,
-                format!(
-                    "waiting for data: canary {} requests, baseline {}",
-                    c.requests, b.requests
-                ),
-            ),
-            Some(t) => {
-                let fail = t.z > t.critical;
-                let outcome = if fail {
-                    Outcome::Fail
-                } else if c.requests >= need {
-                    Outcome::Pass
-                } else {
-                    Outcome::Inconclusive
-                };
-                let rates = format!(
-                    "canary {}/{} vs baseline {}/{}",
-                    c.errors, c.requests, b.errors, b.requests
-                );
-                let reason = match outcome {
-                    Outcome::Fail => format!(
-                        "z = {:.3} > {:.3} (one-sided p = {:.3e}): canary error rate higher ({rates}); fixed-horizon test, valid for one look only",
-                        t.z, t.critical, t.p_value
-                    ),
-                    Outcome::Pass => format!(
-                        "z = {:.3} ≤ {:.3} (p = {:.3}): no significant increase ({rates}); fixed-horizon test, valid for one look only",
-                        t.z, t.critical, t.p_value
-                    ),
-                    Outcome::Inconclusive => format!(
-                        "z = {:.3} ≤ {:.3}; waiting for {need} canary requests ({rates})",
-                        t.z, t.critical
-                    ),
-                };
-                let mut m = MetricEvidence::new("error_rate", outcome, reason);
-                m.statistic = Some(t.z);
-                m.threshold = Some(t.critical);
-                m.p_value = Some(t.p_value);
-                m.interval = Some(t.interval);
-                m.interval_of = Some(format!(
-                    "error-rate difference canary − baseline (Wald, {:.0} %)",
-                    100.0 * (1.0 - 2.0 * self.alpha)
-                ));
-                m
-            }
-        };
-        m.n_baseline = b.requests;
-        m.n_canary = c.requests;
+        let m = error_metric(
+            "error_rate",
+            [b.errors, b.requests],
+            [c.errors, c.requests],
+            self.alpha,
+            stage.min_requests.max(1),
+        );
         Verdict::from_metrics("ztest", vec![m])
     }
+}
+
+/// The judge's per-metric kernel, used live and by `canary analyze`: the
+/// test of `canary`'s `[errors, requests]` against `baseline`'s at `alpha`,
+/// as evidence named `name`; it passes only once the canary has served
+/// `need` requests.
+pub fn error_metric(
+    name: &str,
+    [b_errors, b_requests]: [u64; 2],
+    [c_errors, c_requests]: [u64; 2],
+    alpha: f64,
+    need: u64,
+) -> MetricEvidence {
+    let mut m = match ztest(b_errors, b_requests, c_errors, c_requests, alpha) {
+        None => MetricEvidence::new(
+            name,
+            Outcome::Inconclusive,
+            format!("waiting for data: canary {c_requests} requests, baseline {b_requests}"),
+        ),
+        Some(t) => {
+            let fail = t.z > t.critical;
+            let outcome = if fail {
+                Outcome::Fail
+            } else if c_requests >= need {
+                Outcome::Pass
+            } else {
+                Outcome::Inconclusive
+            };
+            let rates =
+                format!("canary {c_errors}/{c_requests} vs baseline {b_errors}/{b_requests}");
+            let reason = match outcome {
+                Outcome::Fail => format!(
+                    "z = {:.3} > {:.3} (one-sided p = {:.3e}): canary error rate higher ({rates}); fixed-horizon test, valid for one look only",
+                    t.z, t.critical, t.p_value
+                ),
+                Outcome::Pass => format!(
+                    "z = {:.3} ≤ {:.3} (p = {:.3}): no significant increase ({rates}); fixed-horizon test, valid for one look only",
+                    t.z, t.critical, t.p_value
+                ),
+                Outcome::Inconclusive => format!(
+                    "z = {:.3} ≤ {:.3}; waiting for {need} canary requests ({rates})",
+                    t.z, t.critical
+                ),
+            };
+            let mut m = MetricEvidence::new(name, outcome, reason);
+            m.statistic = Some(t.z);
+            m.threshold = Some(t.critical);
+            m.p_value = Some(t.p_value);
+            m.interval = Some(t.interval);
+            m.interval_of = Some(format!(
+                "error-rate difference canary − baseline (Wald, {:.0} %)",
+                100.0 * (1.0 - 2.0 * alpha)
+            ));
+            m
+        }
+    };
+    m.n_baseline = b_requests;
+    m.n_canary = c_requests;
+    m
 }
 
 #[cfg(test)]
