@@ -19,6 +19,11 @@ pub struct DurationError {
     pub why: &'static str,
 }
 
+/// The longest duration canary takes anywhere: 365 days. Longer stages,
+/// timeouts or intervals are mistakes (a number meant as ms, a stray digit),
+/// and beyond about 5.8 × 10¹¹ years they would not fit in a `Duration`.
+pub const MAX: Duration = Duration::from_secs(365 * 86_400);
+
 impl HumanDuration {
     /// Parses `text`.
     ///
@@ -60,8 +65,12 @@ impl HumanDuration {
             rest = &rest[unit_len..];
             total_ms += (number * unit_ms).round() as u128;
         }
-        let ms = u64::try_from(total_ms).map_err(|_| err("too long"))?;
-        Ok(Self(Duration::from_millis(ms)))
+        let ms = u64::try_from(total_ms).map_err(|_| err("longer than the 365-day maximum"))?;
+        let d = Duration::from_millis(ms);
+        if d > MAX {
+            return Err(err("longer than the 365-day maximum"));
+        }
+        Ok(Self(d))
     }
 }
 
@@ -116,7 +125,12 @@ impl<'de> Deserialize<'de> for HumanDuration {
         }
         match Raw::deserialize(d)? {
             Raw::Text(t) => Self::parse(&t).map_err(serde::de::Error::custom),
-            Raw::Seconds(s) if s.is_finite() && s >= 0.0 => Ok(Self(Duration::from_secs_f64(s))),
+            Raw::Seconds(s) if s.is_finite() && s >= 0.0 && s <= MAX.as_secs_f64() => {
+                Ok(Self(Duration::from_secs_f64(s)))
+            }
+            Raw::Seconds(s) if s.is_finite() && s >= 0.0 => Err(serde::de::Error::custom(format!(
+                "{s} seconds is longer than the 365-day maximum"
+            ))),
             Raw::Seconds(s) => Err(serde::de::Error::custom(format!(
                 "{s} is not a duration: seconds must be finite and not negative"
             ))),
@@ -143,6 +157,19 @@ mod tests {
         for bad in ["", "5", "5 parsecs", "m", "-5m"] {
             assert!(HumanDuration::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Issue 10: a duration of 1e19 seconds panicked (exit 101).
+    #[test]
+    fn durations_past_a_year_are_refused_not_a_panic() {
+        assert!(HumanDuration::parse("365d").is_ok());
+        let e = HumanDuration::parse("366d").unwrap_err();
+        assert!(e.to_string().contains("365-day maximum"), "{e}");
+        assert!(HumanDuration::parse("99999999999999999999999h").is_err());
+        let v: Result<HumanDuration, _> = serde_json::from_str("10000000000000000000");
+        assert!(v.unwrap_err().to_string().contains("365-day maximum"));
+        let v: Result<HumanDuration, _> = serde_json::from_str("1e300");
+        assert!(v.is_err());
     }
 
     #[test]

@@ -357,9 +357,9 @@ mod tests {
         assert!(e.to_string().contains("at most 5e8"), "{e}");
         assert!(e.to_string().contains("request_rate"), "{e}");
 
-        // Stages of ten years at the default one look per 10 s.
+        // Stages of 300 days at one look a second.
         let years = Policy::from_text(
-            "name: slow\nstages: [{weight: 10, duration: 87600h}, {weight: 100, duration: 87600h}]\n",
+            "name: slow\nstages: [{weight: 10, duration: 300d}, {weight: 100, duration: 300d}]\nanalysis: {interval: 1s}\n",
         )
         .unwrap();
         let s = Scenario::built_in("healthy").unwrap();

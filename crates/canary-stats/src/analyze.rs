@@ -714,7 +714,10 @@ fn sequential(input: &AnalyzeInput) -> Result<Verdict, AnalyzeError> {
         let mut c = MetricEvidence::new(
             "combined",
             if fail { Outcome::Fail } else { Outcome::Pass },
-            format!("mean e-value {:.3}; {describe}", avg.exp()),
+            format!(
+                "mean e-value {}; {describe}",
+                crate::sequential::fmt_e(avg.exp().min(f64::MAX))
+            ),
         );
         c.statistic = Some(avg);
         c.threshold = Some((1.0 / budget.averaged()).ln());

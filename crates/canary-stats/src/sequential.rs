@@ -67,6 +67,7 @@ mod latency;
 pub mod msprt;
 
 pub use budget::{Budget, ROLLOUT_MEAN_WEIGHT};
+pub(crate) use decide::fmt_e;
 use latency::MIN_LOG_VAR;
 
 /// Caps e^l to the largest finite f64 so the evidence stays printable.

@@ -105,10 +105,10 @@ fn simulate_at_ten_million_requests_per_second_is_refused_with_the_limit() {
 }
 
 #[test]
-fn simulate_with_stages_lasting_years_is_refused_with_the_limit() {
+fn simulate_with_stages_lasting_most_of_a_year_is_refused_with_the_limit() {
     let spec = file(
         "years.yaml",
-        "name: years\nstages:\n  - {weight: 10, duration: 87600h}\n  - {weight: 100, duration: 87600h}\n",
+        "name: years\nstages:\n  - {weight: 10, duration: 300d}\n  - {weight: 100, duration: 300d}\nanalysis: {interval: 1s}\n",
     );
     let o = canary(&["simulate", "--spec", spec.to_str().unwrap()]);
     refused(&o, "at most 1000000 looks");
@@ -156,4 +156,105 @@ fn a_canary_as_broken_as_stable_is_never_promoted() {
             );
         }
     }
+}
+
+/// Documents that broke `validate` (a crash, a blow-up, or accepted when
+/// they should not be): each is now refused with exit 1 (a spec with
+/// errors) and a message naming the line or field, and nothing panics.
+#[test]
+fn hostile_documents_are_refused_with_the_line_or_field() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("deep.yaml", format!("{}1\n", "- ".repeat(40_000)), "nesting deeper than 64 levels"),
+        (
+            "alias-bomb.yaml",
+            format!(
+                "name: &a {}\nstages: [{}]\n",
+                "x".repeat(1_000_000),
+                vec!["*a"; 3_000].join(", ")
+            ),
+            "aliases expand",
+        ),
+        (
+            "trailing.json",
+            "{\"name\": \"t\", \"stages\": [{\"weight\": 100, \"duration\": \"1m\"}]} garbage\n".into(),
+            "line 1",
+        ),
+        (
+            "two-docs.yaml",
+            "name: t\nstages: [{weight: 100, duration: 1m}]\n---\nname: u\n".into(),
+            "a second document",
+        ),
+        (
+            "merge.yaml",
+            "name: t\nstages: [{<<: {weight: 100}, duration: 1m}]\n".into(),
+            "merge keys",
+        ),
+        (
+            "nul.yaml",
+            "name: t\nstages: [{weight: 100, duration: 1m}]\0\n".into(),
+            "NUL byte",
+        ),
+        (
+            "no-host.yaml",
+            "name: t\nstages: [{weight: 100, duration: 1m}]\ntraffic: {listen: '127.0.0.1:8080', stable: 'http://', canary: 'http://127.0.0.1:99999'}\n".into(),
+            "traffic.stable (line 3): http:// — the URL has no host",
+        ),
+        (
+            "control.yaml",
+            "name: \"evil\\x1b[31mred\"\nstages: [{weight: 100, duration: 1m}]\n".into(),
+            "name (line 1): evil\\u{1b}[31mred — must not contain control characters",
+        ),
+        (
+            "huge-duration.yaml",
+            "name: t\nstages: [{weight: 100, duration: 10000000000000000000}]\n".into(),
+            "stages[0].duration (line 2)",
+        ),
+        (
+            "huge-timeouts.yaml",
+            "name: t\nstages: [{weight: 50, duration: 1m, timeout: 5000000000000000000}, {weight: 100, duration: 1m, timeout: 5000000000000000000}]\n".into(),
+            "365-day maximum",
+        ),
+        (
+            "huge-interval.yaml",
+            "name: t\nstages: [{weight: 100, duration: 1m}]\nanalysis: {interval: 10000000000000000000}\n".into(),
+            "analysis.interval (line 3)",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let p = file(name, &text);
+        let o = canary(&["validate", p.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: expected `{needle}` in {err}");
+        assert!(
+            !err.contains('\u{1b}'),
+            "{name}: a raw escape reached the terminal"
+        );
+    }
+    // The canary's port in no-host.yaml is out of range too.
+    let o = canary(&["validate", file("no-host2.yaml", "name: t\nstages: [{weight: 100, duration: 1m}]\ntraffic: {listen: '127.0.0.1:8080', stable: 'http://127.0.0.1:9001', canary: 'http://127.0.0.1:99999'}\n").to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("port is not a number in 1–65535"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A byte-order mark is skipped, and anchors on maps keep the map.
+#[test]
+fn a_bom_and_aliases_to_maps_are_read_as_meant() {
+    let p = file(
+        "bom.yaml",
+        "\u{feff}name: t\nstages:\n  - &s {weight: 100, duration: 1m}\n",
+    );
+    let o = canary(&["validate", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let p = file(
+        "alias-map.json",
+        "{\"name\": \"t\", \"stages\": [{\"weight\": 50, \"duration\": \"1m\"}, {\"weight\": 100, \"duration\": \"1m\"}]}\n",
+    );
+    assert_eq!(
+        canary(&["validate", p.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
 }

@@ -224,6 +224,12 @@ impl RolloutSpec {
         };
         if self.name.trim().is_empty() {
             found.add("name".into(), "\"\"".into(), "must not be empty".into());
+        } else if self.name.chars().any(char::is_control) {
+            found.add(
+                "name".into(),
+                self.name.escape_default().to_string(),
+                "must not contain control characters (they would be echoed to terminals)".into(),
+            );
         }
         let a = &self.analysis;
         let stages = check_stages(&self.stages, a, &mut found);
@@ -545,14 +551,48 @@ fn check_traffic(t: &TrafficSpec, found: &mut Findings) {
         );
     }
     for (f, url) in [("traffic.stable", &t.stable), ("traffic.canary", &t.canary)] {
-        if !url.starts_with("http://") {
+        if let Err(why) = check_http_url(url) {
             found.add(
                 f.into(),
                 url.clone(),
-                "must be an http:// URL, e.g. http://127.0.0.1:9001".into(),
+                format!("{why}: write an http:// URL, e.g. http://127.0.0.1:9001"),
             );
         }
     }
+}
+
+/// Whether `url` is `http://host[:port][/path]` with a host and a port in
+/// 1–65535.
+fn check_http_url(url: &str) -> Result<(), &'static str> {
+    let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("user information is not supported");
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or("an IPv6 host needs its closing `]`")?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the URL has no host");
+    }
+    if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("the host has spaces or control characters");
+    }
+    if let Some(p) = port {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => {}
+            _ => return Err("the port is not a number in 1–65535"),
+        }
+    }
+    Ok(())
 }
 
 /// A number as an error message shows it.

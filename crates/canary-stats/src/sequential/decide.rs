@@ -8,6 +8,16 @@ use canary_core::{MetricEvidence, Outcome, Stage};
 use super::{e_of, Look, SequentialJudge};
 use crate::special::ln_mean_exp;
 
+/// An e-value in words: plain up to a million, in scientific notation
+/// beyond (capped e-values reach 1.8 × 10³⁰⁸, 309 digits written out).
+pub(crate) fn fmt_e(e: f64) -> String {
+    if e.abs() < 1e6 {
+        format!("{e:.3}")
+    } else {
+        format!("{e:.3e}")
+    }
+}
+
 impl SequentialJudge {
     pub(super) fn evidence(
         &self,
@@ -67,8 +77,8 @@ impl SequentialJudge {
                         Outcome::Inconclusive
                     },
                     format!(
-                        "mean e-value {:.3} {} 1/{:.4} = {:.1}",
-                        e_of(avg),
+                        "mean e-value {} {} 1/{:.4} = {:.1}",
+                        fmt_e(e_of(avg)),
                         if fail { "reached" } else { "below" },
                         budget.averaged(),
                         1.0 / budget.averaged()
@@ -107,7 +117,13 @@ impl SequentialJudge {
         for m in metrics.iter_mut() {
             let e_txt = m
                 .e_value
-                .map(|e| format!("e-value {e:.3}, anytime p {:.3e}", m.p_value.unwrap_or(1.0)))
+                .map(|e| {
+                    format!(
+                        "e-value {}, anytime p {:.3e}",
+                        fmt_e(e),
+                        m.p_value.unwrap_or(1.0)
+                    )
+                })
                 .unwrap_or_default();
             let iv = m
                 .interval
@@ -161,5 +177,15 @@ impl SequentialJudge {
                 }
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 10: an e-value was printed as a 309-digit number.
+    #[test]
+    fn huge_e_values_are_written_short() {
+        assert_eq!(super::fmt_e(12.34567), "12.346");
+        assert_eq!(super::fmt_e(f64::MAX), "1.798e308");
     }
 }
