@@ -91,13 +91,14 @@ pub(crate) fn render(shared: &Shared) -> String {
         &mut out,
         "canary_proxy_upstream_failures_total",
         "counter",
-        "Requests the upstream did not answer, by kind, per version.",
+        "Requests the upstream did not answer, by kind, per version (abandoned: the client left first).",
     );
     for (v, c) in &counters {
         for (kind, n) in [
             ("connect", c.connect_errors),
             ("timeout", c.timeouts),
             ("other", c.upstream_errors),
+            ("abandoned", c.abandoned),
         ] {
             let _ = writeln!(
                 out,

@@ -43,6 +43,10 @@ pub enum Outcome {
     Timeout,
     /// Another upstream failure, e.g. a reset connection (502).
     UpstreamError,
+    /// The client went away before the response head came: no response
+    /// was sent. Counted as an error with its latency so far, so that a
+    /// canary too slow for its clients is seen, not lost.
+    Abandoned,
 }
 
 impl Outcome {
@@ -50,7 +54,10 @@ impl Outcome {
     pub fn is_error(self) -> bool {
         match self {
             Outcome::Status(s) => s >= 500,
-            Outcome::ConnectError | Outcome::Timeout | Outcome::UpstreamError => true,
+            Outcome::ConnectError
+            | Outcome::Timeout
+            | Outcome::UpstreamError
+            | Outcome::Abandoned => true,
         }
     }
 }
@@ -83,6 +90,7 @@ struct Counters {
     connect_errors: AtomicU64,
     timeouts: AtomicU64,
     upstream_errors: AtomicU64,
+    abandoned: AtomicU64,
     stale: AtomicU64,
     in_flight: AtomicI64,
 }
@@ -108,6 +116,8 @@ pub struct CounterSnapshot {
     pub timeouts: u64,
     /// Other upstream failures.
     pub upstream_errors: u64,
+    /// Requests whose client went away before the response head.
+    pub abandoned: u64,
     /// Requests routed under an earlier weight and finished after a change
     /// (counted here, left out of the windows).
     pub stale: u64,
@@ -166,14 +176,21 @@ impl Recorder {
                 };
                 c.classes[class].fetch_add(1, Ordering::Relaxed);
             }
+            // The proxy answered these itself (502, 504): 5xx responses too.
             Outcome::ConnectError => {
                 c.connect_errors.fetch_add(1, Ordering::Relaxed);
+                c.classes[4].fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Timeout => {
                 c.timeouts.fetch_add(1, Ordering::Relaxed);
+                c.classes[4].fetch_add(1, Ordering::Relaxed);
             }
             Outcome::UpstreamError => {
                 c.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                c.classes[4].fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Abandoned => {
+                c.abandoned.fetch_add(1, Ordering::Relaxed);
             }
         }
         if !current {
@@ -241,6 +258,7 @@ impl Recorder {
             connect_errors: l(&c.connect_errors),
             timeouts: l(&c.timeouts),
             upstream_errors: l(&c.upstream_errors),
+            abandoned: l(&c.abandoned),
             stale: l(&c.stale),
             in_flight: c.in_flight.load(Ordering::Relaxed),
         }

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Request, Response, StatusCode, Version as HttpVersion};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Version as HttpVersion};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -81,22 +81,66 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
+/// A routed request not yet recorded. If the request's future is dropped
+/// first (hyper drops it when the client goes away), the drop records it as
+/// abandoned, with its latency so far: a canary too slow for its clients is
+/// counted, and `in_flight` returns to 0.
+struct Pending<'a> {
+    shared: &'a Shared,
+    version: Version,
+    generation: u32,
+    started: std::time::Instant,
+    recorded: bool,
+}
+
+impl Pending<'_> {
+    fn finish(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        let current = self.shared.router.generation() == self.generation;
+        self.shared
+            .recorder
+            .finish(self.version, outcome, self.started.elapsed(), current);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.finish(Outcome::Abandoned);
+    }
+}
+
 async fn forward(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
     pools: Pools,
     forwarded_for: Option<HeaderValue>,
 ) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        // A reverse proxy, not a forward one: there is no tunnel to open,
+        // and neither version is asked.
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: this is a reverse proxy\n",
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+        );
+        return r;
+    }
     let started = crate::now();
     let route = shared.router.route(req.headers());
     let version = route.version;
-    let finish = |outcome, started: std::time::Instant| {
-        let current = shared.router.generation() == route.generation;
-        shared
-            .recorder
-            .finish(version, outcome, started.elapsed(), current);
-    };
     shared.recorder.start(version);
+    let mut pending = Pending {
+        shared: &shared,
+        version,
+        generation: route.generation,
+        started,
+        recorded: false,
+    };
     let upstream = &shared.upstreams[version.index()];
     // HTTP/2 names the host in the `:authority` pseudo-header (the URI's
     // authority), not in `Host`: forwarded over HTTP/1.1 it becomes `Host`.
@@ -108,7 +152,7 @@ async fn forward(
         Ok(None) => {}
         Ok(Some(uri)) => *req.uri_mut() = uri,
         Err(_) => {
-            finish(Outcome::Status(400), started);
+            pending.finish(Outcome::Status(400));
             return text(StatusCode::BAD_REQUEST, "bad request target\n");
         }
     }
@@ -150,7 +194,8 @@ async fn forward(
             text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
         ),
     };
-    finish(outcome, started);
+    pending.finish(outcome);
+    drop(pending);
     let mut response = response;
     response.headers_mut().insert(
         VERSION_HEADER.clone(),
@@ -160,6 +205,16 @@ async fn forward(
 }
 
 fn admin(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
+    // Every admin endpoint only reads.
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the admin endpoints answer GET and HEAD only\n",
+        );
+        r.headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
@@ -208,6 +263,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// proxy's throughput under `bench/proxy.sh`.)
 async fn opens_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
     let mut seen = [0u8; 24];
+    let mut backoff = Duration::from_millis(1);
     loop {
         let n = stream.peek(&mut seen).await?;
         if n == 0 || seen[..n] != H2_PREFACE[..n] {
@@ -216,8 +272,11 @@ async fn opens_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
         if n == H2_PREFACE.len() {
             return Ok(true);
         }
-        // A preface split over packets: rare; look again shortly.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // A preface split over packets: rare, and a client that sends part
+        // of one and goes quiet must not cost a core. Look again, less and
+        // less often (the caller's head timeout bounds the wait).
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(250));
     }
 }
 
