@@ -32,6 +32,29 @@ pub fn announce(line: &str) {
     let _ = out.flush();
 }
 
+/// Drives `serve` (a server that drains in-flight requests once told to
+/// stop) to its end, unless `signals` SIGINT/SIGTERMs arrive first: then it
+/// stops at once, without waiting for in-flight requests, as a second
+/// Ctrl-C should. Returns false when it was cut short.
+pub async fn unless_signalled(
+    signals: usize,
+    serve: impl std::future::Future<Output = ()>,
+) -> bool {
+    let mut signals = std::pin::pin!(async move {
+        for _ in 0..signals {
+            shutdown_signal().await;
+        }
+    });
+    let serve = std::pin::pin!(serve);
+    tokio::select! {
+        () = serve => true,
+        () = &mut signals => {
+            eprintln!("second signal: stopping now, without waiting for in-flight requests");
+            false
+        }
+    }
+}
+
 /// Completes on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     #[cfg(unix)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Result};
 use canary_proxy::Proxy;
 
-use crate::live::{announce, runtime, shutdown_signal, ProxyArgs};
+use crate::live::{announce, runtime, shutdown_signal, unless_signalled, ProxyArgs};
 
 /// Run the built-in weighted proxy at a fixed canary weight (no rollout).
 ///
@@ -57,7 +57,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if let Some(a) = proxy.admin_addr() {
             announce(&format!("admin on http://{a}"));
         }
-        proxy.serve(shutdown_signal()).await;
-        Ok(ExitCode::SUCCESS)
+        if unless_signalled(2, proxy.serve(shutdown_signal())).await {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Ok(ExitCode::from(130))
+        }
     })
 }

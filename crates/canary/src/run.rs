@@ -12,7 +12,7 @@ use canary_engine::{Engine, RolloutReport};
 use canary_proxy::Proxy;
 
 use crate::common::{load_policy, print_json};
-use crate::live::{runtime, shutdown_signal, ProxyArgs, StatusLine};
+use crate::live::{runtime, shutdown_signal, unless_signalled, ProxyArgs, StatusLine};
 
 /// Run a live rollout: proxy real traffic, judge it, move the weight.
 ///
@@ -138,6 +138,11 @@ pub async fn rollout_through<F: Future<Output = ()>>(
     }
     then(&report).await;
     let _ = stop_tx.send(());
-    let _ = serving.await;
+    // The proxy drains in-flight requests (up to --drain-timeout-ms); a
+    // signal meanwhile stops it at once (the weight is already final).
+    unless_signalled(1, async {
+        let _ = serving.await;
+    })
+    .await;
     Ok(report)
 }

@@ -258,3 +258,102 @@ fn a_bom_and_aliases_to_maps_are_read_as_meant() {
         Some(0)
     );
 }
+
+/// Issue 10: a second SIGINT during the drain was ignored for up to 30 s.
+/// `canary proxy` with a request in flight to a 60 s backend: the first
+/// SIGINT starts the drain (the proxy waits for the request), the second
+/// stops it at once with exit 130.
+#[test]
+fn a_second_sigint_stops_the_drain_at_once() {
+    use canary_demo::launch::ChildBackend;
+    use std::io::BufRead;
+    let slow = ChildBackend::start(
+        env!("CARGO_BIN_EXE_canary"),
+        "slow",
+        &["--latency-ms", "60000"],
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--stable",
+        ])
+        .arg(slow.url())
+        .arg("--canary")
+        .arg(slow.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"));
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let admin: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    // Wait until the proxy has the request in flight.
+    let in_flight = || {
+        let mut m = std::net::TcpStream::connect(admin).unwrap();
+        m.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = m.read_to_string(&mut text);
+        text.contains("canary_proxy_in_flight_requests{version=\"stable\"} 1")
+    };
+    let mut routed = false;
+    for _ in 0..500 {
+        if in_flight() {
+            routed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(routed, "the request reached the proxy");
+    let int = |pid: u32| {
+        assert!(Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    int(child.id());
+    // Draining: still running while the request is in flight.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first signal drains"
+    );
+    int(child.id());
+    let mut code = None;
+    for _ in 0..500 {
+        if let Some(st) = child.try_wait().unwrap() {
+            code = st.code();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(code, Some(130), "the second signal stops at once");
+    drop(s);
+}
