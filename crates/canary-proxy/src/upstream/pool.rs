@@ -252,7 +252,9 @@ where
         .await
         .map_err(|_| Failed::BeforeResponse)?;
     if framing != RequestFraming::None {
-        send_body(&mut conn.stream, body, framing).await?;
+        if let Some(early) = send_while_reading(conn, body, framing, head_request).await? {
+            return Ok(early);
+        }
     }
     loop {
         if !conn.buf.is_empty() {
@@ -272,12 +274,70 @@ where
     }
 }
 
-async fn send_body<B>(
-    stream: &mut TcpStream,
+/// Sends the request body while reading what the upstream says meanwhile.
+/// An upstream may answer before it has read the whole body (an early 413,
+/// or a 200 it needed no more for) and close the connection; that answer is
+/// the response, not a failure. `Some(head)` when the response head came
+/// before the body was all sent (the connection is then not reused), `None`
+/// when the body went out first (the head is read next, as usual).
+async fn send_while_reading<B>(
+    conn: &mut Conn,
+    body: &mut B,
+    framing: RequestFraming,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, Failed>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let (mut rd, mut wr) = conn.stream.split();
+    let buf = &mut conn.buf;
+    let mut sending = std::pin::pin!(send_body(&mut wr, body, framing));
+    let (mut sent, mut write_failed, mut read_closed) = (false, false, false);
+    loop {
+        while !buf.is_empty() {
+            match parse_head(buf, head_request)? {
+                Some(h) if h.status.is_informational() => continue,
+                Some(mut h) => {
+                    h.keep_alive = false;
+                    return Ok(Some(h));
+                }
+                None if buf.len() > MAX_HEAD => return Err(Failed::Upstream),
+                None => break,
+            }
+        }
+        if sent && !write_failed {
+            return Ok(None);
+        }
+        if read_closed && (sent || write_failed) {
+            // Neither more to send nor anything more to read.
+            return Err(Failed::Upstream);
+        }
+        if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(MIN_READ);
+        }
+        tokio::select! {
+            r = &mut sending, if !sent => match r {
+                Ok(()) => sent = true,
+                // The upstream stopped reading: look for its answer.
+                Err(Failed::Upstream) => (sent, write_failed) = (true, true),
+                Err(e) => return Err(e),
+            },
+            n = rd.read_buf(buf), if !read_closed => match n {
+                Ok(0) | Err(_) => read_closed = true,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+async fn send_body<W, B>(
+    stream: &mut W,
     body: &mut B,
     framing: RequestFraming,
 ) -> Result<(), Failed>
 where
+    W: tokio::io::AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
 {
     let chunked = framing == RequestFraming::Chunked;

@@ -475,3 +475,59 @@ async fn a_client_upload_that_breaks_off_is_the_clients_failure() {
         "a half-sent request's connection is not reused"
     );
 }
+
+/// An upstream that answers after the request head, reads no body and
+/// closes (as a server refusing an upload with 413, or answering 200 to a
+/// request whose body it does not need).
+async fn early_answerer(reply: &'static [u8]) -> Arc<Pool> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut pending = Vec::new();
+        while find(&pending, b"\r\n\r\n").is_none() {
+            let mut chunk = [0u8; 1024];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = s.write_all(reply).await;
+        // Closing with most of the body unread resets the connection.
+        drop(s);
+    });
+    Pool::new(
+        addr,
+        64,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        Arc::default(),
+    )
+}
+
+/// Issue 10: a 1 MB POST got a 502 (the upstream's failure) where the
+/// backend alone answered: the whole body was written before the response
+/// was read, so an upstream that answered early and closed was an error.
+#[tokio::test]
+async fn an_upstream_that_answers_before_reading_the_body_is_answered() {
+    for (reply, status) in [
+        (&b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!"[..], 413),
+        (&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..], 200),
+    ] {
+        let pool = early_answerer(reply).await;
+        // More than the socket buffers hold, so the upstream's close comes
+        // while the body is still being written.
+        let body = Full::new(Bytes::from(vec![b'x'; 32 << 20]));
+        let req = Request::post("/upload")
+            .header("content-length", (32u32 << 20).to_string())
+            .body(body)
+            .unwrap();
+        let r = pool.send(req).await.unwrap_or_else(|e| panic!("{status}: {e:?}"));
+        assert_eq!(r.status().as_u16(), status);
+        let got = body_of(r).await.unwrap();
+        assert!(got == "big!" || got == "ok", "{got:?}");
+        assert_eq!(pool.idle_len(), 0, "a connection cut mid-body is not reused");
+    }
+}
