@@ -37,6 +37,9 @@ use hyper::Uri;
 use tokio::net::TcpListener;
 
 mod adapter;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 pub mod recorder;
 pub mod route;
@@ -138,7 +141,7 @@ impl Upstream {
 
     /// The origin-form URI to send upstream for a request to `uri`: `None`
     /// when `uri` can be sent as it is (no prefix, already origin-form).
-    fn origin_form(&self, uri: &Uri) -> Result<Option<Uri>, hyper::http::Error> {
+    pub(crate) fn origin_form(&self, uri: &Uri) -> Result<Option<Uri>, hyper::http::Error> {
         let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
         if self.prefix.is_empty() {
             if uri.scheme().is_none() && uri.authority().is_none() {

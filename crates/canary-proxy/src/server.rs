@@ -46,7 +46,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the names (a few
     // comparisons each) instead of a removal, hash and all, per name.
     if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {

@@ -68,5 +68,41 @@ impl From<Failed> for SendError {
     }
 }
 
+/// Feeds `data` to the response parser as an upstream would send it, in
+/// pieces of `piece` bytes: the head (interim responses skipped), then the
+/// body to its end. For the fuzz targets: any input must end in a head and
+/// a body, or an error, never a panic or a loop.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn exercise_response(data: &[u8], head_request: bool, piece: usize) {
+    use bytes::BytesMut;
+    let piece = piece.max(1);
+    let mut chunks = data.chunks(piece);
+    let mut buf = BytesMut::new();
+    let mut head = None;
+    while head.is_none() {
+        match codec::parse_head(&mut buf, head_request) {
+            Ok(Some(h)) if h.status.is_informational() => continue,
+            Ok(Some(h)) => head = Some(h),
+            Ok(None) if buf.len() > codec::MAX_HEAD => return,
+            Ok(None) => match chunks.next() {
+                Some(c) => buf.extend_from_slice(c),
+                None => return,
+            },
+            Err(_) => return,
+        }
+    }
+    let Some(mut h) = head else { return };
+    loop {
+        match codec::step(&mut h.body, &mut buf) {
+            Ok(codec::Step::Done) | Err(_) => return,
+            Ok(codec::Step::Data(_)) => {}
+            Ok(codec::Step::NeedMore) => match chunks.next() {
+                Some(c) => buf.extend_from_slice(c),
+                None => return,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
