@@ -204,6 +204,15 @@ impl Scenario {
             }])
         })?;
         let mut errors = Vec::new();
+        if scenario.name.chars().any(char::is_control) {
+            errors.push(SpecError {
+                path: "name".into(),
+                line: doc.line_of("name"),
+                value: scenario.name.escape_default().to_string(),
+                rule: "must not contain control characters (they would be echoed to terminals)"
+                    .into(),
+            });
+        }
         let mut check = |path: &str, ok: bool, value: f64, rule: &str| {
             if !ok {
                 errors.push(SpecError {
@@ -332,6 +341,14 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_in_a_scenario_name_are_refused() {
+        let e = Scenario::from_text("name: \"a\\x1bb\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("name (line 1): a\\u{1b}b"), "{e}");
+    }
 
     #[test]
     fn every_built_in_exists_and_only_healthy_is_healthy() {
