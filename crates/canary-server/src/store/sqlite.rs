@@ -107,6 +107,21 @@ fn get_in(tx: &Connection, name: &str) -> Result<Option<RolloutRecord>, StoreErr
     row.map(record).transpose()
 }
 
+/// The compare of compare-and-set: the stored revision must be `expected`.
+fn check_revision(tx: &Connection, name: &str, expected: u64) -> Result<(), StoreError> {
+    let found = get_in(tx, name)?
+        .ok_or_else(|| StoreError::NotFound(name.to_string()))?
+        .revision;
+    if found != expected {
+        return Err(StoreError::Conflict {
+            name: name.to_string(),
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
 fn append(tx: &Transaction<'_>, name: &str, events: &[NewEvent]) -> Result<(), StoreError> {
     let last: i64 = tx
         .query_row(
@@ -265,16 +280,7 @@ impl Store for SqliteStore {
     ) -> Result<RolloutRecord, StoreError> {
         let mut conn = self.conn();
         let tx = begin(&mut conn)?;
-        let found = get_in(&tx, name)?
-            .ok_or_else(|| StoreError::NotFound(name.to_string()))?
-            .revision;
-        if found != expected {
-            return Err(StoreError::Conflict {
-                name: name.to_string(),
-                expected,
-                found,
-            });
-        }
+        check_revision(&tx, name, expected)?;
         tx.execute(
             "UPDATE rollouts SET state = ?2, finished = ?3, updated_at_ms = ?4, revision = revision + 1 \
              WHERE name = ?1 AND revision = ?5",
@@ -329,16 +335,7 @@ impl Store for SqliteStore {
     fn delete(&self, name: &str, expected: u64) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = begin(&mut conn)?;
-        let found = get_in(&tx, name)?
-            .ok_or_else(|| StoreError::NotFound(name.to_string()))?
-            .revision;
-        if found != expected {
-            return Err(StoreError::Conflict {
-                name: name.to_string(),
-                expected,
-                found,
-            });
-        }
+        check_revision(&tx, name, expected)?;
         tx.execute("DELETE FROM events WHERE rollout = ?1", [name])
             .map_err(backend("remove the log"))?;
         tx.execute("DELETE FROM rollouts WHERE name = ?1", [name])
