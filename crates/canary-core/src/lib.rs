@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod analyze_input;
 pub mod document;
 pub mod duration;
 pub mod machine;

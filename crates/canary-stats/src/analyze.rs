@@ -1,25 +1,22 @@
-//! Judging recorded numbers (`canary analyze`): count metrics and sample
-//! metrics from a JSON document, one look, one report. Parsing and judging
-//! only; the binary reads the file and prints.
-//!
-//! ```json
-//! {"judge": "sequential", "alpha": 0.05,
-//!  "metrics": [
-//!    {"name": "errors", "kind": "count", "baseline": 950, "canary": 80, "canary_share": 0.05},
-//!    {"name": "latency_ms", "kind": "samples", "baseline": [101, 99, 130], "canary": [140, 151, 160]}]}
-//! ```
+//! Judging recorded numbers (`canary analyze`): one look at each metric of
+//! an input document ([`canary_core::analyze_input`], where it is parsed
+//! like every other document), one report. Each metric goes through its
+//! judge's per-metric kernel (`ztest::error_metric`,
+//! `deviation::judge_metric`, `kayenta::classify`, the sequential count,
+//! mean and band tests with its α `Budget`); this module checks the
+//! input against the judge and combines. The binary reads the file and
+//! prints.
 //!
 //! A count metric gives event counts per arm and the canary's share of the
 //! traffic (`canary_share`), or the request counts (`baseline_requests`,
 //! `canary_requests`) from which the share is taken. A samples metric gives
 //! two series; `null` stands for NaN.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use canary_core::spec::{Combine, JudgeOptions};
+use canary_core::spec::Combine;
 use canary_core::{JudgeKind, MetricEvidence, Outcome, Verdict};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::deviation::{self, Direction};
 use crate::kayenta::{self, mann_whitney::sorted, MetricConfig, MetricDirection};
@@ -27,92 +24,11 @@ use crate::sequential::{band, count, msprt, Budget};
 use crate::special::ln_mean_exp;
 use crate::ztest;
 
-/// The input document.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyzeInput {
-    /// Which judge (default `sequential`).
-    #[serde(default)]
-    pub judge: JudgeKind,
-    /// False-alarm level, in (0, 0.5) (default 0.05).
-    #[serde(default = "default_alpha")]
-    pub alpha: f64,
-    /// Judge options, as under `analysis.judges` in a spec.
-    #[serde(default)]
-    pub options: JudgeOptions,
-    /// `kayenta`: weight of each metric group (default 1 each).
-    #[serde(default)]
-    pub group_weights: BTreeMap<String, f64>,
-    /// The metrics.
-    pub metrics: Vec<MetricInput>,
-}
+pub use canary_core::analyze_input::{AnalyzeInput, MetricInput, MetricKind, Side};
 
 /// Values per side below which a samples metric gets no mean test (its
 /// plug-in variance would be too uncertain); the band test still runs.
 pub const MIN_FOR_MEAN: usize = 30;
-
-fn default_alpha() -> f64 {
-    0.05
-}
-
-/// Kind of a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricKind {
-    /// Event counts per arm.
-    Count,
-    /// Two series of values.
-    Samples,
-}
-
-/// One side of a metric: a count or a series (`null` = NaN).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Side {
-    /// An event count.
-    Count(f64),
-    /// A series.
-    Samples(Vec<Option<f64>>),
-}
-
-/// One metric as written.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricInput {
-    /// Name.
-    pub name: String,
-    /// `count` or `samples`.
-    pub kind: MetricKind,
-    /// The baseline's count or series.
-    pub baseline: Side,
-    /// The canary's count or series.
-    pub canary: Side,
-    /// Count: the canary's share of the traffic, in (0, 1).
-    #[serde(default)]
-    pub canary_share: Option<f64>,
-    /// Count: requests the baseline served.
-    #[serde(default)]
-    pub baseline_requests: Option<u64>,
-    /// Count: requests the canary served.
-    #[serde(default)]
-    pub canary_requests: Option<u64>,
-    /// Which change is a regression (default `increase`).
-    #[serde(default)]
-    pub direction: MetricDirection,
-    /// `kayenta`: a critical metric that is not Pass fails the analysis.
-    #[serde(default)]
-    pub critical: bool,
-    /// `kayenta`: no data counts as a failure.
-    #[serde(default)]
-    pub must_have_data: bool,
-    /// `kayenta`: the metric's group (default its name).
-    #[serde(default)]
-    pub group: Option<String>,
-    /// `deviation`: the largest tolerated deviation, percent (default from
-    /// the options: error deviation for counts, latency for samples).
-    #[serde(default)]
-    pub max_deviation_pct: Option<f64>,
-}
 
 /// A problem with the input, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,14 +61,14 @@ fn bad(path: impl Into<String>, message: impl Into<String>) -> AnalyzeError {
     }
 }
 
-/// Parses the JSON text, through the document layer every document goes
-/// through (`canary_core::document`).
+/// Parses the input text: [`canary_core::analyze_input::parse`], its error
+/// as an [`AnalyzeError`].
 ///
 /// # Errors
 /// The syntax or shape error, or text after the document, with the path of
 /// the offending field and its line.
 pub fn parse(text: &str) -> Result<AnalyzeInput, AnalyzeError> {
-    canary_core::document::parse_json(text).map_err(|e| AnalyzeError {
+    canary_core::analyze_input::parse(text).map_err(|e| AnalyzeError {
         path: e.path,
         line: e.line,
         message: e.rule,

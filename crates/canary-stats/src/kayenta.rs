@@ -29,18 +29,7 @@ pub mod mann_whitney;
 
 use mann_whitney::{hodges_lehmann_sorted, mann_whitney_sorted, shift_interval_sorted, sorted};
 
-/// Which change of a metric is a regression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricDirection {
-    /// Only an increase is bad (errors, latency).
-    #[default]
-    Increase,
-    /// Only a decrease is bad (throughput).
-    Decrease,
-    /// Either way is bad.
-    Either,
-}
+pub use canary_core::analyze_input::MetricDirection;
 
 /// How one metric is judged.
 #[derive(Debug, Clone, PartialEq)]
