@@ -405,6 +405,10 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(Event::Verdict(verdict(Outcome::Pass))),
         Just(Event::Verdict(verdict(Outcome::Inconclusive))),
         Just(Event::Verdict(verdict(Outcome::Fail))),
+        Just(Event::Verdict(Verdict {
+            guardrail: Some("canary error rate 50 %".into()),
+            ..verdict(Outcome::Pass)
+        })),
         Just(Event::Pause { note: "p".into() }),
         Just(Event::Resume),
         Just(Event::Promote),
@@ -456,6 +460,14 @@ proptest! {
                 }
                 Ok(t) => {
                     prop_assert!(!before.phase.is_terminal(), "terminal phases absorb nothing");
+                    if let Event::Verdict(v) = &event {
+                        if v.guardrail.is_some() {
+                            // A breached guardrail never moves the rollout on.
+                            prop_assert!(t.state.weight <= before.weight, "a guardrail breach raised the weight");
+                            prop_assert!(t.state.phase != Phase::Succeeded, "a guardrail breach promoted");
+                            prop_assert_eq!(t.state.phase.stage().or(before.phase.stage()), before.phase.stage());
+                        }
+                    }
                     st = t.state;
                     prop_assert!(st.weight >= 0.0 && st.weight <= 100.0);
                     match &st.phase {
