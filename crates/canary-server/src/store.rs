@@ -14,6 +14,10 @@
 //!   in commit order; none is lost or duplicated.
 //! - **Durable before return.** When a write returns `Ok`, it survives the
 //!   process being killed (kill -9) at any instant afterwards.
+//! - **A journal beside the log.** Each rollout also has a journal: the
+//!   driver's inputs (opaque JSON), appended in the same transaction as the
+//!   state, in order, so that replaying them rebuilds the driver exactly.
+//!   The journal is for the machine; the event log is for people.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -81,6 +85,23 @@ pub struct EventRecord {
     pub event: NewEvent,
 }
 
+/// One compare-and-set write of a rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write<'a> {
+    /// The driver's new state.
+    pub state: Value,
+    /// True once the rollout reached a terminal phase.
+    pub finished: bool,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// Events to append to the log.
+    pub events: &'a [NewEvent],
+    /// Entries to append to the journal.
+    pub journal: &'a [Value],
+    /// Empty the journal before appending (a rollout started over).
+    pub reset_journal: bool,
+}
+
 /// What a store write can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -133,8 +154,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Backend`].
     fn list(&self) -> Result<Vec<RolloutRecord>, StoreError>;
 
-    /// Writes `state` (and `finished`) if the stored revision is
-    /// `expected`, appending `events` in the same transaction; returns the
+    /// Carries out `write` if the stored revision is `expected`: the state,
+    /// its events and its journal entries in one transaction. Returns the
     /// record at its new revision.
     ///
     /// # Errors
@@ -143,11 +164,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         name: &str,
         expected: u64,
-        state: Value,
-        finished: bool,
-        at_ms: u64,
-        events: &[NewEvent],
+        write: Write<'_>,
     ) -> Result<RolloutRecord, StoreError>;
+
+    /// The rollout's journal, oldest entry first.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn journal(&self, name: &str) -> Result<Vec<Value>, StoreError>;
 
     /// The rollout's events with `seq > after`, oldest first.
     ///
@@ -155,7 +179,7 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Backend`].
     fn events(&self, name: &str, after: u64) -> Result<Vec<EventRecord>, StoreError>;
 
-    /// Removes the rollout and its log if the stored revision is `expected`.
+    /// Removes the rollout, its log and its journal if the stored revision is `expected`.
     ///
     /// # Errors
     /// [`StoreError::Conflict`], [`StoreError::NotFound`].

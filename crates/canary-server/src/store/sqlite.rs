@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 
-use super::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError};
+use super::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Write};
 
 /// The schema this build writes; a newer one on disk is refused.
 const SCHEMA_VERSION: i64 = 1;
@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS events (
     event TEXT NOT NULL,
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
+    PRIMARY KEY (rollout, seq)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    rollout TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    entry TEXT NOT NULL,
     PRIMARY KEY (rollout, seq)
 );
 ";
@@ -149,6 +155,38 @@ fn append(tx: &Transaction<'_>, name: &str, events: &[NewEvent]) -> Result<(), S
     Ok(())
 }
 
+fn append_journal(tx: &Transaction<'_>, name: &str, entries: &[Value]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let last: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM journal WHERE rollout = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(backend("read the journal"))?;
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO journal (rollout, seq, entry) VALUES (?1, ?2, ?3)")
+        .map_err(backend("append to the journal"))?;
+    for (i, e) in entries.iter().enumerate() {
+        stmt.execute(params![name, last + 1 + i as i64, json(e)])
+            .map_err(backend("append to the journal"))?;
+    }
+    Ok(())
+}
+
+/// Removes everything stored of `name`.
+fn remove(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
+    for table in ["events", "journal"] {
+        tx.execute(&format!("DELETE FROM {table} WHERE rollout = ?1"), [name])
+            .map_err(backend(format!("remove the rollout's {table}")))?;
+    }
+    tx.execute("DELETE FROM rollouts WHERE name = ?1", [name])
+        .map_err(backend("remove the rollout"))?;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`.
     ///
@@ -235,10 +273,7 @@ impl Store for SqliteStore {
             if !old.finished {
                 return Err(StoreError::Exists(r.name));
             }
-            tx.execute("DELETE FROM events WHERE rollout = ?1", [&r.name])
-                .map_err(backend("remove the finished rollout's log"))?;
-            tx.execute("DELETE FROM rollouts WHERE name = ?1", [&r.name])
-                .map_err(backend("remove the finished rollout"))?;
+            remove(&tx, &r.name)?;
         }
         tx.execute(
             "INSERT INTO rollouts (name, spec, state, revision, created_at_ms, updated_at_ms, finished) \
@@ -269,25 +304,22 @@ impl Store for SqliteStore {
         rows.into_iter().map(record).collect()
     }
 
-    fn update(
-        &self,
-        name: &str,
-        expected: u64,
-        state: Value,
-        finished: bool,
-        at_ms: u64,
-        events: &[NewEvent],
-    ) -> Result<RolloutRecord, StoreError> {
+    fn update(&self, name: &str, expected: u64, w: Write<'_>) -> Result<RolloutRecord, StoreError> {
         let mut conn = self.conn();
         let tx = begin(&mut conn)?;
         check_revision(&tx, name, expected)?;
         tx.execute(
             "UPDATE rollouts SET state = ?2, finished = ?3, updated_at_ms = ?4, revision = revision + 1 \
              WHERE name = ?1 AND revision = ?5",
-            params![name, json(&state), finished, int(at_ms), int(expected)],
+            params![name, json(&w.state), w.finished, int(w.at_ms), int(expected)],
         )
         .map_err(backend(format!("write rollout `{name}`")))?;
-        append(&tx, name, events)?;
+        append(&tx, name, w.events)?;
+        if w.reset_journal {
+            tx.execute("DELETE FROM journal WHERE rollout = ?1", [name])
+                .map_err(backend("empty the journal"))?;
+        }
+        append_journal(&tx, name, w.journal)?;
         let rec = get_in(&tx, name)?.ok_or_else(|| StoreError::NotFound(name.to_string()))?;
         commit(tx)?;
         Ok(rec)
@@ -332,14 +364,24 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn journal(&self, name: &str) -> Result<Vec<Value>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT entry FROM journal WHERE rollout = ?1 ORDER BY seq")
+            .map_err(backend("read the journal"))?;
+        let rows = stmt
+            .query_map([name], |r| r.get::<_, String>(0))
+            .map_err(backend("read the journal"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend("read the journal"))?;
+        rows.iter().map(|t| parse_json(t)).collect()
+    }
+
     fn delete(&self, name: &str, expected: u64) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = begin(&mut conn)?;
         check_revision(&tx, name, expected)?;
-        tx.execute("DELETE FROM events WHERE rollout = ?1", [name])
-            .map_err(backend("remove the log"))?;
-        tx.execute("DELETE FROM rollouts WHERE name = ?1", [name])
-            .map_err(backend("remove the rollout"))?;
+        remove(&tx, name)?;
         commit(tx)
     }
 }

@@ -12,6 +12,23 @@ fn event(n: u64, what: &str) -> NewEvent {
     }
 }
 
+fn write<'a>(
+    state: serde_json::Value,
+    finished: bool,
+    at_ms: u64,
+    events: &'a [NewEvent],
+    journal: &'a [serde_json::Value],
+) -> Write<'a> {
+    Write {
+        state,
+        finished,
+        at_ms,
+        events,
+        journal,
+        reset_journal: false,
+    }
+}
+
 fn rollout(name: &str) -> NewRollout {
     NewRollout {
         name: name.into(),
@@ -36,10 +53,13 @@ fn guarantees(s: &dyn Store) {
         .update(
             "a",
             1,
-            json!({"phase": "progressing"}),
-            false,
-            5,
-            &[event(5, "start")],
+            write(
+                json!({"phase": "progressing"}),
+                false,
+                5,
+                &[event(5, "start")],
+                &[json!({"input": 1}), json!({"input": 2})],
+            ),
         )
         .unwrap();
     assert_eq!(r2.revision, 2);
@@ -47,10 +67,13 @@ fn guarantees(s: &dyn Store) {
     let stale = s.update(
         "a",
         1,
-        json!({"phase": "stale"}),
-        true,
-        6,
-        &[event(6, "stale")],
+        write(
+            json!({"phase": "stale"}),
+            true,
+            6,
+            &[event(6, "stale")],
+            &[json!({"input": "stale"})],
+        ),
     );
     assert!(
         matches!(
@@ -70,17 +93,27 @@ fn guarantees(s: &dyn Store) {
         2,
         "the stale write's event is not logged"
     );
+    assert_eq!(
+        s.journal("a").unwrap(),
+        vec![json!({"input": 1}), json!({"input": 2})],
+        "nor its journal entry"
+    );
 
     // Events: gapless, ordered, atomic with the state.
     s.update(
         "a",
         2,
-        json!({"phase": "succeeded"}),
-        true,
-        9,
-        &[event(7, "advance"), event(9, "succeed")],
+        write(
+            json!({"phase": "succeeded"}),
+            true,
+            9,
+            &[event(7, "advance"), event(9, "succeed")],
+            &[json!({"input": 3})],
+        ),
     )
     .unwrap();
+    assert_eq!(s.journal("a").unwrap().len(), 3, "appended in order");
+    assert_eq!(s.journal("a").unwrap()[2], json!({"input": 3}));
     let log = s.events("a", 0).unwrap();
     let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
@@ -92,18 +125,37 @@ fn guarantees(s: &dyn Store) {
     let again = s.create(rollout("a"), event(10, "created")).unwrap();
     assert_eq!(again.revision, 1);
     assert_eq!(s.events("a", 0).unwrap().len(), 1);
+    assert!(s.journal("a").unwrap().is_empty(), "and an empty journal");
+
+    // A reset empties the journal before appending, in the same write.
+    s.update(
+        "a",
+        1,
+        write(json!({}), false, 11, &[], &[json!(1), json!(2)]),
+    )
+    .unwrap();
+    let three = [json!(3)];
+    let mut w = write(json!({}), false, 12, &[], &three);
+    w.reset_journal = true;
+    s.update("a", 2, w).unwrap();
+    assert_eq!(s.journal("a").unwrap(), vec![json!(3)]);
 
     assert!(matches!(
-        s.update("nope", 1, json!({}), false, 1, &[]),
+        s.update("nope", 1, write(json!({}), false, 1, &[], &[])),
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(s.delete("a", 7), Err(StoreError::Conflict { .. })));
+    assert!(
+        !s.journal("a").unwrap().is_empty(),
+        "a refused delete keeps it"
+    );
     s.create(rollout("b"), event(1, "created")).unwrap();
     let names: Vec<String> = s.list().unwrap().into_iter().map(|r| r.name).collect();
     assert_eq!(names, vec!["a", "b"]);
-    s.delete("a", 1).unwrap();
+    s.delete("a", 3).unwrap();
     assert!(s.get("a").unwrap().is_none());
     assert!(s.events("a", 0).unwrap().is_empty());
+    assert!(s.journal("a").unwrap().is_empty());
 }
 
 #[test]
