@@ -29,5 +29,5 @@ pub use machine::{
     TransitionError,
 };
 pub use observations::{LatencyHistogram, Observations, Pair, VersionStats, VersionSummary};
-pub use spec::{JudgeKind, Policy, RolloutSpec, Stage};
+pub use spec::{JudgeKind, Mode, Policy, RolloutSpec, Stage, TrafficProvider, TrafficSpec};
 pub use verdict::{MetricEvidence, Outcome, Verdict};

@@ -33,6 +33,33 @@ pub struct RolloutSpec {
     /// Where live traffic goes (used by `canary run`; ignored by the simulator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficSpec>,
+    /// `enforce` (the default: the weight follows the decisions) or
+    /// `advisory` (decisions are recorded as recommendations; the weight is
+    /// never moved).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Whether a live rollout carries out its decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The weight follows the decisions.
+    #[default]
+    Enforce,
+    /// The analysis runs and each decision is recorded as a recommendation,
+    /// but no weight is ever set: for watching the judge before trusting it.
+    Advisory,
+}
+
+impl Mode {
+    /// `enforce` or `advisory`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Advisory => "advisory",
+        }
+    }
 }
 
 /// One stage as written.
@@ -356,16 +383,57 @@ impl Default for SequentialOptions {
     }
 }
 
-/// Where live traffic is sent (the built-in proxy's upstreams).
+/// Where live traffic is sent and read: the built-in proxy's upstreams, or
+/// a simulated service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSpec {
-    /// Address the proxy listens on, e.g. `127.0.0.1:8080`.
+    /// What moves the weight and counts the requests (default: `proxy`).
+    #[serde(default)]
+    pub provider: TrafficProvider,
+    /// `proxy`: address the proxy listens on, e.g. `127.0.0.1:8080`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub listen: String,
-    /// URL of the stable version.
+    /// `proxy`: URL of the stable version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stable: String,
-    /// URL of the canary version.
+    /// `proxy`: URL of the canary version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub canary: String,
+    /// `simulated`: the built-in scenario that draws the traffic (default
+    /// `healthy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// `simulated`: requests per second, both versions together (default:
+    /// the scenario's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// `simulated`: the seed of the draws (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// What carries a live rollout's traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrafficProvider {
+    /// The built-in proxy: `listen`, `stable` and `canary`.
+    #[default]
+    Proxy,
+    /// A simulated service drawn from a scenario on the wall clock (for
+    /// demos, load tests and trying the API): `scenario`,
+    /// `requests_per_second`, `seed`.
+    Simulated,
+}
+
+impl TrafficProvider {
+    /// The provider's name as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrafficProvider::Proxy => "proxy",
+            TrafficProvider::Simulated => "simulated",
+        }
+    }
 }
 
 impl RolloutSpec {
@@ -393,6 +461,7 @@ impl RolloutSpec {
             ],
             analysis: AnalysisSpec::default(),
             traffic: None,
+            mode: Mode::Enforce,
         }
     }
 

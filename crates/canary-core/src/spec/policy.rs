@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::{
     AnalysisSpec, DeviationOptions, GuardrailsSpec, JudgeKind, JudgeOptions, KayentaOptions,
-    MarginsSpec, OnInconclusive, RolloutSpec, SequentialOptions, StageSpec, TrafficSpec,
+    MarginsSpec, Mode, OnInconclusive, RolloutSpec, SequentialOptions, StageSpec, TrafficProvider,
+    TrafficSpec,
 };
 use crate::document::{SourceDoc, SpecError, SpecErrors};
 
@@ -175,6 +176,8 @@ pub struct Policy {
     pub analysis: Analysis,
     /// Live traffic settings, if given.
     pub traffic: Option<TrafficSpec>,
+    /// Whether the decisions are carried out or only recommended.
+    pub mode: Mode,
 }
 
 /// The seed's per-stage error-delta limit, tightening as the weight grows:
@@ -264,6 +267,7 @@ impl RolloutSpec {
                 },
             },
             traffic: self.traffic.clone(),
+            mode: self.mode,
         })
     }
 }
@@ -540,9 +544,56 @@ fn check_sequential(s: &SequentialOptions, found: &mut Findings) {
     }
 }
 
-/// Checks the live traffic settings: a listen address with a port, and
-/// http:// URLs for both versions.
+/// Checks the live traffic settings: for the proxy a listen address with a
+/// port and http:// URLs for both versions; each provider's fields only
+/// with that provider.
 fn check_traffic(t: &TrafficSpec, found: &mut Findings) {
+    let provider = t.provider.name();
+    let only = |found: &mut Findings, field: &str, value: String, of: &str| {
+        found.add(
+            format!("traffic.{field}"),
+            value,
+            format!("only for `provider: {of}`; this traffic section has `provider: {provider}`"),
+        );
+    };
+    if t.provider != TrafficProvider::Simulated {
+        if let Some(s) = &t.scenario {
+            only(found, "scenario", s.clone(), "simulated");
+        }
+        if let Some(r) = t.requests_per_second {
+            only(found, "requests_per_second", fmt_f64(r), "simulated");
+        }
+        if let Some(s) = t.seed {
+            only(found, "seed", s.to_string(), "simulated");
+        }
+    }
+    match t.provider {
+        TrafficProvider::Proxy => check_proxy_traffic(t, found),
+        TrafficProvider::Simulated => {
+            for (field, v) in [
+                ("listen", &t.listen),
+                ("stable", &t.stable),
+                ("canary", &t.canary),
+            ] {
+                if !v.is_empty() {
+                    only(found, field, v.clone(), "proxy");
+                }
+            }
+            if let Some(r) = t.requests_per_second {
+                if !(r.is_finite() && r > 0.0 && r <= 1e6) {
+                    found.add(
+                        "traffic.requests_per_second".into(),
+                        fmt_f64(r),
+                        "must be a number in (0, 1000000]".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The proxy's fields: a listen address with a port, two http:// URLs.
+fn check_proxy_traffic(t: &TrafficSpec, found: &mut Findings) {
     if t.listen.parse::<std::net::SocketAddr>().is_err() {
         found.add(
             "traffic.listen".into(),

@@ -267,3 +267,54 @@ fn margins_default_to_one_millisecond_of_latency_and_are_checked() {
     assert!((m.error_ratio(0.0001) - 11.0).abs() < 1e-9);
     assert_eq!(m.error_ratio(0.0), 1e6);
 }
+
+#[test]
+fn traffic_providers_take_only_their_own_fields() {
+    let base = "name: p\nstages: [{weight: 100, duration: 1m}]\n";
+    let ok = Policy::from_text(&format!(
+        "{base}traffic: {{provider: simulated, scenario: errors-2x, requests_per_second: 200, seed: 3}}\n"
+    ))
+    .unwrap();
+    let t = ok.traffic.unwrap();
+    assert_eq!(t.provider, TrafficProvider::Simulated);
+    assert_eq!(t.scenario.as_deref(), Some("errors-2x"));
+    let proxy = Policy::from_text(&format!(
+        "{base}traffic: {{listen: 127.0.0.1:8080, stable: http://a:1, canary: http://b:2}}\n"
+    ))
+    .unwrap();
+    assert_eq!(proxy.traffic.unwrap().provider, TrafficProvider::Proxy);
+
+    let errs = errors_of(&format!(
+        "{base}traffic:\n  provider: simulated\n  listen: 127.0.0.1:8080\n  requests_per_second: -1\n"
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["traffic.listen", "traffic.requests_per_second"],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].rule.contains("only for `provider: proxy`"),
+        "{}",
+        errs[0].rule
+    );
+    assert_eq!(errs[0].line, Some(5));
+
+    let errs = errors_of(&format!(
+        "{base}traffic: {{listen: 127.0.0.1:8080, stable: http://a:1, canary: http://b:2, scenario: healthy}}\n"
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "traffic.scenario");
+    let errs = errors_of(&format!("{base}traffic: {{provider: nginx}}\n"));
+    assert_eq!(errs[0].path, "traffic.provider", "{errs:?}");
+}
+
+#[test]
+fn mode_is_enforce_by_default_and_advisory_when_asked() {
+    let base = "name: p\nstages: [{weight: 100, duration: 1m}]\n";
+    assert_eq!(Policy::from_text(base).unwrap().mode, Mode::Enforce);
+    let p = Policy::from_text(&format!("{base}mode: advisory\n")).unwrap();
+    assert_eq!(p.mode, Mode::Advisory);
+    let errs = errors_of(&format!("{base}mode: dry\n"));
+    assert_eq!(errs[0].path, "mode", "{errs:?}");
+}
