@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod evaluate;
+pub mod live;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod report;
@@ -18,5 +19,6 @@ mod sampler;
 pub mod scenario;
 
 pub use evaluate::{evaluate, EvalConfig, Evaluation, PairResult};
+pub use live::SimulatedService;
 pub use run::{run_seed, simulate, Exposure, SimError, SimOptions, Simulation, TickRecord};
 pub use scenario::{Scenario, BUILT_IN};

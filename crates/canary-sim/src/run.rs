@@ -132,6 +132,36 @@ pub fn time_limit(policy: &Policy, scenario: &Scenario) -> Result<Duration, SimE
     Ok(limit.unwrap_or(Duration::MAX))
 }
 
+/// Draws one tick's window of both versions: `expected` requests in all,
+/// `weight` % of them to the canary, the canary as `scenario` has it at
+/// `elapsed` since the rollout began.
+pub(crate) fn draw_window<R: Rng + rand::RngCore>(
+    rng: &mut R,
+    scenario: &Scenario,
+    expected: f64,
+    weight: f64,
+    elapsed: Duration,
+) -> Pair<VersionStats> {
+    let b = &scenario.baseline;
+    let (p_canary, lat_mult) = scenario.canary_at(elapsed, weight);
+    Pair {
+        baseline: draw_version(
+            rng,
+            expected * (1.0 - weight / 100.0),
+            b.error_rate,
+            b.latency_median_ms,
+            b.latency_sigma,
+        ),
+        canary: draw_version(
+            rng,
+            expected * weight / 100.0,
+            p_canary,
+            b.latency_median_ms * lat_mult,
+            b.latency_sigma,
+        ),
+    }
+}
+
 /// Draws one version's window: `mean` expected requests, error rate `p`,
 /// log-normal latency with median `median_ms`, shape `sigma`.
 fn draw_version<R: Rng + rand::RngCore>(
@@ -199,7 +229,6 @@ pub fn simulate(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dt = policy.analysis.interval;
     let rate = scenario.request_rate;
-    let b = &scenario.baseline;
     let mut now = Duration::ZERO;
     let mut timeline = Vec::new();
     engine.apply(Event::Start, now)?;
@@ -219,24 +248,7 @@ pub fn simulate(
             break;
         }
         let w = engine.state().weight;
-        let expected = rate * dt.as_secs_f64();
-        let (p_canary, lat_mult) = scenario.canary_at(now, w);
-        let window = Pair {
-            baseline: draw_version(
-                &mut rng,
-                expected * (1.0 - w / 100.0),
-                b.error_rate,
-                b.latency_median_ms,
-                b.latency_sigma,
-            ),
-            canary: draw_version(
-                &mut rng,
-                expected * w / 100.0,
-                p_canary,
-                b.latency_median_ms * lat_mult,
-                b.latency_sigma,
-            ),
-        };
+        let window = draw_window(&mut rng, scenario, rate * dt.as_secs_f64(), w, now);
         now += dt;
         let summary = opts
             .timeline
