@@ -159,7 +159,7 @@ impl ProxyArgs {
 
 /// A seed for the proxy's per-request draws: the binary is the edge that
 /// may seed randomness.
-fn seed() -> u64 {
+pub fn seed() -> u64 {
     #[allow(clippy::disallowed_methods)] // the binary's edge seeds the proxy's draws
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

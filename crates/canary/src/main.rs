@@ -16,7 +16,9 @@ mod demo_backend;
 mod evaluate;
 mod live;
 mod proxy;
+mod rollouts;
 mod run;
+mod serve;
 mod simulate;
 mod validate;
 
@@ -33,6 +35,8 @@ enum Command {
     Analyze(analyze::Args),
     Simulate(simulate::Args),
     Run(run::Args),
+    Serve(serve::Args),
+    Rollouts(rollouts::Args),
     Demo(demo::Args),
     DemoBackend(demo_backend::Args),
     Evaluate(evaluate::Args),
@@ -46,6 +50,8 @@ fn main() -> ExitCode {
         Command::Analyze(a) => analyze::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Run(a) => run::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Rollouts(a) => rollouts::run(a),
         Command::Demo(a) => demo::run(a),
         Command::DemoBackend(a) => demo_backend::run(a),
         Command::Evaluate(a) => evaluate::run(a),

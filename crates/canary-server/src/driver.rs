@@ -1,0 +1,144 @@
+//! The traffic layer of one rollout: the built-in proxy or a simulated
+//! service, chosen by the spec's `traffic.provider`. Both seams in one
+//! value, so the runner holds one thing per rollout.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use canary_core::{Pair, Policy, TrafficProvider, VersionStats};
+use canary_engine::{ActuatorError, MetricsSource, SourceError, TrafficActuator};
+use canary_proxy::route::HeaderName;
+use canary_proxy::{KeySource, Proxy, ProxyConfig, ProxyHandle, RouteConfig, Upstream};
+use canary_sim::live::Clock;
+use canary_sim::{Scenario, SimulatedService};
+use tokio::sync::oneshot;
+
+/// A rollout's traffic layer.
+pub(crate) enum Driver {
+    /// The built-in proxy, serving on its own task until dropped.
+    Proxy {
+        handle: ProxyHandle,
+        addr: Option<SocketAddr>,
+        /// Dropping it stops the proxy (it drains in-flight requests).
+        _stop: oneshot::Sender<()>,
+    },
+    /// A scenario drawn on the clock.
+    Simulated(Box<SimulatedService>),
+}
+
+/// The scenario a simulated traffic section names, or why not.
+pub(crate) fn scenario_of(policy: &Policy) -> Result<Option<Scenario>, String> {
+    let Some(t) = &policy.traffic else {
+        return Ok(None);
+    };
+    if t.provider != TrafficProvider::Simulated {
+        return Ok(None);
+    }
+    let name = t.scenario.as_deref().unwrap_or("healthy");
+    let mut s = Scenario::built_in(name).ok_or_else(|| {
+        format!(
+            "traffic.scenario: `{name}` is not a built-in scenario (one of {})",
+            canary_sim::BUILT_IN.join(", ")
+        )
+    })?;
+    if let Some(r) = t.requests_per_second {
+        s.request_rate = r;
+    }
+    Ok(Some(s))
+}
+
+impl Driver {
+    /// Starts the traffic layer `policy.traffic` names. `seed` seeds the
+    /// proxy's routing draws; `clock` (time since the rollout began)
+    /// drives a simulated service.
+    ///
+    /// # Errors
+    /// Why it cannot start, naming the field (no traffic section, a
+    /// listen address in use, an unknown scenario).
+    pub(crate) async fn start(policy: &Policy, seed: u64, clock: Clock) -> Result<Driver, String> {
+        let t = policy.traffic.as_ref().ok_or_else(|| {
+            "traffic: required: `provider: proxy` with listen, stable and canary, or `provider: simulated`"
+                .to_string()
+        })?;
+        match t.provider {
+            TrafficProvider::Simulated => {
+                let s = scenario_of(policy)?.unwrap_or_else(|| unreachable!("simulated"));
+                let seed = t.seed.unwrap_or(1);
+                Ok(Driver::Simulated(Box::new(SimulatedService::new(
+                    s, seed, clock,
+                ))))
+            }
+            TrafficProvider::Proxy => {
+                let listen: SocketAddr = t
+                    .listen
+                    .parse()
+                    .map_err(|_| format!("traffic.listen: `{}` is not ADDR:PORT", t.listen))?;
+                let up = |field: &str, url: &str| {
+                    Upstream::parse(url).map_err(|e| format!("traffic.{field}: {e}"))
+                };
+                let mut c =
+                    ProxyConfig::new(listen, up("stable", &t.stable)?, up("canary", &t.canary)?);
+                // As `canary run` does by default: `x-canary: canary` or the
+                // cookie `canary=canary` force a version.
+                c.route = RouteConfig {
+                    sticky: None,
+                    overrides: vec![
+                        KeySource::Header(HeaderName::from_static("x-canary")),
+                        KeySource::Cookie("canary".into()),
+                    ],
+                    seed,
+                };
+                c.connect_timeout = Duration::from_secs(2);
+                c.drain_timeout = Duration::from_secs(5);
+                let proxy = Proxy::bind(c)
+                    .await
+                    .map_err(|e| format!("traffic.listen: {listen}: {e}"))?;
+                let handle = proxy.handle();
+                let addr = proxy.local_addr();
+                let (stop, stopped) = oneshot::channel::<()>();
+                tokio::spawn(proxy.serve(async move {
+                    let _ = stopped.await;
+                }));
+                Ok(Driver::Proxy {
+                    handle,
+                    addr,
+                    _stop: stop,
+                })
+            }
+        }
+    }
+
+    /// The weight the traffic layer routes now, as it reports it.
+    pub(crate) fn actuator_weight(&self) -> f64 {
+        match self {
+            Driver::Proxy { handle, .. } => handle.weight(),
+            Driver::Simulated(s) => s.weight(),
+        }
+    }
+
+    /// The address the proxy serves on, if a proxy.
+    pub(crate) fn listen_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Driver::Proxy { addr, .. } => *addr,
+            Driver::Simulated(_) => None,
+        }
+    }
+}
+
+impl MetricsSource for Driver {
+    async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
+        match self {
+            Driver::Proxy { handle, .. } => handle.read_window().await,
+            Driver::Simulated(s) => s.read_window().await,
+        }
+    }
+}
+
+impl TrafficActuator for Driver {
+    async fn set_weight(&mut self, percent: f64) -> Result<(), ActuatorError> {
+        match self {
+            Driver::Proxy { handle, .. } => TrafficActuator::set_weight(handle, percent).await,
+            Driver::Simulated(s) => s.set_weight(percent).await,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! `/metrics`: the server's state in the Prometheus text format.
+
+use std::fmt::Write as _;
+
+use crate::model::RolloutStatus;
+use crate::rollout::Counters;
+
+/// A label value, escaped as the format wants.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders the metrics of `rollouts` and the server's counters.
+pub(crate) fn render(rollouts: &[RolloutStatus], c: &Counters) -> String {
+    let mut out = String::new();
+    family(&mut out, "canary_rollouts", "gauge", "Rollouts by phase.");
+    for phase in [
+        "pending",
+        "progressing",
+        "paused",
+        "succeeded",
+        "rolled_back",
+        "aborted",
+    ] {
+        let n = rollouts.iter().filter(|r| r.phase == phase).count();
+        let _ = writeln!(out, "canary_rollouts{{phase=\"{phase}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "canary_verdicts_total",
+        "counter",
+        "Judge verdicts by outcome, since the server started.",
+    );
+    for (k, v) in &c.verdicts {
+        let _ = writeln!(out, "canary_verdicts_total{{outcome=\"{}\"}} {v}", label(k));
+    }
+    family(
+        &mut out,
+        "canary_decisions_total",
+        "counter",
+        "Decisions (advance, rollback, pause, ...) by action, since the server started.",
+    );
+    for (k, v) in &c.decisions {
+        let _ = writeln!(out, "canary_decisions_total{{action=\"{}\"}} {v}", label(k));
+    }
+    family(
+        &mut out,
+        "canary_ticks_total",
+        "counter",
+        "Analysis ticks run, all rollouts, since the server started.",
+    );
+    let _ = writeln!(out, "canary_ticks_total {}", c.ticks);
+    family(
+        &mut out,
+        "canary_rollout_weight_percent",
+        "gauge",
+        "Canary weight the traffic layer confirmed, per rollout.",
+    );
+    for r in rollouts {
+        let _ = writeln!(
+            out,
+            "canary_rollout_weight_percent{{rollout=\"{}\"}} {}",
+            label(&r.name),
+            r.applied_weight
+        );
+    }
+    family(
+        &mut out,
+        "canary_rollout_desired_weight_percent",
+        "gauge",
+        "Canary weight the decisions call for (advisory: recommended), per rollout.",
+    );
+    for r in rollouts {
+        let _ = writeln!(
+            out,
+            "canary_rollout_desired_weight_percent{{rollout=\"{}\"}} {}",
+            label(&r.name),
+            r.desired_weight
+        );
+    }
+    family(
+        &mut out,
+        "canary_rollout_stage",
+        "gauge",
+        "Current stage, 0-based (-1 when none runs), per rollout.",
+    );
+    for r in rollouts {
+        let s = r.stage.map_or(-1, |s| s as i64);
+        let _ = writeln!(
+            out,
+            "canary_rollout_stage{{rollout=\"{}\"}} {s}",
+            label(&r.name)
+        );
+    }
+    family(
+        &mut out,
+        "canary_rollout_stage_requests",
+        "gauge",
+        "Requests in the current stage, per rollout and version.",
+    );
+    for r in rollouts {
+        for (v, x) in [("stable", &r.counts.stable), ("canary", &r.counts.canary)] {
+            if let Some(n) = x.get("requests").and_then(serde_json::Value::as_u64) {
+                let _ = writeln!(
+                    out,
+                    "canary_rollout_stage_requests{{rollout=\"{}\",version=\"{v}\"}} {n}",
+                    label(&r.name)
+                );
+            }
+        }
+    }
+    let series = [
+        ("canary_judge_statistic", "statistic", "The judge's latest test statistic (log e-value for the sequential judge), per rollout and metric."),
+        ("canary_judge_threshold", "threshold", "The threshold the latest statistic is held to, per rollout and metric."),
+        ("canary_judge_e_value", "e_value", "The latest e-value, where the judge has one, per rollout and metric."),
+        ("canary_judge_p_value", "p_value", "The latest p-value (anytime-valid for the sequential judge), per rollout and metric."),
+    ];
+    for (name, field, help) in series {
+        family(&mut out, name, "gauge", help);
+        for r in rollouts {
+            let Some(ms) = r
+                .verdict
+                .as_ref()
+                .and_then(|v| v.get("metrics"))
+                .and_then(|m| m.as_array())
+            else {
+                continue;
+            };
+            for m in ms {
+                let metric = m.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                if let Some(x) = m.get(field).and_then(serde_json::Value::as_f64) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{rollout=\"{}\",metric=\"{}\"}} {x}",
+                        label(&r.name),
+                        label(metric)
+                    );
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,984 @@
+//! One rollout in `canary serve`: its engine, its traffic layer and its
+//! stored record, driven by a task of its own.
+//!
+//! # The order of every step (crash safety)
+//! 1. The input (a tick's window, or an operator's event) is fed to the
+//!    engine, which decides.
+//! 2. The input goes into the rollout's journal, the decisions into its
+//!    event log and the weight they call for into its state — one
+//!    compare-and-set transaction. Nothing has moved yet.
+//! 3. The weight is set on the traffic layer.
+//! 4. Once the traffic layer took it, the state records it as applied.
+//!
+//! A kill at any instant leaves the store at a step boundary. On restart
+//! the journal is replayed into a fresh engine — the same state, the same
+//! evidence, the same judge's running totals, so no fresh test spends α
+//! again — and the recorded weight is set again (setting a weight twice is
+//! harmless; a transition is in the journal once). The time of a rollout is
+//! the wall clock since its start, so a stage keeps the bake time it had
+//! and the time the server was down counts as passed (windows of that time
+//! are simply missing, which never promotes; a stage whose timeout passed
+//! meanwhile ends as its policy says).
+//!
+//! A store write that fails leaves the engine ahead of the store: the
+//! runner then moves no weight, and rebuilds the engine from the store
+//! before its next step.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use canary_core::{Command, Event, Mode, Phase, Policy, TransitionError};
+use canary_engine::{Engine, Input, MetricsSource, TrafficActuator};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::driver::Driver;
+use crate::model::{rfc3339, Counts, EventEntry, RolloutStatus, TrafficInfo};
+use crate::store::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Write};
+
+/// The wall clock, milliseconds since the Unix epoch (passed in).
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// An API error: status, one line, details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// What is wrong.
+    pub error: String,
+    /// Each problem.
+    pub details: Vec<String>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: u16, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: error.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub(crate) fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::Exists(n) => ApiError::new(409, format!("rollout `{n}` is running")),
+            StoreError::NotFound(n) => ApiError::new(404, format!("no rollout `{n}`")),
+            StoreError::Conflict { .. } => ApiError::new(409, e.to_string()),
+            StoreError::Backend { .. } => {
+                let mut s = e.to_string();
+                let mut c = std::error::Error::source(&e);
+                while let Some(x) = c {
+                    s.push_str(": ");
+                    s.push_str(&x.to_string());
+                    c = x.source();
+                }
+                ApiError::new(503, s)
+            }
+        }
+    }
+}
+
+/// What the server shares with every runner.
+pub(crate) struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub clock: WallClock,
+    pub changes: broadcast::Sender<Arc<Change>>,
+    pub counters: Mutex<Counters>,
+    pub seed: u64,
+}
+
+/// Counters for `/metrics`, since the server started.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Verdicts by outcome.
+    pub verdicts: std::collections::BTreeMap<String, u64>,
+    /// Decisions by action.
+    pub decisions: std::collections::BTreeMap<String, u64>,
+    /// Ticks run.
+    pub ticks: u64,
+}
+
+/// One state change, for the watchers.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub status: RolloutStatus,
+    pub events: Vec<EventEntry>,
+    pub deleted: bool,
+}
+
+/// An operator action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Hold the weight.
+    Pause,
+    /// Go on after a pause.
+    Resume,
+    /// Finish the current stage now.
+    Promote,
+    /// Straight to 100 %.
+    PromoteFull,
+    /// Weight 0 at once.
+    Abort,
+    /// Start a rolled-back or aborted rollout again.
+    Retry,
+}
+
+impl Action {
+    /// The action of a URL segment.
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "promote" => Action::Promote,
+            "promote-full" => Action::PromoteFull,
+            "abort" => Action::Abort,
+            "retry" => Action::Retry,
+            _ => return None,
+        })
+    }
+
+    /// Its URL segment.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Promote => "promote",
+            Action::PromoteFull => "promote-full",
+            Action::Abort => "abort",
+            Action::Retry => "retry",
+        }
+    }
+}
+
+/// What a runner is asked to do.
+pub(crate) enum Cmd {
+    Act {
+        action: Action,
+        actor: String,
+        reason: Option<String>,
+        reply: oneshot::Sender<Result<RolloutStatus, ApiError>>,
+    },
+    Delete {
+        force: bool,
+        actor: String,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Stop driving (server shutdown, or a finished rollout replaced).
+    Stop { reply: oneshot::Sender<()> },
+}
+
+/// A runner as the API sees it.
+pub(crate) struct Entry {
+    pub tx: mpsc::Sender<Cmd>,
+    pub status: RwLock<RolloutStatus>,
+}
+
+impl Entry {
+    pub(crate) fn status(&self) -> RolloutStatus {
+        self.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The rollout's state as stored (beside the journal that rebuilds its
+/// engine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Stored {
+    /// Starts over (`retry`) so far.
+    generation: u64,
+    /// When this generation started, ms since the epoch: the engine's
+    /// time is the wall clock since then.
+    origin_ms: u64,
+    /// The weight the decisions call for.
+    desired_weight: f64,
+    /// The weight the traffic layer last took.
+    applied_weight: f64,
+    /// The phase, for readers of the store.
+    phase: String,
+}
+
+pub(crate) struct Runner {
+    ctx: Arc<Ctx>,
+    entry: Arc<Entry>,
+    name: String,
+    policy: Policy,
+    engine: Engine,
+    driver: Driver,
+    origin: Arc<AtomicU64>,
+    revision: u64,
+    created_ms: u64,
+    updated_ms: u64,
+    st: Stored,
+    /// The engine is ahead of the store (a write failed): rebuild first.
+    stale: bool,
+    /// A permanent failure of the traffic layer, not yet acted on.
+    permanent: Option<String>,
+    source_failures: u64,
+    last_error: Option<String>,
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut c = e.source();
+    while let Some(x) = c {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        c = x.source();
+    }
+    s
+}
+
+fn refused(e: TransitionError, action: &str) -> ApiError {
+    let phase = match &e {
+        TransitionError::Terminal { phase, .. } | TransitionError::NotAllowed { phase, .. } => {
+            *phase
+        }
+    };
+    ApiError::new(409, format!("cannot {action}: {e}"))
+        .with_details(vec![format!("phase: {phase}")])
+}
+
+/// The entry of an event record.
+pub(crate) fn entry_of(e: &EventRecord) -> EventEntry {
+    EventEntry {
+        seq: e.seq,
+        time: rfc3339(e.event.at_ms),
+        at_ms: e.event.at_ms,
+        actor: e.event.actor.clone(),
+        event: e.event.event.clone(),
+        reason: e.event.reason.clone(),
+        detail: e.event.detail.clone(),
+    }
+}
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::Backend {
+            message: "the store call did not finish".into(),
+            source: Box::new(e),
+        }),
+    }
+}
+
+fn sim_clock(wall: WallClock, origin: Arc<AtomicU64>) -> canary_sim::live::Clock {
+    Arc::new(move || Duration::from_millis(wall().saturating_sub(origin.load(Ordering::SeqCst))))
+}
+
+fn seed_for(seed: u64, name: &str) -> u64 {
+    name.bytes().fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl Runner {
+    /// Creates and starts a rollout: starts its traffic layer, stores it,
+    /// applies `start`. Returns the runner (not yet spawned).
+    pub(crate) async fn create(
+        ctx: Arc<Ctx>,
+        spec: String,
+        policy: Policy,
+        actor: &str,
+    ) -> Result<Runner, ApiError> {
+        let now = (ctx.clock)();
+        let origin = Arc::new(AtomicU64::new(now));
+        let driver = Driver::start(
+            &policy,
+            seed_for(ctx.seed, &policy.name),
+            sim_clock(ctx.clock.clone(), origin.clone()),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(422, "cannot start the rollout's traffic layer").with_details(vec![e])
+        })?;
+        let st = Stored {
+            generation: 0,
+            origin_ms: now,
+            desired_weight: 0.0,
+            applied_weight: 0.0,
+            phase: "pending".into(),
+        };
+        let name = policy.name.clone();
+        let store = ctx.store.clone();
+        let new = NewRollout {
+            name: name.clone(),
+            spec,
+            state: serde_json::to_value(&st).unwrap_or(Value::Null),
+            at_ms: now,
+        };
+        let first = NewEvent {
+            at_ms: now,
+            actor: actor.to_string(),
+            event: "created".into(),
+            reason: format!(
+                "{} stages, judge {}, mode {}",
+                policy.stages.len(),
+                policy.analysis.judge.name(),
+                policy.mode.name()
+            ),
+            detail: json!({}),
+        };
+        let rec = blocking(move || store.create(new, first)).await?;
+        let mut r = Runner::assemble(ctx, rec, policy, None, driver, origin, st);
+        r.publish(Vec::new());
+        r.feed(
+            Input::Apply {
+                event: Event::Start,
+                now: Duration::ZERO,
+            },
+            actor,
+            None,
+            Vec::new(),
+            false,
+        )
+        .await?;
+        Ok(r)
+    }
+
+    fn assemble(
+        ctx: Arc<Ctx>,
+        rec: RolloutRecord,
+        policy: Policy,
+        engine: Option<Engine>,
+        driver: Driver,
+        origin: Arc<AtomicU64>,
+        st: Stored,
+    ) -> Runner {
+        let engine = engine.unwrap_or_else(|| Engine::new(policy.clone()));
+        let (tx, _rx) = mpsc::channel(1);
+        let mut r = Runner {
+            entry: Arc::new(Entry {
+                tx,
+                status: RwLock::new(placeholder(&rec.name)),
+            }),
+            ctx,
+            name: rec.name.clone(),
+            policy,
+            engine,
+            driver,
+            origin,
+            revision: rec.revision,
+            created_ms: rec.created_at_ms,
+            updated_ms: rec.updated_at_ms,
+            st,
+            stale: false,
+            permanent: None,
+            source_failures: 0,
+            last_error: None,
+        };
+        r.refresh_status();
+        r
+    }
+
+    /// Rebuilds a stored rollout after a restart: replays its journal,
+    /// starts its traffic layer, sets the recorded weight again.
+    pub(crate) async fn recover(ctx: Arc<Ctx>, rec: RolloutRecord) -> Result<Runner, String> {
+        let name = rec.name.clone();
+        let policy = Policy::from_text(&rec.spec)
+            .map_err(|e| format!("rollout `{name}`: its stored spec no longer validates: {e}"))?;
+        let st: Stored = serde_json::from_value(rec.state.clone())
+            .map_err(|e| format!("rollout `{name}`: stored state unreadable: {e}"))?;
+        let engine = replay(&ctx, &name, &policy).await?;
+        let origin = Arc::new(AtomicU64::new(st.origin_ms));
+        let driver = Driver::start(
+            &policy,
+            seed_for(ctx.seed, &name),
+            sim_clock(ctx.clock.clone(), origin.clone()),
+        )
+        .await
+        .map_err(|e| format!("rollout `{name}`: {e}"))?;
+        let finished = rec.finished;
+        let pending = engine.state().phase == Phase::Pending;
+        let mut r = Runner::assemble(ctx, rec, policy, Some(engine), driver, origin, st);
+        if pending && !finished {
+            r.feed(
+                Input::Apply {
+                    event: Event::Start,
+                    now: r.now(),
+                },
+                "controller",
+                None,
+                Vec::new(),
+                false,
+            )
+            .await
+            .map_err(|e| format!("rollout `{name}`: cannot start: {}", e.error))?;
+        } else {
+            if !finished {
+                let e = r.event(
+                    "controller",
+                    "recovered",
+                    format!(
+                        "server restarted: journal replayed, {} of weight re-applied",
+                        r.st.desired_weight
+                    ),
+                    json!({"desired_weight": r.st.desired_weight}),
+                );
+                let _ = r.persist(vec![e], Vec::new(), false).await;
+            }
+            r.actuate(true).await;
+        }
+        r.refresh_status();
+        Ok(r)
+    }
+
+    /// Spawns the runner's task; returns its entry.
+    pub(crate) fn spawn(mut self) -> Arc<Entry> {
+        let (tx, rx) = mpsc::channel(16);
+        let entry = Arc::new(Entry {
+            tx,
+            status: RwLock::new(self.entry.status()),
+        });
+        self.entry = entry.clone();
+        tokio::spawn(self.run(rx));
+        entry
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let interval = self.policy.analysis.interval.max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let finished = self.finished() && self.permanent.is_none();
+            tokio::select! {
+                _ = ticker.tick(), if !finished => self.tick().await,
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(Cmd::Stop { reply }) => {
+                        drop(self);
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(Cmd::Act { action, actor, reason, reply }) => {
+                        let r = self.act(action, &actor, reason).await;
+                        let _ = reply.send(r.map(|()| self.entry.status()));
+                    }
+                    Some(Cmd::Delete { force, actor, reply }) => {
+                        match self.delete(force, &actor).await {
+                            Ok(()) => {
+                                drop(self);
+                                let _ = reply.send(Ok(()));
+                                return;
+                            }
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.engine.state().phase.is_terminal()
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis((self.ctx.clock)().saturating_sub(self.st.origin_ms))
+    }
+
+    fn event(&self, actor: &str, event: &str, reason: String, detail: Value) -> NewEvent {
+        NewEvent {
+            at_ms: (self.ctx.clock)(),
+            actor: actor.to_string(),
+            event: event.to_string(),
+            reason,
+            detail,
+        }
+    }
+
+    /// One tick: read the window, let the engine judge and step.
+    async fn tick(&mut self) {
+        if self.stale && self.reload().await.is_err() {
+            return;
+        }
+        if let Some(why) = self.permanent.take() {
+            if !self.finished() {
+                let input = Input::Apply {
+                    event: Event::Abort {
+                        reason: format!("stopped: {why}"),
+                    },
+                    now: self.now(),
+                };
+                let _ = self
+                    .feed(input, "controller", None, Vec::new(), false)
+                    .await;
+            }
+            return;
+        }
+        let window = match self.driver.read_window().await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.source_failures += 1;
+                self.last_error = Some(format!("metrics source: {}", chain(&e)));
+                if e.is_permanent() {
+                    self.permanent = Some(chain(&e));
+                }
+                None
+            }
+        };
+        let looked = window.is_some();
+        let input = Input::Observe {
+            window,
+            now: self.now(),
+        };
+        if self
+            .feed(input, "controller", None, Vec::new(), false)
+            .await
+            .is_ok()
+        {
+            let mut c = self.ctx.counters.lock().unwrap_or_else(|p| p.into_inner());
+            c.ticks += 1;
+            if looked {
+                if let Some(v) = self.engine.last_verdict() {
+                    *c.verdicts.entry(v.outcome.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Steps 1–4 of the module docs for one input.
+    async fn feed(
+        &mut self,
+        input: Input,
+        actor: &str,
+        reason: Option<&str>,
+        mut events: Vec<NewEvent>,
+        reset: bool,
+    ) -> Result<(), ApiError> {
+        let what = match &input {
+            Input::Apply { event, .. } => event.name(),
+            Input::Observe { .. } => "tick",
+        };
+        let commands = self
+            .engine
+            .input(input.clone())
+            .map_err(|e| refused(e, what))?;
+        let advisory = self.policy.mode == Mode::Advisory;
+        for c in &commands {
+            if let Command::RecordDecision(d) = c {
+                let action = serde_json::to_value(d.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| format!("{:?}", d.action).to_lowercase());
+                *self
+                    .ctx
+                    .counters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .decisions
+                    .entry(action.clone())
+                    .or_default() += 1;
+                let mut reason_text = d.reason.clone();
+                if let Some(r) = reason.filter(|r| !r.is_empty()) {
+                    if !reason_text.contains(r) {
+                        reason_text.push_str(": ");
+                        reason_text.push_str(r);
+                    }
+                }
+                if advisory {
+                    reason_text = format!("advisory (weight not moved): {reason_text}");
+                }
+                let mut detail = json!({
+                    "stage": d.stage,
+                    "weight_before": d.weight_before,
+                    "weight_after": d.weight_after,
+                    "at_seconds": d.at_seconds,
+                });
+                if advisory {
+                    detail["advisory"] = json!(true);
+                }
+                if let Some(v) = &d.verdict {
+                    detail["verdict"] = serde_json::to_value(v).unwrap_or(Value::Null);
+                }
+                events.push(self.event(actor, &action, reason_text, detail));
+            }
+        }
+        self.st.desired_weight = self.engine.state().weight;
+        self.st.phase = self.engine.state().phase.name().to_string();
+        let journal = vec![serde_json::to_value(&input).unwrap_or(Value::Null)];
+        self.persist(events, journal, reset).await?;
+        self.actuate(false).await;
+        Ok(())
+    }
+
+    /// Writes the state (with `events` and `journal`) at the next revision.
+    async fn persist(
+        &mut self,
+        events: Vec<NewEvent>,
+        journal: Vec<Value>,
+        reset: bool,
+    ) -> Result<(), ApiError> {
+        let store = self.ctx.store.clone();
+        let name = self.name.clone();
+        let expected = self.revision;
+        let state = serde_json::to_value(&self.st).unwrap_or(Value::Null);
+        let finished = self.finished();
+        let at_ms = (self.ctx.clock)();
+        let logged = events.clone();
+        let r = blocking(move || {
+            store.update(
+                &name,
+                expected,
+                Write {
+                    state,
+                    finished,
+                    at_ms,
+                    events: &logged,
+                    journal: &journal,
+                    reset_journal: reset,
+                },
+            )
+        })
+        .await;
+        match r {
+            Ok(rec) => {
+                self.revision = rec.revision;
+                self.updated_ms = rec.updated_at_ms;
+                if self
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("store"))
+                {
+                    self.last_error = None;
+                }
+                self.publish(events);
+                Ok(())
+            }
+            Err(e) => {
+                self.stale = true;
+                let e = ApiError::from(e);
+                self.last_error = Some(e.error.clone());
+                self.refresh_status();
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets the desired weight on the traffic layer (step 3) and records it
+    /// applied (step 4). `again`: set it even if recorded as applied (after
+    /// a restart the traffic layer may have lost it).
+    async fn actuate(&mut self, again: bool) {
+        if self.policy.mode == Mode::Advisory || self.stale {
+            return;
+        }
+        let w = self.st.desired_weight;
+        if !again && w == self.st.applied_weight && self.driver.actuator_weight() == w {
+            return;
+        }
+        match self.driver.set_weight(w).await {
+            Ok(()) => {
+                // The next window starts at the new weight.
+                let _ = self.driver.read_window().await;
+                if self.st.applied_weight != w {
+                    let before = self.st.applied_weight;
+                    self.st.applied_weight = w;
+                    let e = self.event(
+                        "controller",
+                        "weight_applied",
+                        format!("traffic layer routes {w} % to the canary"),
+                        json!({"weight_before": before, "weight_after": w}),
+                    );
+                    if self.persist(vec![e], Vec::new(), false).await.is_err() {
+                        // Recorded on the next write, or set again after a
+                        // restart: the weight itself is where it should be.
+                    }
+                }
+                if self
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("traffic"))
+                {
+                    self.last_error = None;
+                }
+            }
+            Err(e) => {
+                self.last_error = Some(format!(
+                    "traffic layer: weight {w} % not applied: {}",
+                    chain(&e)
+                ));
+                if e.is_permanent() && !self.finished() {
+                    self.permanent = Some(chain(&e));
+                }
+            }
+        }
+        self.refresh_status();
+    }
+
+    /// Rebuilds the engine from the store (after a failed write).
+    async fn reload(&mut self) -> Result<(), String> {
+        let store = self.ctx.store.clone();
+        let name = self.name.clone();
+        let rec = blocking(move || store.get(&name))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("rollout `{}` is gone from the store", self.name))?;
+        let st: Stored = serde_json::from_value(rec.state.clone()).map_err(|e| e.to_string())?;
+        let engine = replay(&self.ctx, &self.name, &self.policy).await?;
+        self.engine = engine;
+        self.st = st;
+        self.origin.store(self.st.origin_ms, Ordering::SeqCst);
+        self.revision = rec.revision;
+        self.updated_ms = rec.updated_at_ms;
+        self.stale = false;
+        self.actuate(true).await;
+        Ok(())
+    }
+
+    async fn act(
+        &mut self,
+        action: Action,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        if self.stale {
+            self.reload()
+                .await
+                .map_err(|e| ApiError::new(503, format!("store: {e}")))?;
+        }
+        let now = self.now();
+        let note = reason.clone().unwrap_or_default();
+        let event = match action {
+            Action::Pause => Event::Pause {
+                note: if note.is_empty() {
+                    format!("by {actor}")
+                } else {
+                    note.clone()
+                },
+            },
+            Action::Resume => Event::Resume,
+            Action::Promote => Event::Promote,
+            Action::PromoteFull => Event::PromoteFull,
+            Action::Abort => Event::Abort {
+                reason: if note.is_empty() {
+                    format!("aborted by {actor}")
+                } else {
+                    note.clone()
+                },
+            },
+            Action::Retry => return self.retry(actor, reason.as_deref()).await,
+        };
+        self.feed(
+            Input::Apply { event, now },
+            actor,
+            reason.as_deref(),
+            Vec::new(),
+            false,
+        )
+        .await
+    }
+
+    async fn retry(&mut self, actor: &str, reason: Option<&str>) -> Result<(), ApiError> {
+        let phase = self.engine.state().phase.name();
+        if !matches!(
+            self.engine.state().phase,
+            Phase::RolledBack { .. } | Phase::Aborted { .. }
+        ) {
+            return Err(ApiError::new(
+                409,
+                format!("cannot retry: only a rolled back or aborted rollout starts over; `{}` is {phase}", self.name),
+            )
+            .with_details(vec![format!("phase: {phase}")]));
+        }
+        let now_ms = (self.ctx.clock)();
+        self.st.generation += 1;
+        self.st.origin_ms = now_ms;
+        self.origin.store(now_ms, Ordering::SeqCst);
+        self.engine = Engine::new(self.policy.clone());
+        let mut why = format!(
+            "started over from the first stage (generation {})",
+            self.st.generation
+        );
+        if let Some(r) = reason.filter(|r| !r.is_empty()) {
+            why.push_str(": ");
+            why.push_str(r);
+        }
+        let e = self.event(
+            actor,
+            "retry",
+            why,
+            json!({"generation": self.st.generation}),
+        );
+        // Drop what the traffic layer recorded before the new start.
+        let _ = self.driver.read_window().await;
+        self.feed(
+            Input::Apply {
+                event: Event::Start,
+                now: Duration::ZERO,
+            },
+            actor,
+            None,
+            vec![e],
+            true,
+        )
+        .await
+    }
+
+    async fn delete(&mut self, force: bool, actor: &str) -> Result<(), ApiError> {
+        if !self.finished() {
+            if !force {
+                let phase = self.engine.state().phase.name();
+                return Err(ApiError::new(
+                    409,
+                    format!("cannot delete: rollout `{}` is {phase}; abort it first, or delete with ?force=true", self.name),
+                )
+                .with_details(vec![format!("phase: {phase}")]));
+            }
+            self.act(
+                Action::Abort,
+                actor,
+                Some(format!("deleted by {actor} (force)")),
+            )
+            .await?;
+        }
+        let store = self.ctx.store.clone();
+        let name = self.name.clone();
+        let rev = self.revision;
+        blocking(move || store.delete(&name, rev)).await?;
+        let mut status = self.entry.status();
+        status.revision = rev + 1;
+        let _ = self.ctx.changes.send(Arc::new(Change {
+            status,
+            events: Vec::new(),
+            deleted: true,
+        }));
+        Ok(())
+    }
+
+    fn publish(&mut self, events: Vec<NewEvent>) {
+        self.refresh_status();
+        if self.ctx.changes.receiver_count() == 0 {
+            return;
+        }
+        let status = self.entry.status();
+        let entries = events
+            .into_iter()
+            .map(|e| EventEntry {
+                seq: 0,
+                time: rfc3339(e.at_ms),
+                at_ms: e.at_ms,
+                actor: e.actor,
+                event: e.event,
+                reason: e.reason,
+                detail: e.detail,
+            })
+            .collect();
+        let _ = self.ctx.changes.send(Arc::new(Change {
+            status,
+            events: entries,
+            deleted: false,
+        }));
+    }
+
+    fn refresh_status(&mut self) {
+        let s = self.status();
+        *self.entry.status.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    fn status(&self) -> RolloutStatus {
+        let state = self.engine.state();
+        let obs = self.engine.observations();
+        let stage = state.phase.stage();
+        let reason = match &state.phase {
+            Phase::Paused { reason, .. } => Some(reason.to_string()),
+            Phase::RolledBack { reason } | Phase::Aborted { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        let now = self.now();
+        let t = self.policy.traffic.as_ref();
+        RolloutStatus {
+            name: self.name.clone(),
+            mode: self.policy.mode.name().into(),
+            phase: state.phase.name().into(),
+            reason,
+            stage,
+            stages: self.policy.stages.len(),
+            desired_weight: self.st.desired_weight,
+            applied_weight: self.st.applied_weight,
+            actuator_weight: self.driver.actuator_weight(),
+            generation: self.st.generation,
+            revision: self.revision,
+            created_at: rfc3339(self.created_ms),
+            updated_at: rfc3339(self.updated_ms),
+            started_at: rfc3339(self.st.origin_ms),
+            stage_elapsed_seconds: stage
+                .map(|_| now.saturating_sub(state.stage_started_at).as_secs_f64()),
+            stage_bake_seconds: stage.map(|s| self.policy.stages[s].bake.as_secs_f64()),
+            counts: Counts {
+                stable: serde_json::to_value(obs.stage.baseline.summary()).unwrap_or(Value::Null),
+                canary: serde_json::to_value(obs.stage.canary.summary()).unwrap_or(Value::Null),
+            },
+            verdict: self
+                .engine
+                .last_verdict()
+                .and_then(|v| serde_json::to_value(v).ok()),
+            traffic: TrafficInfo {
+                provider: t.map_or("proxy", |t| t.provider.name()).into(),
+                listen: self.driver.listen_addr().map(|a| a.to_string()),
+            },
+            source_failures: self.source_failures,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// A fresh engine for `policy` fed the rollout's journal.
+async fn replay(ctx: &Ctx, name: &str, policy: &Policy) -> Result<Engine, String> {
+    let store = ctx.store.clone();
+    let n = name.to_string();
+    let journal = blocking(move || store.journal(&n))
+        .await
+        .map_err(|e| format!("rollout `{name}`: {e}"))?;
+    let inputs: Vec<Input> = journal
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("rollout `{name}`: a journal entry is unreadable: {e}"))?;
+    Engine::replay(policy.clone(), &inputs)
+        .map_err(|e| format!("rollout `{name}`: its journal does not replay: {e}"))
+}
+
+fn placeholder(name: &str) -> RolloutStatus {
+    RolloutStatus {
+        name: name.into(),
+        mode: "enforce".into(),
+        phase: "pending".into(),
+        reason: None,
+        stage: None,
+        stages: 0,
+        desired_weight: 0.0,
+        applied_weight: 0.0,
+        actuator_weight: 0.0,
+        generation: 0,
+        revision: 0,
+        created_at: String::new(),
+        updated_at: String::new(),
+        started_at: String::new(),
+        stage_elapsed_seconds: None,
+        stage_bake_seconds: None,
+        counts: Counts {
+            stable: Value::Null,
+            canary: Value::Null,
+        },
+        verdict: None,
+        traffic: TrafficInfo {
+            provider: String::new(),
+            listen: None,
+        },
+        source_failures: 0,
+        last_error: None,
+    }
+}
