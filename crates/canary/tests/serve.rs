@@ -1,0 +1,621 @@
+//! `canary serve` as users run it: a real server process on loopback (port
+//! 0, its own temporary store, stopped by its PID), driven over HTTP; demo
+//! backends as real child processes. Waits poll the API for a state; no
+//! assertion depends on how long anything took.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use canary_demo::launch::ChildBackend;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_canary")
+}
+
+/// A fresh directory under the system's temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("canary-serve-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `canary serve` child process, killed (SIGKILL) when dropped.
+struct ServeProc {
+    child: Child,
+    base: String,
+}
+
+impl ServeProc {
+    fn start(db: &Path) -> Self {
+        let mut child = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .env("CANARY_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start canary serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("canary serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        ServeProc { child, base: addr }
+    }
+
+    /// kill -9.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+/// One call: (status, JSON body or Null).
+fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Value) {
+    let a = agent();
+    let url = format!("{base}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let r = match method {
+        "GET" => {
+            let mut q = a.get(&url);
+            if let Some(h) = &auth {
+                q = q.header("Authorization", h);
+            }
+            q.call()
+        }
+        "DELETE" => {
+            let mut q = a.delete(&url).header("X-Canary-Actor", "tester");
+            if let Some(h) = &auth {
+                q = q.header("Authorization", h);
+            }
+            q.call()
+        }
+        _ => {
+            let mut q = a
+                .post(&url)
+                .header("X-Canary-Actor", "tester")
+                .header("Content-Type", content_type);
+            if let Some(h) = &auth {
+                q = q.header("Authorization", h);
+            }
+            q.send(body)
+        }
+    };
+    let mut r = r.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn get(base: &str, path: &str) -> (u16, Value) {
+    call(base, "GET", path, None, "", b"")
+}
+
+fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
+    let ct = if body.trim_start().starts_with('{') {
+        "application/json"
+    } else {
+        "application/yaml"
+    };
+    call(base, "POST", path, Some(TOKEN), ct, body.as_bytes())
+}
+
+fn action(base: &str, name: &str, act: &str) -> (u16, Value) {
+    post(
+        base,
+        &format!("/api/v1/rollouts/{name}/{act}"),
+        &json!({"reason": format!("test {act}")}).to_string(),
+    )
+}
+
+/// Polls the rollout until `ok` holds (or panics after `limit`).
+fn wait_for(base: &str, name: &str, limit: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let (s, v) = get(base, &format!("/api/v1/rollouts/{name}"));
+        if s == 200 && ok(&v) {
+            return v;
+        }
+        assert!(t0.elapsed() < limit, "rollout {name} never got there: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn events(base: &str, name: &str) -> Vec<Value> {
+    let (s, v) = get(base, &format!("/api/v1/rollouts/{name}/events"));
+    assert_eq!(s, 200, "{v}");
+    v["events"].as_array().unwrap().clone()
+}
+
+fn proxy_spec(name: &str, stable: &ChildBackend, canary: &ChildBackend) -> String {
+    format!(
+        "name: {name}\nstages:\n  - {{weight: 10, duration: 1h}}\n  - {{weight: 50, duration: 1h}}\n  - {{weight: 100, duration: 1h}}\nanalysis: {{interval: 200ms}}\ntraffic:\n  listen: 127.0.0.1:0\n  stable: {}\n  canary: {}\n",
+        stable.url(),
+        canary.url()
+    )
+}
+
+/// Every action over HTTP against a running server with demo backends;
+/// the log records each with its actor, and a watcher sees them live.
+#[test]
+fn every_action_over_http_is_logged_with_its_actor_and_watched_live() {
+    let dir = TempDir::new("actions");
+    let stable = ChildBackend::start(bin(), "stable", &[]).unwrap();
+    let canary = ChildBackend::start(bin(), "canary", &[]).unwrap();
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let base = srv.base.clone();
+
+    let (s, v) = post(
+        &base,
+        "/api/v1/rollouts",
+        &proxy_spec("web", &stable, &canary),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["phase"], "progressing");
+    assert_eq!(v["stage"], 0);
+    assert_eq!(v["applied_weight"], 10.0);
+    assert_eq!(
+        v["actuator_weight"], 10.0,
+        "the proxy routes what was applied"
+    );
+    let listen = v["traffic"]["listen"].as_str().unwrap().to_string();
+    assert!(listen.starts_with("127.0.0.1:"), "{v}");
+
+    // The watch stream: a snapshot first, then one event per change.
+    let watch_url = format!("{base}/api/v1/rollouts/web/watch");
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Value)>();
+    std::thread::spawn(move || {
+        let r = agent().get(&watch_url).call().unwrap();
+        let mut kind = String::new();
+        for line in BufReader::new(r.into_body().into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().into();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(d.trim()).unwrap();
+                if tx.send((kind.clone(), v)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let (kind, first) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(kind, "snapshot");
+    assert_eq!(first["status"]["name"], "web");
+
+    // A request through the rollout's proxy reaches a backend.
+    let (s, _) = call(&format!("http://{listen}"), "GET", "/", None, "", b"");
+    assert!(s < 500, "the proxy serves: {s}");
+
+    let (s, v) = action(&base, "web", "pause");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["phase"], "paused");
+    assert!(v["reason"].as_str().unwrap().contains("test pause"), "{v}");
+    let (s, v) = action(&base, "web", "pause");
+    assert_eq!(s, 409, "pausing a paused rollout: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("paused"),
+        "names the phase: {v}"
+    );
+    let (s, v) = action(&base, "web", "resume");
+    assert_eq!((s, v["phase"].as_str()), (200, Some("progressing")), "{v}");
+    let (s, v) = action(&base, "web", "promote");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["stage"], 1);
+    assert_eq!(v["applied_weight"], 50.0);
+    assert_eq!(v["actuator_weight"], 50.0);
+    let (s, v) = action(&base, "web", "promote-full");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["phase"], "succeeded");
+    assert_eq!(
+        (v["applied_weight"].as_f64(), v["actuator_weight"].as_f64()),
+        (Some(100.0), Some(100.0))
+    );
+    let (s, v) = action(&base, "web", "retry");
+    assert_eq!(s, 409, "a succeeded rollout is not retried: {v}");
+    assert_eq!(v["details"][0], "phase: succeeded");
+
+    // The watcher saw the changes, in order, ending at succeeded.
+    let mut phases = Vec::new();
+    let t0 = Instant::now();
+    while phases.last().map(String::as_str) != Some("succeeded") {
+        let (kind, v) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("watch stream stalled after {phases:?}"));
+        assert_eq!(kind, "change");
+        let p = v["status"]["phase"].as_str().unwrap().to_string();
+        if phases.last() != Some(&p) {
+            phases.push(p);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30));
+    }
+    assert!(phases.contains(&"paused".to_string()), "{phases:?}");
+
+    let log = events(&base, "web");
+    let seqs: Vec<u64> = log.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "gapless");
+    let by = |ev: &str| {
+        log.iter()
+            .find(|e| e["event"] == ev)
+            .unwrap_or_else(|| panic!("no {ev} in {log:?}"))
+    };
+    for ev in ["created", "pause", "resume", "promote", "promote_full"] {
+        assert_eq!(by(ev)["actor"], "api:tester", "{ev}");
+    }
+    assert!(by("pause")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("test pause"));
+    assert_eq!(by("weight_applied")["actor"], "controller");
+
+    let (s, _) = call(
+        &base,
+        "DELETE",
+        "/api/v1/rollouts/web",
+        Some(TOKEN),
+        "",
+        b"",
+    );
+    assert_eq!(s, 204);
+    assert_eq!(get(&base, "/api/v1/rollouts/web").0, 404);
+
+    // Abort, retry, and delete of an unfinished rollout.
+    let (s, v) = post(
+        &base,
+        "/api/v1/rollouts",
+        &proxy_spec("api", &stable, &canary),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post(
+        &base,
+        "/api/v1/rollouts",
+        &proxy_spec("api", &stable, &canary),
+    );
+    assert_eq!(s, 409, "a running name: {v}");
+    let (s, v) = action(&base, "api", "abort");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["phase"], "aborted");
+    assert_eq!(
+        (v["applied_weight"].as_f64(), v["actuator_weight"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+    let (s, v) = action(&base, "api", "retry");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["phase"], "progressing");
+    assert_eq!(v["generation"], 1);
+    assert_eq!(v["actuator_weight"], 10.0);
+    let (s, v) = call(
+        &base,
+        "DELETE",
+        "/api/v1/rollouts/api",
+        Some(TOKEN),
+        "",
+        b"",
+    );
+    assert_eq!(s, 409, "unfinished, no force: {v}");
+    let (s, _) = call(
+        &base,
+        "DELETE",
+        "/api/v1/rollouts/api?force=true",
+        Some(TOKEN),
+        "",
+        b"",
+    );
+    assert_eq!(s, 204);
+    let (s, v) = get(&base, "/api/v1/rollouts");
+    assert_eq!(
+        (s, v["rollouts"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+}
+
+fn snapshot(base: &str) -> (Value, Vec<(String, Vec<Value>)>) {
+    let (_, list) = get(base, "/api/v1/rollouts");
+    let mut logs = Vec::new();
+    for r in list["rollouts"].as_array().unwrap() {
+        let n = r["name"].as_str().unwrap().to_string();
+        logs.push((n.clone(), events(base, &n)));
+    }
+    (list, logs)
+}
+
+/// Without the token, or with a wrong one, every mutating call is 401 and
+/// nothing changes.
+#[test]
+fn mutating_calls_without_the_right_token_are_refused_and_change_nothing() {
+    let dir = TempDir::new("auth");
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let base = srv.base.clone();
+    let spec = "name: held\nstages: [{weight: 10, duration: 1h}, {weight: 100, duration: 1h}]\nanalysis: {interval: 1h}\ntraffic: {provider: simulated}\n";
+    assert_eq!(post(&base, "/api/v1/rollouts", spec).0, 201);
+    let before = snapshot(&base);
+    let other =
+        "name: other\nstages: [{weight: 100, duration: 1h}]\ntraffic: {provider: simulated}\n";
+    for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+        let mut calls: Vec<(&str, String, &str)> = vec![
+            ("POST", "/api/v1/rollouts".into(), other),
+            ("DELETE", "/api/v1/rollouts/held".into(), ""),
+            ("DELETE", "/api/v1/rollouts/held?force=true".into(), ""),
+        ];
+        for a in [
+            "pause",
+            "resume",
+            "promote",
+            "promote-full",
+            "abort",
+            "retry",
+        ] {
+            calls.push(("POST", format!("/api/v1/rollouts/held/{a}"), "{}"));
+        }
+        for (m, path, body) in &calls {
+            let (s, v) = call(&base, m, path, token, "application/yaml", body.as_bytes());
+            assert_eq!(s, 401, "{m} {path} with {token:?}: {v}");
+            assert!(v["error"].is_string(), "{v}");
+        }
+    }
+    assert_eq!(snapshot(&base), before, "the store is unchanged");
+}
+
+/// Bad input gets a clear 4xx and changes nothing; the server stays up.
+#[test]
+fn bad_input_is_a_clear_4xx_and_changes_nothing() {
+    let dir = TempDir::new("bad");
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let base = srv.base.clone();
+    let ok = "name: fine\nstages: [{weight: 10, duration: 1h}, {weight: 100, duration: 1h}]\nanalysis: {interval: 1h}\ntraffic: {provider: simulated}\n";
+    assert_eq!(post(&base, "/api/v1/rollouts", ok).0, 201);
+    let before = snapshot(&base);
+
+    // An invalid spec: 422 whose details are what `canary validate` prints.
+    let bad = "name: broken\nstages:\n  - {weight: 50, duration: 1m}\n  - {weight: 20, duration: -1m}\nanalysis:\n  alpha: 2\n";
+    let (s, v) = post(&base, "/api/v1/rollouts", bad);
+    assert_eq!(s, 422, "{v}");
+    let file = dir.0.join("bad.yaml");
+    std::fs::write(&file, bad).unwrap();
+    let out = Command::new(bin())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let printed: Vec<String> = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(&format!("{}: ", file.display()))
+                .map(str::to_string)
+        })
+        .collect();
+    let details: Vec<String> = v["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    assert!(!printed.is_empty());
+    assert_eq!(
+        details, printed,
+        "the same field-path errors as canary validate"
+    );
+
+    let cases: Vec<(&str, String, &str, Vec<u8>, u16)> = vec![
+        ("POST", "/api/v1/rollouts".into(), "application/yaml", b"name: [unclosed\n".to_vec(), 422),
+        ("POST", "/api/v1/rollouts".into(), "application/json", b"{\"name\": 1,".to_vec(), 422),
+        ("POST", "/api/v1/rollouts".into(), "application/yaml", b"".to_vec(), 422),
+        ("POST", "/api/v1/rollouts".into(), "application/yaml", vec![0xff, 0xfe, 0x00], 400),
+        ("POST", "/api/v1/rollouts".into(), "image/png", ok.as_bytes().to_vec(), 415),
+        ("POST", "/api/v1/rollouts".into(), "application/yaml", vec![b'#'; 2 * 1024 * 1024], 413),
+        ("POST", "/api/v1/rollouts".into(), "application/yaml", b"name: x\nstages: [{weight: 100, duration: 1m}]\n".to_vec(), 422),
+        ("POST", "/api/v1/rollouts".into(), "application/yaml", b"name: a/b\nstages: [{weight: 100, duration: 1m}]\ntraffic: {provider: simulated}\n".to_vec(), 422),
+        ("POST", "/api/v1/rollouts".into(), "application/yaml", b"name: s\nstages: [{weight: 100, duration: 1m}]\ntraffic: {provider: simulated, scenario: nope}\n".to_vec(), 422),
+        ("POST", "/api/v1/rollouts".into(), "application/yaml", ok.as_bytes().to_vec(), 409),
+        ("POST", "/api/v1/rollouts/nobody/pause".into(), "application/json", b"{}".to_vec(), 404),
+        ("POST", "/api/v1/rollouts/fine/explode".into(), "application/json", b"{}".to_vec(), 404),
+        ("POST", "/api/v1/rollouts/fine/pause".into(), "application/json", b"{\"reason\": 5}".to_vec(), 400),
+        ("POST", "/api/v1/rollouts/fine/pause".into(), "application/json", b"{\"why\": \"x\"}".to_vec(), 400),
+        ("POST", "/api/v1/rollouts/fine/resume".into(), "application/json", b"{}".to_vec(), 409),
+        ("POST", "/api/v1/rollouts/fine/retry".into(), "application/json", b"{}".to_vec(), 409),
+        ("DELETE", "/api/v1/rollouts/fine".into(), "", Vec::new(), 409),
+        ("DELETE", "/api/v1/rollouts/nobody".into(), "", Vec::new(), 404),
+        ("DELETE", "/api/v1/rollouts/fine?force=maybe".into(), "", Vec::new(), 400),
+        ("GET", "/api/v1/rollouts/nobody".into(), "", Vec::new(), 404),
+        ("GET", "/api/v1/rollouts/nobody/events".into(), "", Vec::new(), 404),
+        ("GET", "/api/v1/nothing".into(), "", Vec::new(), 404),
+    ];
+    for (m, path, ct, body, want) in &cases {
+        let (s, v) = call(&base, m, path, Some(TOKEN), ct, body);
+        assert_eq!(s, *want, "{m} {path} ({ct}, {} bytes): {v}", body.len());
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{m} {path}: a JSON error: {v}"
+        );
+    }
+    let (s, v) = post(&base, "/api/v1/rollouts", "name: [unclosed\n");
+    assert_eq!(s, 422);
+    assert!(
+        v["details"][0].as_str().unwrap().starts_with("line "),
+        "names the line: {v}"
+    );
+    assert_eq!(snapshot(&base), before, "nothing changed");
+    assert_eq!(get(&base, "/healthz").0, 200, "still serving");
+    assert_eq!(get(&base, "/readyz").0, 200);
+}
+
+/// The monotone rank of a status: a restart never moves it back.
+fn rank(v: &Value) -> (u64, u64, u64) {
+    let g = v["generation"].as_u64().unwrap();
+    let p = match v["phase"].as_str().unwrap() {
+        "succeeded" | "rolled_back" | "aborted" => 2,
+        _ => 1,
+    };
+    let stage = v["stage"].as_u64().map_or(0, |s| s + 1);
+    (g, p, if p == 2 { 99 } else { stage })
+}
+
+/// At least 20 kill -9s at random instants while several rollouts run;
+/// after each restart no rollout's phase goes back, each log is gapless
+/// with no decision twice, and each finished rollout's weight is what the
+/// traffic layer shows.
+#[test]
+fn kill_9_at_random_instants_loses_and_repeats_nothing() {
+    let dir = TempDir::new("kill9");
+    let db = dir.0.join("t.db");
+    let stable = ChildBackend::start(bin(), "stable", &[]).unwrap();
+    let canary = ChildBackend::start(bin(), "canary", &[]).unwrap();
+    let specs: Vec<String> = {
+        let sim = |name: &str, scenario: &str| {
+            format!("name: {name}\nstages:\n  - {{weight: 10, duration: 1s}}\n  - {{weight: 50, duration: 1s}}\n  - {{weight: 100, duration: 1s}}\nanalysis: {{interval: 100ms, min_requests: 50}}\ntraffic: {{provider: simulated, scenario: {scenario}, requests_per_second: 3000}}\n")
+        };
+        vec![
+            sim("good-a", "healthy"),
+            sim("good-b", "healthy"),
+            sim("bad-a", "errors-5x"),
+            sim("slow-a", "latency-50pct"),
+            proxy_spec("proxied", &stable, &canary),
+        ]
+    };
+    let mut seen: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut created = 0;
+    let kills = 24;
+    for round in 0..kills {
+        let mut srv = ServeProc::start(&db);
+        let base = srv.base.clone();
+        // After the restart: nothing went back, logs are whole.
+        let (_, list) = get(&base, "/api/v1/rollouts");
+        for r in list["rollouts"].as_array().unwrap() {
+            let name = r["name"].as_str().unwrap();
+            let (_, v) = get(&base, &format!("/api/v1/rollouts/{name}"));
+            let now = rank(&v);
+            if let Some(before) = seen.get(name) {
+                assert!(
+                    now >= *before,
+                    "round {round}: {name} went back from {before:?} to {now:?}: {v}"
+                );
+            }
+            seen.insert(name.to_string(), now);
+            let log = events(&base, name);
+            let seqs: Vec<u64> = log.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+            assert_eq!(
+                seqs,
+                (1..=log.len() as u64).collect::<Vec<_>>(),
+                "round {round}: {name}: gapless"
+            );
+            let mut decisions = std::collections::BTreeSet::new();
+            let mut generation = 0;
+            for e in &log {
+                let ev = e["event"].as_str().unwrap();
+                if ev == "retry" {
+                    generation += 1;
+                }
+                if matches!(ev, "start" | "advance" | "succeed" | "rollback" | "abort") {
+                    let key = (generation, ev.to_string(), e["detail"]["stage"].to_string());
+                    assert!(
+                        decisions.insert(key.clone()),
+                        "round {round}: {name}: {key:?} twice in {log:?}"
+                    );
+                }
+            }
+            if matches!(
+                v["phase"].as_str(),
+                Some("succeeded" | "rolled_back" | "aborted")
+            ) {
+                let want = if v["phase"] == "succeeded" {
+                    100.0
+                } else {
+                    0.0
+                };
+                assert_eq!(v["desired_weight"].as_f64(), Some(want), "{v}");
+                assert_eq!(
+                    v["applied_weight"].as_f64(),
+                    Some(want),
+                    "round {round}: {name}: {v}"
+                );
+                assert_eq!(
+                    v["actuator_weight"].as_f64(),
+                    Some(want),
+                    "round {round}: {name}: {v}"
+                );
+            }
+        }
+        // Add rollouts as the rounds go on, and act on some.
+        if created < specs.len() && (round % 2 == 0 || round > 8) {
+            let (s, v) = post(&base, "/api/v1/rollouts", &specs[created]);
+            assert_eq!(s, 201, "{v}");
+            created += 1;
+        }
+        if round == 12 {
+            let _ = action(&base, "proxied", "promote");
+        }
+        if round == 16 {
+            let _ = action(&base, "bad-a", "retry");
+        }
+        std::thread::sleep(Duration::from_millis(50 + next(600)));
+        srv.kill9();
+    }
+    assert_eq!(created, specs.len());
+    // At the end every simulated rollout has finished: the healthy ones
+    // promoted, the errors-5x one rolled back.
+    let srv = ServeProc::start(&db);
+    let base = srv.base.clone();
+    for (name, want) in [
+        ("good-a", "succeeded"),
+        ("good-b", "succeeded"),
+        ("bad-a", "rolled_back"),
+    ] {
+        let v = wait_for(&base, name, Duration::from_secs(60), |v| {
+            matches!(
+                v["phase"].as_str(),
+                Some("succeeded" | "rolled_back" | "aborted")
+            )
+        });
+        assert_eq!(v["phase"], want, "{name}: {v}");
+    }
+}
