@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use canary_demo::launch::ChildBackend;
 use serde_json::{json, Value};
@@ -151,14 +151,16 @@ fn action(base: &str, name: &str, act: &str) -> (u16, Value) {
 
 /// Polls the rollout until `ok` holds (or panics after `limit`).
 fn wait_for(base: &str, name: &str, limit: Duration, ok: impl Fn(&Value) -> bool) -> Value {
-    let t0 = Instant::now();
+    let step = Duration::from_millis(50);
+    let mut polls = 0;
     loop {
         let (s, v) = get(base, &format!("/api/v1/rollouts/{name}"));
         if s == 200 && ok(&v) {
             return v;
         }
-        assert!(t0.elapsed() < limit, "rollout {name} never got there: {v}");
-        std::thread::sleep(Duration::from_millis(50));
+        polls += 1;
+        assert!(step * polls < limit, "rollout {name} never got there: {v}");
+        std::thread::sleep(step);
     }
 }
 
@@ -258,7 +260,7 @@ fn every_action_over_http_is_logged_with_its_actor_and_watched_live() {
 
     // The watcher saw the changes, in order, ending at succeeded.
     let mut phases = Vec::new();
-    let t0 = Instant::now();
+    let mut received = 0;
     while phases.last().map(String::as_str) != Some("succeeded") {
         let (kind, v) = rx
             .recv_timeout(Duration::from_secs(10))
@@ -268,7 +270,8 @@ fn every_action_over_http_is_logged_with_its_actor_and_watched_live() {
         if phases.last() != Some(&p) {
             phases.push(p);
         }
-        assert!(t0.elapsed() < Duration::from_secs(30));
+        received += 1;
+        assert!(received < 10_000, "no end to the changes: {phases:?}");
     }
     assert!(phases.contains(&"paused".to_string()), "{phases:?}");
 
