@@ -91,14 +91,19 @@ impl Token {
             let t = Token::new(&text).map_err(|e| format!("{}: {e}", default_file.display()))?;
             return Ok((t, TokenOrigin::File(default_file.to_path_buf())));
         }
+        let t = Token::generate()?;
+        write_private(default_file, &t.0)?;
+        Ok((t, TokenOrigin::Generated(default_file.to_path_buf())))
+    }
+
+    /// A new random token: 24 bytes from the operating system, in hex.
+    ///
+    /// # Errors
+    /// When the system has no randomness to give.
+    pub fn generate() -> Result<Token, String> {
         let mut bytes = [0u8; 24];
         getrandom::fill(&mut bytes).map_err(|e| format!("cannot draw a random token: {e}"))?;
-        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        write_private(default_file, &text)?;
-        Ok((
-            Token(text),
-            TokenOrigin::Generated(default_file.to_path_buf()),
-        ))
+        Ok(Token(bytes.iter().map(|b| format!("{b:02x}")).collect()))
     }
 }
 

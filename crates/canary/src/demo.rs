@@ -28,7 +28,8 @@ Examples:
   canary demo                  # a bad canary: watch it get rolled back
   canary demo --healthy        # a good canary: watch it get promoted to 100 %
   canary demo --judge threshold --rate 800
-  canary demo --json > report.json   # the full report (same shape as simulate)")]
+  canary demo --json > report.json   # the full report (same shape as simulate)
+  canary demo --serve          # canary serve with the demo: try the API and `canary rollouts`")]
 pub struct Args {
     /// Make the canary as good as the stable version.
     #[arg(long)]
@@ -46,8 +47,20 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Print the full report as JSON on stdout instead of the summary.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "serve")]
     json: bool,
+    /// Run `canary serve` (in-memory store) with the demo rollout on it
+    /// and keep serving until Ctrl-C, to try the API and `canary rollouts`.
+    #[arg(long)]
+    serve: bool,
+    /// With --serve: the API's address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7070",
+        requires = "serve"
+    )]
+    listen: SocketAddr,
 }
 
 /// The demo's policy: the default strategy's shape, compressed to seconds.
@@ -76,6 +89,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     if !(args.rate >= 10.0 && args.rate <= 100_000.0) {
         anyhow::bail!("--rate must be in [10, 100000], not {}", args.rate);
+    }
+    if args.serve {
+        return crate::live::runtime(None)?.block_on(serve_demo(&args));
     }
     let mut policy = Policy::from_text(DEMO_SPEC).map_err(|e| anyhow!("demo spec: {e}"))?;
     if let Some(j) = args.judge {
@@ -129,7 +145,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-async fn demo(args: &Args, policy: Policy) -> Result<canary_engine::RolloutReport> {
+/// The demo's two backends, serving until `stop` turns true.
+struct DemoBackends {
+    urls: Vec<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl DemoBackends {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn start_backends(args: &Args) -> Result<DemoBackends> {
     let ms = Duration::from_millis;
     let stable_cfg = BackendConfig {
         error_rate: args.error_rate,
@@ -177,6 +209,102 @@ async fn demo(args: &Args, policy: Policy) -> Result<canary_engine::RolloutRepor
             let _ = rx.wait_for(|s| *s).await;
         })));
     }
+    Ok(DemoBackends {
+        urls,
+        tasks: started,
+        stop: stop_tx,
+    })
+}
+
+/// `canary demo --serve`: the demo rollout on an in-process `canary serve`.
+async fn serve_demo(args: &Args) -> Result<ExitCode> {
+    use canary_server::store::SqliteStore;
+    use canary_server::{ServeConfig, Server, Token};
+    let backends = start_backends(args).await?;
+    let token = Token::generate().map_err(|e| anyhow!(e))?;
+    let config = ServeConfig {
+        listen: args.listen,
+        token: token.clone(),
+        auth_reads: false,
+        seed: crate::live::seed(),
+    };
+    let store = SqliteStore::in_memory().map_err(|e| anyhow!("{e}"))?;
+    let server = Server::start(
+        config,
+        std::sync::Arc::new(store),
+        crate::serve::wall_clock(),
+    )
+    .await
+    .map_err(|e| anyhow!("{e} (another server there? try --listen 127.0.0.1:0)"))?;
+    let api = format!("http://{}", server.local_addr().context("API address")?);
+    let spec = format!(
+        "{DEMO_SPEC}traffic:\n  listen: 127.0.0.1:0\n  stable: {}\n  canary: {}\n",
+        backends.urls[0], backends.urls[1]
+    );
+    let serving = tokio::spawn(server.serve(crate::live::shutdown_signal()));
+    let (url, tok) = (api.clone(), token.expose().to_string());
+    let created: serde_json::Value = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .post(format!("{url}/api/v1/rollouts"))
+            .header("Authorization", &format!("Bearer {tok}"))
+            .header("Content-Type", "application/yaml")
+            .header("X-Canary-Actor", "demo")
+            .send(spec.as_str())?;
+        let text = r.body_mut().read_to_string()?;
+        Ok::<_, ureq::Error>(serde_json::from_str(&text).unwrap_or_default())
+    })
+    .await
+    .context("creating the demo rollout")??;
+    let proxy = created["traffic"]["listen"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the demo rollout did not start: {created}"))?
+        .to_string();
+    let load = LoadConfig {
+        rate: Some(args.rate),
+        ..LoadConfig::new(format!("http://{proxy}/").parse()?, 64)
+    };
+    let stop_load = StopLoad::new();
+    let load_task = tokio::spawn(loadgen::run(load, stop_load.clone()));
+    let t = token.expose();
+    println!("canary serve (demo, in-memory store) on {api}");
+    println!(
+        "rollout `demo`: proxy http://{proxy} with {} requests/s of load; the canary is {}",
+        args.rate,
+        if args.healthy {
+            "healthy"
+        } else {
+            "bad (5x the errors)"
+        }
+    );
+    println!();
+    println!("In another terminal:");
+    println!("  export CANARY_SERVER={api} CANARY_TOKEN={t}");
+    println!("  canary rollouts watch demo          # follow it live");
+    println!("  canary rollouts get demo            # verdict and evidence");
+    println!("  canary rollouts events demo         # the decision log");
+    println!("  canary rollouts retry demo          # start it again once it has ended");
+    println!("  curl -s {api}/metrics | grep canary_judge");
+    println!("  curl -s {api}/api/v1/openapi.json   # the API");
+    println!();
+    println!("Ctrl-C stops the demo.");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let served = serving.await;
+    stop_load.stop();
+    let _ = load_task.await;
+    backends.stop().await;
+    served
+        .map_err(|e| anyhow!("{e}"))?
+        .map_err(|e| anyhow!(e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(args: &Args, policy: Policy) -> Result<canary_engine::RolloutReport> {
+    let backends = start_backends(args).await?;
+    let urls = backends.urls.clone();
     let mut config = ProxyConfig::new(
         loopback(),
         Upstream::parse(&urls[0])?,
@@ -212,10 +340,7 @@ async fn demo(args: &Args, policy: Policy) -> Result<canary_engine::RolloutRepor
         sent = load_task.await.ok();
     })
     .await;
-    let _ = stop_tx.send(true);
-    for t in started {
-        let _ = t.await;
-    }
+    backends.stop().await;
     if let Some(l) = sent {
         eprintln!(
             "load generator: {} requests, {} answered 5xx, {} without an answer",

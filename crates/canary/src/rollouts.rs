@@ -636,11 +636,16 @@ fn watch(c: &Client, out: Output, name: &str) -> Result<ExitCode> {
                         ))?;
                     }
                     let canary = &s["counts"]["canary"];
+                    let (applied, desired) = (num(s, "applied_weight"), num(s, "desired_weight"));
+                    let weight = if applied == desired {
+                        format!("{applied} %")
+                    } else {
+                        format!("{applied} % → {desired} %")
+                    };
                     let l = format!(
-                        "{} stage {} weight {} % | canary {} req {} err | {}",
+                        "{} stage {} weight {weight} | canary {} req {} err | {}",
                         text(s, "phase"),
                         stage_of(s),
-                        num(s, "applied_weight"),
                         canary.get("requests").and_then(Value::as_u64).unwrap_or(0),
                         canary.get("errors").and_then(Value::as_u64).unwrap_or(0),
                         brief(s.get("verdict"))

@@ -74,6 +74,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.spec.display()
         )
     })?;
+    if traffic.provider != canary_core::TrafficProvider::Proxy {
+        bail!(
+            "{}: traffic.provider: `{}`: `canary run` drives the built-in proxy; run this spec under `canary serve` (canary rollouts apply -f ...)",
+            args.spec.display(),
+            traffic.provider.name()
+        );
+    }
+    if policy.mode == canary_core::Mode::Advisory {
+        bail!(
+            "{}: mode: advisory: `canary run` always moves the weight; advisory rollouts run under `canary serve`",
+            args.spec.display()
+        );
+    }
     let config = args
         .proxy
         .config(&traffic.listen, &traffic.stable, &traffic.canary)?;

@@ -622,3 +622,44 @@ fn kill_9_at_random_instants_loses_and_repeats_nothing() {
         assert_eq!(v["phase"], want, "{name}: {v}");
     }
 }
+
+/// `mode: advisory`: decisions are recorded as recommendations, and no
+/// weight is ever set on the traffic layer.
+#[test]
+fn advisory_mode_records_recommendations_and_moves_no_weight() {
+    let dir = TempDir::new("advisory");
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let base = srv.base.clone();
+    let spec = "name: watch-only\nmode: advisory\nstages: [{weight: 10, duration: 1h}, {weight: 50, duration: 1h}, {weight: 100, duration: 1h}]\nanalysis: {interval: 100ms}\ntraffic: {provider: simulated, requests_per_second: 1000}\n";
+    let (s, v) = post(&base, "/api/v1/rollouts", spec);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["mode"], "advisory");
+    assert_eq!(v["desired_weight"], 10.0, "the recommended weight");
+    assert_eq!(
+        (v["applied_weight"].as_f64(), v["actuator_weight"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+    let (s, v) = action(&base, "watch-only", "promote");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["desired_weight"], 50.0);
+    assert_eq!(
+        (v["applied_weight"].as_f64(), v["actuator_weight"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+    // Ticks run (the judge looks) and still nothing moves.
+    let v = wait_for(&base, "watch-only", Duration::from_secs(20), |v| {
+        v["counts"]["stable"]["requests"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(v["actuator_weight"], 0.0);
+    let log = events(&base, "watch-only");
+    assert!(
+        log.iter().all(|e| e["event"] != "weight_applied"),
+        "{log:?}"
+    );
+    let promote = log.iter().find(|e| e["event"] == "promote").unwrap();
+    assert_eq!(promote["detail"]["advisory"], true);
+    assert!(
+        promote["reason"].as_str().unwrap().starts_with("advisory"),
+        "{promote}"
+    );
+}
