@@ -18,16 +18,37 @@ const BUCKETS: usize = 1024;
 /// visited), and exact in its count, sum and sums of log-latency, so means of
 /// latency and of log-latency carry no bucket error. Quantiles and the CDF are
 /// within [`LatencyHistogram::RELATIVE_ERROR`] of the truth.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(into = "HistogramWire", try_from = "HistogramWire")]
 pub struct LatencyHistogram {
+    /// Counts of buckets `base`, `base + 1`, …: only a span around the
+    /// occupied buckets is allocated (a few hundred bytes, not 8 KiB).
     counts: Vec<u64>,
+    base: usize,
     lo: usize,
     hi: usize,
     count: u64,
     sum: f64,
     sum_ln: f64,
     sum_ln2: f64,
+}
+
+/// Buckets allocated beyond the one touched when the span grows.
+const SLACK: usize = 32;
+
+/// Equal when they hold the same counts and sums, however much of the
+/// bucket range each has allocated.
+impl PartialEq for LatencyHistogram {
+    fn eq(&self, o: &Self) -> bool {
+        self.count == o.count
+            && self.sum == o.sum
+            && self.sum_ln == o.sum_ln
+            && self.sum_ln2 == o.sum_ln2
+            && (self.count == 0
+                || (self.lo == o.lo
+                    && self.hi == o.hi
+                    && (self.lo..=self.hi).all(|i| self.at(i) == o.at(i))))
+    }
 }
 
 /// The stored form of a [`LatencyHistogram`]: only the occupied span of
@@ -50,7 +71,7 @@ impl From<LatencyHistogram> for HistogramWire {
         let counts = if h.count == 0 || h.counts.is_empty() {
             Vec::new()
         } else {
-            h.counts[h.lo..=h.hi].to_vec()
+            (h.lo..=h.hi).map(|i| h.at(i)).collect()
         };
         Self {
             lo: if counts.is_empty() { 0 } else { h.lo },
@@ -82,9 +103,9 @@ impl TryFrom<HistogramWire> for LatencyHistogram {
                 w.counts.len()
             ));
         };
-        h.counts = vec![0; BUCKETS];
-        h.counts[w.lo..end].copy_from_slice(&w.counts);
-        let occupied: Vec<usize> = (w.lo..end).filter(|&i| h.counts[i] > 0).collect();
+        h.base = w.lo;
+        h.counts = w.counts.clone();
+        let occupied: Vec<usize> = (w.lo..end).filter(|&i| h.at(i) > 0).collect();
         let (Some(&lo), Some(&hi)) = (occupied.first(), occupied.last()) else {
             return Ok(LatencyHistogram {
                 sum: w.sum,
@@ -111,6 +132,41 @@ impl LatencyHistogram {
     /// An empty histogram.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The count of bucket `i`.
+    fn at(&self, i: usize) -> u64 {
+        i.checked_sub(self.base)
+            .and_then(|j| self.counts.get(j))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The count of bucket `i`, to change: grows the allocated span to
+    /// hold it (with some slack, so a run of nearby buckets allocates once).
+    fn slot(&mut self, i: usize) -> &mut u64 {
+        if self.counts.is_empty() {
+            self.base = i.saturating_sub(SLACK);
+            self.counts = vec![0; (i + SLACK + 1).min(BUCKETS) - self.base];
+        } else if i < self.base {
+            let base = i.saturating_sub(SLACK);
+            let mut grown = vec![0; self.base - base + self.counts.len()];
+            grown[self.base - base..].copy_from_slice(&self.counts);
+            self.counts = grown;
+            self.base = base;
+        } else if i >= self.base + self.counts.len() {
+            self.counts
+                .resize((i + SLACK + 1).min(BUCKETS) - self.base, 0);
+        }
+        &mut self.counts[i - self.base]
+    }
+
+    /// Marks the occupied range empty before the first record.
+    fn start(&mut self) {
+        if self.count == 0 {
+            self.lo = BUCKETS;
+            self.hi = 0;
+        }
     }
 
     fn index(ms: f64) -> usize {
@@ -150,13 +206,9 @@ impl LatencyHistogram {
         if n == 0 {
             return;
         }
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS];
-            self.lo = BUCKETS;
-            self.hi = 0;
-        }
+        self.start();
         let i = Self::index(ms);
-        self.counts[i] += n;
+        *self.slot(i) += n;
         self.lo = self.lo.min(i);
         self.hi = self.hi.max(i);
         self.count += n;
@@ -179,15 +231,11 @@ impl LatencyHistogram {
             self.record(MIN_MS);
             return;
         }
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS];
-            self.lo = BUCKETS;
-            self.hi = 0;
-        }
+        self.start();
         let i = (((ln_ms - MIN_MS.ln()) * std::f64::consts::LOG2_E * PER_OCTAVE).floor() as usize
             + 1)
         .min(BUCKETS - 1);
-        self.counts[i] += 1;
+        *self.slot(i) += 1;
         self.lo = self.lo.min(i);
         self.hi = self.hi.max(i);
         self.count += 1;
@@ -207,18 +255,17 @@ impl LatencyHistogram {
             return self.clone();
         }
         let mut h = LatencyHistogram {
-            counts: vec![0; BUCKETS],
             lo: BUCKETS,
             hi: 0,
-            count: self.count,
             ..Default::default()
         };
         for i in self.occupied() {
             let j = (i + k).min(BUCKETS - 1);
-            h.counts[j] += self.counts[i];
+            *h.slot(j) += self.at(i);
             h.lo = h.lo.min(j);
             h.hi = h.hi.max(j);
         }
+        h.count = self.count;
         let c = k as f64 * Self::BUCKET_LN_WIDTH;
         let n = self.count as f64;
         h.sum = self.sum * c.exp();
@@ -237,12 +284,15 @@ impl LatencyHistogram {
         if other.count == 0 {
             return;
         }
-        if self.counts.is_empty() {
+        if self.count == 0 {
             *self = other.clone();
             return;
         }
+        self.slot(other.lo);
+        self.slot(other.hi);
+        let (base, obase) = (self.base, other.base);
         for i in other.lo..=other.hi {
-            self.counts[i] += other.counts[i];
+            self.counts[i - base] += other.counts.get(i - obase).copied().unwrap_or(0);
         }
         self.lo = self.lo.min(other.lo);
         self.hi = self.hi.max(other.hi);
@@ -285,7 +335,7 @@ impl LatencyHistogram {
         let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
         let mut seen = 0;
         for i in self.lo..=self.hi {
-            seen += self.counts[i];
+            seen += self.at(i);
             if seen >= rank {
                 return Some(Self::mid(i));
             }
@@ -300,18 +350,18 @@ impl LatencyHistogram {
         } else {
             self.lo..self.hi + 1
         };
-        range.filter(|&i| self.counts[i] > 0)
+        range.filter(|&i| self.at(i) > 0)
     }
 
     /// Occupied buckets in increasing order: (upper edge in ms, count).
     pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        self.occupied().map(|i| (Self::upper(i), self.counts[i]))
+        self.occupied().map(|i| (Self::upper(i), self.at(i)))
     }
 
     /// Occupied buckets as (lower edge, upper edge, count).
     pub fn bucket_ranges(&self) -> impl Iterator<Item = (f64, f64, u64)> + '_ {
         self.occupied()
-            .map(|i| (Self::lower(i), Self::upper(i), self.counts[i]))
+            .map(|i| (Self::lower(i), Self::upper(i), self.at(i)))
     }
 }
 
@@ -425,6 +475,44 @@ impl Observations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The allocated span grows on either side as needed; counts, merges,
+    /// equality and the stored form do not depend on how much is allocated.
+    #[test]
+    fn sparse_span_grows_both_ways_and_is_invisible() {
+        let mut a = LatencyHistogram::new();
+        for ms in [100.0, 0.002, 90_000.0, 100.0, 5.0] {
+            a.record(ms);
+        }
+        let mut b = LatencyHistogram::new();
+        for ms in [5.0, 90_000.0, 100.0, 0.002, 100.0] {
+            b.record(ms);
+        }
+        assert_eq!(a.count(), 5);
+        assert_eq!(
+            a.buckets().collect::<Vec<_>>(),
+            b.buckets().collect::<Vec<_>>()
+        );
+        assert_eq!(a.buckets().map(|(_, c)| c).sum::<u64>(), 5);
+        let mut m = LatencyHistogram::new();
+        m.record(1.0);
+        m.merge(&a);
+        let mut n = a.clone();
+        n.record(1.0);
+        assert_eq!(
+            m.buckets().collect::<Vec<_>>(),
+            n.buckets().collect::<Vec<_>>()
+        );
+        let wire = serde_json::to_string(&a).unwrap();
+        let back: LatencyHistogram = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.quantile(0.5), a.quantile(0.5));
+        let small = LatencyHistogram::new();
+        let mut one = small.clone();
+        one.record(20.0);
+        assert!(one.counts.len() <= 2 * SLACK + 1, "{}", one.counts.len());
+        assert_eq!(a.shifted_up(3).count(), 5);
+    }
 
     #[test]
     fn a_shifted_histogram_is_the_same_distribution_that_much_slower() {

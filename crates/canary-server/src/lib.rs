@@ -12,6 +12,7 @@
 
 mod api;
 mod auth;
+mod commit;
 mod driver;
 mod metrics;
 pub mod model;
@@ -65,6 +66,7 @@ impl Server {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
         let ctx = Arc::new(Ctx {
             store: store.clone(),
+            committer: commit::Committer::start(store.clone()),
             clock,
             changes,
             counters: Mutex::new(Default::default()),

@@ -34,9 +34,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::commit::Committer;
 use crate::driver::Driver;
 use crate::model::{rfc3339, Counts, EventEntry, RolloutStatus, TrafficInfo};
-use crate::store::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Write};
+use crate::store::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Update};
 
 /// The wall clock, milliseconds since the Unix epoch (passed in).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -90,6 +91,7 @@ impl From<StoreError> for ApiError {
 /// What the server shares with every runner.
 pub(crate) struct Ctx {
     pub store: Arc<dyn Store>,
+    pub committer: Committer,
     pub clock: WallClock,
     pub changes: broadcast::Sender<Arc<Change>>,
     pub counters: Mutex<Counters>,
@@ -450,7 +452,13 @@ impl Runner {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let interval = self.policy.analysis.interval.max(Duration::from_millis(10));
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        // Ticks fall on multiples of the interval on the wall clock, so the
+        // rollouts of a server that share an interval tick together and
+        // their writes share one commit.
+        let step = interval.as_millis().max(1) as u64;
+        let wall = (self.ctx.clock)();
+        let first = Duration::from_millis(step - wall % step);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let finished = self.finished() && self.permanent.is_none();
@@ -622,28 +630,17 @@ impl Runner {
         journal: Vec<Value>,
         reset: bool,
     ) -> Result<(), ApiError> {
-        let store = self.ctx.store.clone();
-        let name = self.name.clone();
-        let expected = self.revision;
-        let state = serde_json::to_value(&self.st).unwrap_or(Value::Null);
-        let finished = self.finished();
-        let at_ms = (self.ctx.clock)();
-        let logged = events.clone();
-        let r = blocking(move || {
-            store.update(
-                &name,
-                expected,
-                Write {
-                    state,
-                    finished,
-                    at_ms,
-                    events: &logged,
-                    journal: &journal,
-                    reset_journal: reset,
-                },
-            )
-        })
-        .await;
+        let update = Update {
+            name: self.name.clone(),
+            expected: self.revision,
+            state: serde_json::to_value(&self.st).unwrap_or(Value::Null),
+            finished: self.finished(),
+            at_ms: (self.ctx.clock)(),
+            events: events.clone(),
+            journal,
+            reset_journal: reset,
+        };
+        let r = self.ctx.committer.update(update).await;
         match r {
             Ok(rec) => {
                 self.revision = rec.revision;

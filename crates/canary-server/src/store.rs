@@ -85,6 +85,15 @@ pub struct EventRecord {
     pub event: NewEvent,
 }
 
+/// What a successful write left: the new revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The rollout's revision now.
+    pub revision: u64,
+    /// When it was written, ms since the epoch.
+    pub updated_at_ms: u64,
+}
+
 /// One compare-and-set write of a rollout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Write<'a> {
@@ -100,6 +109,42 @@ pub struct Write<'a> {
     pub journal: &'a [Value],
     /// Empty the journal before appending (a rollout started over).
     pub reset_journal: bool,
+}
+
+/// A [`Write`] that owns its parts, with the rollout and revision it is
+/// for: one entry of [`Store::update_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// The rollout.
+    pub name: String,
+    /// The revision the writer read.
+    pub expected: u64,
+    /// The new state.
+    pub state: Value,
+    /// True once the rollout reached a terminal phase.
+    pub finished: bool,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// Events to append to the log.
+    pub events: Vec<NewEvent>,
+    /// Entries to append to the journal.
+    pub journal: Vec<Value>,
+    /// Empty the journal before appending.
+    pub reset_journal: bool,
+}
+
+impl Update {
+    /// The borrowed form.
+    pub fn as_write(&self) -> Write<'_> {
+        Write {
+            state: self.state.clone(),
+            finished: self.finished,
+            at_ms: self.at_ms,
+            events: &self.events,
+            journal: &self.journal,
+            reset_journal: self.reset_journal,
+        }
+    }
 }
 
 /// What a store write can fail with.
@@ -156,16 +201,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Carries out `write` if the stored revision is `expected`: the state,
     /// its events and its journal entries in one transaction. Returns the
-    /// record at its new revision.
+    /// new revision.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] (nothing written), [`StoreError::NotFound`].
-    fn update(
-        &self,
-        name: &str,
-        expected: u64,
-        write: Write<'_>,
-    ) -> Result<RolloutRecord, StoreError>;
+    fn update(&self, name: &str, expected: u64, write: Write<'_>) -> Result<Written, StoreError>;
+
+    /// Carries out many writes, each as [`Store::update`] would (each its
+    /// own compare-and-set), returning each one's result in order. A store
+    /// may make them durable together (one transaction, one sync to disk):
+    /// that is what lets one server drive many rollouts.
+    fn update_many(&self, updates: &[Update]) -> Vec<Result<Written, StoreError>> {
+        updates
+            .iter()
+            .map(|u| self.update(&u.name, u.expected, u.as_write()))
+            .collect()
+    }
 
     /// The rollout's journal, oldest entry first.
     ///

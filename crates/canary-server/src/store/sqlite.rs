@@ -8,7 +8,9 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 
-use super::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Write};
+use super::{
+    EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Update, Write, Written,
+};
 
 /// The schema this build writes; a newer one on disk is refused.
 const SCHEMA_VERSION: i64 = 1;
@@ -115,9 +117,12 @@ fn get_in(tx: &Connection, name: &str) -> Result<Option<RolloutRecord>, StoreErr
 
 /// The compare of compare-and-set: the stored revision must be `expected`.
 fn check_revision(tx: &Connection, name: &str, expected: u64) -> Result<(), StoreError> {
-    let found = get_in(tx, name)?
-        .ok_or_else(|| StoreError::NotFound(name.to_string()))?
-        .revision;
+    let found: i64 = tx
+        .prepare_cached("SELECT revision FROM rollouts WHERE name = ?1")
+        .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
+        .map_err(|e| backend(format!("read rollout `{name}`"))(e))?
+        .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+    let found = uint(found);
     if found != expected {
         return Err(StoreError::Conflict {
             name: name.to_string(),
@@ -128,43 +133,42 @@ fn check_revision(tx: &Connection, name: &str, expected: u64) -> Result<(), Stor
     Ok(())
 }
 
-fn append(tx: &Transaction<'_>, name: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+fn append(tx: &Connection, name: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let last: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE rollout = ?1",
-            [name],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE rollout = ?1")
+        .and_then(|mut st| st.query_row([name], |r| r.get(0)))
         .map_err(backend("read the event log"))?;
-    for (i, e) in events.iter().enumerate() {
-        tx.execute(
+    let mut stmt = tx
+        .prepare_cached(
             "INSERT INTO events (rollout, seq, at_ms, actor, event, reason, detail) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                name,
-                last + 1 + i as i64,
-                int(e.at_ms),
-                e.actor,
-                e.event,
-                e.reason,
-                json(&e.detail)
-            ],
         )
+        .map_err(backend("append to the event log"))?;
+    for (i, e) in events.iter().enumerate() {
+        stmt.execute(params![
+            name,
+            last + 1 + i as i64,
+            int(e.at_ms),
+            e.actor,
+            e.event,
+            e.reason,
+            json(&e.detail)
+        ])
         .map_err(backend("append to the event log"))?;
     }
     Ok(())
 }
 
-fn append_journal(tx: &Transaction<'_>, name: &str, entries: &[Value]) -> Result<(), StoreError> {
+fn append_journal(tx: &Connection, name: &str, entries: &[Value]) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
     let last: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM journal WHERE rollout = ?1",
-            [name],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE rollout = ?1")
+        .and_then(|mut st| st.query_row([name], |r| r.get(0)))
         .map_err(backend("read the journal"))?;
     let mut stmt = tx
         .prepare_cached("INSERT INTO journal (rollout, seq, entry) VALUES (?1, ?2, ?3)")
@@ -185,6 +189,40 @@ fn remove(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
     tx.execute("DELETE FROM rollouts WHERE name = ?1", [name])
         .map_err(backend("remove the rollout"))?;
     Ok(())
+}
+
+/// One compare-and-set write inside an open transaction.
+fn update_in(
+    tx: &Connection,
+    name: &str,
+    expected: u64,
+    w: &Write<'_>,
+) -> Result<Written, StoreError> {
+    check_revision(tx, name, expected)?;
+    tx.prepare_cached(
+        "UPDATE rollouts SET state = ?2, finished = ?3, updated_at_ms = ?4, revision = revision + 1 \
+         WHERE name = ?1 AND revision = ?5",
+    )
+    .and_then(|mut st| st.execute(params![name, json(&w.state), w.finished, int(w.at_ms), int(expected)]))
+    .map_err(|e| backend(format!("write rollout `{name}`"))(e))?;
+    append(tx, name, w.events)?;
+    if w.reset_journal {
+        tx.execute("DELETE FROM journal WHERE rollout = ?1", [name])
+            .map_err(backend("empty the journal"))?;
+    }
+    append_journal(tx, name, w.journal)?;
+    Ok(Written {
+        revision: expected + 1,
+        updated_at_ms: w.at_ms,
+    })
+}
+
+/// The same failure, for each write of a batch it failed.
+fn copy(e: &StoreError) -> StoreError {
+    StoreError::Backend {
+        message: e.to_string(),
+        source: "the batch's transaction failed".into(),
+    }
 }
 
 impl SqliteStore {
@@ -304,25 +342,38 @@ impl Store for SqliteStore {
         rows.into_iter().map(record).collect()
     }
 
-    fn update(&self, name: &str, expected: u64, w: Write<'_>) -> Result<RolloutRecord, StoreError> {
+    fn update(&self, name: &str, expected: u64, w: Write<'_>) -> Result<Written, StoreError> {
         let mut conn = self.conn();
         let tx = begin(&mut conn)?;
-        check_revision(&tx, name, expected)?;
-        tx.execute(
-            "UPDATE rollouts SET state = ?2, finished = ?3, updated_at_ms = ?4, revision = revision + 1 \
-             WHERE name = ?1 AND revision = ?5",
-            params![name, json(&w.state), w.finished, int(w.at_ms), int(expected)],
-        )
-        .map_err(backend(format!("write rollout `{name}`")))?;
-        append(&tx, name, w.events)?;
-        if w.reset_journal {
-            tx.execute("DELETE FROM journal WHERE rollout = ?1", [name])
-                .map_err(backend("empty the journal"))?;
-        }
-        append_journal(&tx, name, w.journal)?;
-        let rec = get_in(&tx, name)?.ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+        let rec = update_in(&tx, name, expected, &w)?;
         commit(tx)?;
         Ok(rec)
+    }
+
+    /// One transaction, one sync to disk, for the whole batch. Each write
+    /// is checked (its compare-and-set) before any of it is written, so a
+    /// refused one leaves nothing; a failure of the store itself fails the
+    /// whole batch (nothing of it is committed).
+    fn update_many(&self, updates: &[Update]) -> Vec<Result<Written, StoreError>> {
+        let mut conn = self.conn();
+        let tx = match begin(&mut conn) {
+            Ok(tx) => tx,
+            Err(e) => return updates.iter().map(|_| Err(copy(&e))).collect(),
+        };
+        let mut out = Vec::with_capacity(updates.len());
+        for u in updates {
+            match update_in(&tx, &u.name, u.expected, &u.as_write()) {
+                Err(e @ StoreError::Backend { .. }) => {
+                    drop(tx);
+                    return updates.iter().map(|_| Err(copy(&e))).collect();
+                }
+                r => out.push(r),
+            }
+        }
+        if let Err(e) = commit(tx) {
+            return updates.iter().map(|_| Err(copy(&e))).collect();
+        }
+        out
     }
 
     fn events(&self, name: &str, after: u64) -> Result<Vec<EventRecord>, StoreError> {

@@ -188,3 +188,44 @@ fn a_file_that_is_not_a_store_is_refused_with_its_name() {
     assert!(e.contains("junk.db"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A batch: each write its own compare-and-set; a refused one changes
+/// nothing of its own and leaves the others written.
+#[test]
+fn update_many_is_each_write_on_its_own_in_one_commit() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.create(rollout("a"), event(1, "created")).unwrap();
+    s.create(rollout("b"), event(1, "created")).unwrap();
+    let up = |name: &str, expected: u64, n: u64| Update {
+        name: name.into(),
+        expected,
+        state: json!({"n": n}),
+        finished: false,
+        at_ms: n,
+        events: vec![event(n, "tick")],
+        journal: vec![json!(n)],
+        reset_journal: false,
+    };
+    let r = s.update_many(&[
+        up("a", 1, 2),
+        up("b", 7, 3),
+        up("nope", 1, 4),
+        up("b", 1, 5),
+    ]);
+    assert_eq!(r[0].as_ref().unwrap().revision, 2);
+    assert!(
+        matches!(r[1], Err(StoreError::Conflict { .. })),
+        "{:?}",
+        r[1]
+    );
+    assert!(matches!(r[2], Err(StoreError::NotFound(_))), "{:?}", r[2]);
+    assert_eq!(r[3].as_ref().unwrap().revision, 2);
+    assert_eq!(s.get("b").unwrap().unwrap().state, json!({"n": 5}));
+    assert_eq!(
+        s.journal("b").unwrap(),
+        vec![json!(5)],
+        "the refused write left nothing"
+    );
+    let seqs: Vec<u64> = s.events("b", 0).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2]);
+}
