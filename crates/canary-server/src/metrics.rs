@@ -107,13 +107,12 @@ pub(crate) fn render(rollouts: &[RolloutStatus], c: &Counters) -> String {
     );
     for r in rollouts {
         for (v, x) in [("stable", &r.counts.stable), ("canary", &r.counts.canary)] {
-            if let Some(n) = x.get("requests").and_then(serde_json::Value::as_u64) {
-                let _ = writeln!(
-                    out,
-                    "canary_rollout_stage_requests{{rollout=\"{}\",version=\"{v}\"}} {n}",
-                    label(&r.name)
-                );
-            }
+            let _ = writeln!(
+                out,
+                "canary_rollout_stage_requests{{rollout=\"{}\",version=\"{v}\"}} {}",
+                label(&r.name),
+                x.requests
+            );
         }
     }
     let series = [
@@ -125,22 +124,20 @@ pub(crate) fn render(rollouts: &[RolloutStatus], c: &Counters) -> String {
     for (name, field, help) in series {
         family(&mut out, name, "gauge", help);
         for r in rollouts {
-            let Some(ms) = r
-                .verdict
-                .as_ref()
-                .and_then(|v| v.get("metrics"))
-                .and_then(|m| m.as_array())
-            else {
-                continue;
-            };
-            for m in ms {
-                let metric = m.get("name").and_then(|n| n.as_str()).unwrap_or("");
-                if let Some(x) = m.get(field).and_then(serde_json::Value::as_f64) {
+            let Some(v) = &r.verdict else { continue };
+            for m in &v.metrics {
+                let x = match field {
+                    "statistic" => m.statistic,
+                    "threshold" => m.threshold,
+                    "e_value" => m.e_value,
+                    _ => m.p_value,
+                };
+                if let Some(x) = x {
                     let _ = writeln!(
                         out,
                         "{name}{{rollout=\"{}\",metric=\"{}\"}} {x}",
                         label(&r.name),
-                        label(metric)
+                        label(&m.name)
                     );
                 }
             }

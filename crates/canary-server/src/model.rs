@@ -51,7 +51,7 @@ pub struct RolloutStatus {
     /// threshold, interval, e-value, sample sizes).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub verdict: Option<Value>,
+    pub verdict: Option<canary_core::Verdict>,
     /// The traffic layer: provider and, for the proxy, where it listens.
     pub traffic: TrafficInfo,
     /// Reads of the metrics source that failed, this run of the server.
@@ -66,10 +66,10 @@ pub struct RolloutStatus {
 pub struct Counts {
     /// The stable version's.
     #[schema(value_type = Object)]
-    pub stable: Value,
+    pub stable: canary_core::VersionSummary,
     /// The canary's.
     #[schema(value_type = Object)]
-    pub canary: Value,
+    pub canary: canary_core::VersionSummary,
 }
 
 /// Where a rollout's traffic goes.

@@ -219,7 +219,6 @@ pub(crate) struct Runner {
     driver: Driver,
     origin: Arc<AtomicU64>,
     revision: u64,
-    created_ms: u64,
     updated_ms: u64,
     st: Stored,
     /// The engine is ahead of the store (a write failed): rebuild first.
@@ -228,6 +227,8 @@ pub(crate) struct Runner {
     permanent: Option<String>,
     source_failures: u64,
     last_error: Option<String>,
+    /// `created_at` and (origin, `started_at`), formatted once.
+    stamps: (String, (u64, String)),
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -361,6 +362,10 @@ impl Runner {
         st: Stored,
     ) -> Runner {
         let engine = engine.unwrap_or_else(|| Engine::new(policy.clone()));
+        let stamps = (
+            rfc3339(rec.created_at_ms),
+            (st.origin_ms, rfc3339(st.origin_ms)),
+        );
         let (tx, _rx) = mpsc::channel(1);
         let mut r = Runner {
             entry: Arc::new(Entry {
@@ -374,13 +379,13 @@ impl Runner {
             driver,
             origin,
             revision: rec.revision,
-            created_ms: rec.created_at_ms,
             updated_ms: rec.updated_at_ms,
             st,
             stale: false,
             permanent: None,
             source_failures: 0,
             last_error: None,
+            stamps,
         };
         r.refresh_status();
         r
@@ -617,7 +622,7 @@ impl Runner {
         }
         self.st.desired_weight = self.engine.state().weight;
         self.st.phase = self.engine.state().phase.name().to_string();
-        let journal = vec![serde_json::to_value(&input).unwrap_or(Value::Null)];
+        let journal = vec![serde_json::to_string(&input).unwrap_or_default()];
         self.persist(events, journal, reset).await?;
         self.actuate(false).await;
         Ok(())
@@ -627,7 +632,7 @@ impl Runner {
     async fn persist(
         &mut self,
         events: Vec<NewEvent>,
-        journal: Vec<Value>,
+        journal: Vec<String>,
         reset: bool,
     ) -> Result<(), ApiError> {
         let update = Update {
@@ -794,6 +799,7 @@ impl Runner {
         self.st.generation += 1;
         self.st.origin_ms = now_ms;
         self.origin.store(now_ms, Ordering::SeqCst);
+        self.stamps.1 = (now_ms, rfc3339(now_ms));
         self.engine = Engine::new(self.policy.clone());
         let mut why = format!(
             "started over from the first stage (generation {})",
@@ -908,20 +914,21 @@ impl Runner {
             actuator_weight: self.driver.actuator_weight(),
             generation: self.st.generation,
             revision: self.revision,
-            created_at: rfc3339(self.created_ms),
+            created_at: self.stamps.0.clone(),
             updated_at: rfc3339(self.updated_ms),
-            started_at: rfc3339(self.st.origin_ms),
+            started_at: if self.stamps.1 .0 == self.st.origin_ms {
+                self.stamps.1 .1.clone()
+            } else {
+                rfc3339(self.st.origin_ms)
+            },
             stage_elapsed_seconds: stage
                 .map(|_| now.saturating_sub(state.stage_started_at).as_secs_f64()),
             stage_bake_seconds: stage.map(|s| self.policy.stages[s].bake.as_secs_f64()),
             counts: Counts {
-                stable: serde_json::to_value(obs.stage.baseline.summary()).unwrap_or(Value::Null),
-                canary: serde_json::to_value(obs.stage.canary.summary()).unwrap_or(Value::Null),
+                stable: obs.stage.baseline.summary(),
+                canary: obs.stage.canary.summary(),
             },
-            verdict: self
-                .engine
-                .last_verdict()
-                .and_then(|v| serde_json::to_value(v).ok()),
+            verdict: self.engine.last_verdict().cloned(),
             traffic: TrafficInfo {
                 provider: t.map_or("proxy", |t| t.provider.name()).into(),
                 listen: self.driver.listen_addr().map(|a| a.to_string()),
@@ -941,7 +948,7 @@ async fn replay(ctx: &Ctx, name: &str, policy: &Policy) -> Result<Engine, String
         .map_err(|e| format!("rollout `{name}`: {e}"))?;
     let inputs: Vec<Input> = journal
         .into_iter()
-        .map(serde_json::from_value)
+        .map(|t| serde_json::from_str(&t))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("rollout `{name}`: a journal entry is unreadable: {e}"))?;
     Engine::replay(policy.clone(), &inputs)
@@ -967,8 +974,8 @@ fn placeholder(name: &str) -> RolloutStatus {
         stage_elapsed_seconds: None,
         stage_bake_seconds: None,
         counts: Counts {
-            stable: Value::Null,
-            canary: Value::Null,
+            stable: canary_core::VersionStats::default().summary(),
+            canary: canary_core::VersionStats::default().summary(),
         },
         verdict: None,
         traffic: TrafficInfo {

@@ -15,7 +15,7 @@
 //! - **Durable before return.** When a write returns `Ok`, it survives the
 //!   process being killed (kill -9) at any instant afterwards.
 //! - **A journal beside the log.** Each rollout also has a journal: the
-//!   driver's inputs (opaque JSON), appended in the same transaction as the
+//!   driver's inputs (each a JSON text, opaque to the store), appended in the same transaction as the
 //!   state, in order, so that replaying them rebuilds the driver exactly.
 //!   The journal is for the machine; the event log is for people.
 
@@ -106,7 +106,7 @@ pub struct Write<'a> {
     /// Events to append to the log.
     pub events: &'a [NewEvent],
     /// Entries to append to the journal.
-    pub journal: &'a [Value],
+    pub journal: &'a [String],
     /// Empty the journal before appending (a rollout started over).
     pub reset_journal: bool,
 }
@@ -128,7 +128,7 @@ pub struct Update {
     /// Events to append to the log.
     pub events: Vec<NewEvent>,
     /// Entries to append to the journal.
-    pub journal: Vec<Value>,
+    pub journal: Vec<String>,
     /// Empty the journal before appending.
     pub reset_journal: bool,
 }
@@ -222,7 +222,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Backend`].
-    fn journal(&self, name: &str) -> Result<Vec<Value>, StoreError>;
+    fn journal(&self, name: &str) -> Result<Vec<String>, StoreError>;
 
     /// The rollout's events with `seq > after`, oldest first.
     ///

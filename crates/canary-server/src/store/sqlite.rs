@@ -162,7 +162,7 @@ fn append(tx: &Connection, name: &str, events: &[NewEvent]) -> Result<(), StoreE
     Ok(())
 }
 
-fn append_journal(tx: &Connection, name: &str, entries: &[Value]) -> Result<(), StoreError> {
+fn append_journal(tx: &Connection, name: &str, entries: &[String]) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -174,7 +174,7 @@ fn append_journal(tx: &Connection, name: &str, entries: &[Value]) -> Result<(), 
         .prepare_cached("INSERT INTO journal (rollout, seq, entry) VALUES (?1, ?2, ?3)")
         .map_err(backend("append to the journal"))?;
     for (i, e) in entries.iter().enumerate() {
-        stmt.execute(params![name, last + 1 + i as i64, json(e)])
+        stmt.execute(params![name, last + 1 + i as i64, e])
             .map_err(backend("append to the journal"))?;
     }
     Ok(())
@@ -415,7 +415,7 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn journal(&self, name: &str) -> Result<Vec<Value>, StoreError> {
+    fn journal(&self, name: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare("SELECT entry FROM journal WHERE rollout = ?1 ORDER BY seq")
@@ -425,7 +425,7 @@ impl Store for SqliteStore {
             .map_err(backend("read the journal"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend("read the journal"))?;
-        rows.iter().map(|t| parse_json(t)).collect()
+        Ok(rows)
     }
 
     fn delete(&self, name: &str, expected: u64) -> Result<(), StoreError> {
