@@ -365,6 +365,7 @@ async fn action(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeleteQuery {
     /// Abort an unfinished rollout first.
@@ -624,4 +625,25 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn doc() -> Value {
+        serde_json::from_str(&super::openapi_json()).unwrap()
+    }
+
+    #[test]
+    fn delete_documents_force_as_an_optional_query_parameter() {
+        let d = doc();
+        let params = d["paths"]["/api/v1/rollouts/{name}"]["delete"]["parameters"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let force = params.iter().find(|p| p["name"] == "force").unwrap();
+        assert_eq!(force["in"], "query");
+        assert_eq!(force["required"], false);
+    }
 }
