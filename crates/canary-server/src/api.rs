@@ -298,7 +298,7 @@ async fn events(
     post, path = "/api/v1/rollouts/{name}/{action}", tag = "rollouts",
     params(
         ("name" = String, Path, description = "Rollout name"),
-        ("action" = String, Path, description = "pause, resume, promote, promote-full, abort or retry"),
+        ("action" = Action, Path, description = "pause, resume, promote, promote-full, abort or retry"),
     ),
     request_body(content = Option<ActionBody>, content_type = "application/json"),
     responses(
@@ -330,23 +330,22 @@ async fn action(
         )
     })?;
     let body = body.map_err(body_error)?;
+    // No body, or `null` (the document's `oneOf: [null, ActionBody]`), is
+    // no reason.
     let parsed: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                400,
-                format!("body: {e}: send {{\"reason\": \"...\"}} or nothing"),
-            )
-        })?
+        serde_json::from_slice::<Option<ActionBody>>(&body)
+            .map_err(|e| {
+                ApiError::new(
+                    400,
+                    format!("body: {e}: send {{\"reason\": \"...\"}} or nothing"),
+                )
+            })?
+            .unwrap_or_default()
     };
     if let Some(r) = &parsed.reason {
-        if r.len() > 4096 || r.chars().any(char::is_control) {
-            return Err(ApiError::new(
-                400,
-                "reason: at most 4096 characters, no control characters",
-            ));
-        }
+        check_reason(r)?;
     }
     let e = entry(&app, &name).await?;
     let (tx, rx) = oneshot::channel();
@@ -362,6 +361,18 @@ async fn action(
         .await
         .map_err(|_| ApiError::new(503, format!("rollout `{name}` is stopping")))??;
     Ok(Json(status))
+}
+
+/// An action's reason, as `ActionBody`'s schema has it: at most 4096
+/// characters (not bytes), none of them a control character.
+fn check_reason(r: &str) -> Result<(), ApiError> {
+    if r.chars().count() > 4096 || r.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            400,
+            "reason: at most 4096 characters, no control characters",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -586,7 +597,7 @@ impl utoipa::Modify for Security {
 #[openapi(
     info(title = "canary serve", description = "Progressive delivery: many rollouts, judged on statistical evidence."),
     paths(create, list, get_one, events, action, delete, watch_all, watch_one, healthz, readyz, metrics, openapi),
-    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo)),
+    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, Action, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo)),
     modifiers(&Security),
 )]
 struct ApiDoc;
@@ -645,5 +656,28 @@ mod tests {
         let force = params.iter().find(|p| p["name"] == "force").unwrap();
         assert_eq!(force["in"], "query");
         assert_eq!(force["required"], false);
+    }
+
+    #[test]
+    fn the_documented_actions_are_the_ones_the_server_parses() {
+        let d = doc();
+        let names = d["components"]["schemas"]["Action"]["enum"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(names.len(), 6);
+        for n in names {
+            let n = n.as_str().unwrap();
+            assert_eq!(super::Action::parse(n).map(|a| a.name()), Some(n));
+        }
+    }
+
+    #[test]
+    fn a_reason_is_limited_in_characters_not_bytes() {
+        assert!(super::check_reason(&"é".repeat(4096)).is_ok());
+        assert!(super::check_reason(&"a".repeat(4097)).is_err());
+        assert!(super::check_reason("line\nbreak").is_err());
+        assert!(super::check_reason("\u{85}").is_err());
+        assert!(super::check_reason("").is_ok());
     }
 }

@@ -146,8 +146,9 @@ pub struct EventLog {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// Why, for the log.
+    /// Why, for the log: at most 4096 characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 4096, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub reason: Option<String>,
 }
 
