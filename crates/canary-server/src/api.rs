@@ -22,7 +22,8 @@ use utoipa::OpenApi;
 
 use crate::auth::Token;
 use crate::model::{
-    ActionBody, ErrorBody, EventLog, Health, RolloutList, RolloutStatus, RolloutSummary,
+    ActionBody, ErrorBody, EventLog, Health, RolloutList, RolloutSpecBody, RolloutStatus,
+    RolloutSummary,
 };
 use crate::rollout::{entry_of, Action, ApiError, Change, Cmd, Ctx, Entry, Runner};
 
@@ -133,11 +134,27 @@ async fn entry(app: &App, name: &str) -> Result<Arc<Entry>, ApiError> {
         .ok_or_else(|| ApiError::new(404, format!("no rollout `{name}`")))
 }
 
+/// The example of a text/plain (YAML) spec in the document.
+const SPEC_EXAMPLE_YAML: &str = "name: checkout
+stages:
+  - {weight: 50, duration: 1m}
+  - {weight: 100, duration: 1m}
+analysis: {interval: 1s}
+traffic: {provider: simulated, scenario: healthy}
+";
+
 /// Create a rollout from a spec (YAML or JSON, the shape `canary run`
 /// reads) and start it.
 #[utoipa::path(
     post, path = "/api/v1/rollouts", tag = "rollouts",
-    request_body(description = "A rollout spec, YAML or JSON", content((String = "application/yaml"), (String = "application/json"), (String = "text/plain"))),
+    request_body(
+        description = "A rollout spec (docs/spec.md) in JSON or YAML; as text/plain, YAML (or JSON) text. What a schema cannot check (weights strictly increasing, durations, the analysis settings) is answered with 422.",
+        content(
+            (RolloutSpecBody = "application/json"),
+            (RolloutSpecBody = "application/yaml"),
+            (String = "text/plain", example = json!(SPEC_EXAMPLE_YAML)),
+        ),
+    ),
     responses(
         (status = 201, description = "Created and started", body = RolloutStatus),
         (status = 400, description = "Body not UTF-8", body = ErrorBody),
@@ -670,6 +687,32 @@ mod tests {
             let n = n.as_str().unwrap();
             assert_eq!(super::Action::parse(n).map(|a| a.name()), Some(n));
         }
+    }
+
+    #[test]
+    fn the_documented_spec_examples_are_specs_canary_serve_accepts() {
+        let d = doc();
+        let json = d["components"]["schemas"]["RolloutSpecBody"]["example"].to_string();
+        let content = &d["paths"]["/api/v1/rollouts"]["post"]["requestBody"]["content"];
+        let yaml = content["text/plain"]["example"].as_str().unwrap();
+        for text in [json.as_str(), yaml] {
+            let p = canary_core::Policy::from_text(text).unwrap();
+            super::check_name(&p.name).unwrap();
+            assert!(crate::driver::scenario_of(&p).unwrap().is_some());
+        }
+        serde_json::from_str::<crate::model::RolloutSpecBody>(&json).unwrap();
+    }
+
+    #[test]
+    fn the_documented_scenarios_are_the_built_in_ones() {
+        let d = doc();
+        let names: Vec<String> = d["components"]["schemas"]["ScenarioName"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, canary_sim::BUILT_IN);
     }
 
     #[test]
