@@ -347,20 +347,7 @@ async fn action(
         )
     })?;
     let body = body.map_err(body_error)?;
-    // No body, or `null` (the document's `oneOf: [null, ActionBody]`), is
-    // no reason.
-    let parsed: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionBody::default()
-    } else {
-        serde_json::from_slice::<Option<ActionBody>>(&body)
-            .map_err(|e| {
-                ApiError::new(
-                    400,
-                    format!("body: {e}: send {{\"reason\": \"...\"}} or nothing"),
-                )
-            })?
-            .unwrap_or_default()
-    };
+    let parsed = action_body(&body)?;
     if let Some(r) = &parsed.reason {
         check_reason(r)?;
     }
@@ -378,6 +365,29 @@ async fn action(
         .await
         .map_err(|_| ApiError::new(503, format!("rollout `{name}` is stopping")))??;
     Ok(Json(status))
+}
+
+/// An action's body: nothing, `null` (the document's `oneOf: [null,
+/// ActionBody]`) or an `ActionBody` object. serde would also read a struct
+/// from a JSON array (`[]`, `["why"]`); the schema says object, so only an
+/// object is one.
+fn action_body(body: &[u8]) -> Result<ActionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ActionBody::default());
+    }
+    let bad = |e: String| {
+        ApiError::new(
+            400,
+            format!("body: {e}: send {{\"reason\": \"...\"}} or nothing"),
+        )
+    };
+    match serde_json::from_slice::<serde_json::Value>(body).map_err(|e| bad(e.to_string()))? {
+        serde_json::Value::Null => Ok(ActionBody::default()),
+        v @ serde_json::Value::Object(_) => {
+            serde_json::from_value(v).map_err(|e| bad(e.to_string()))
+        }
+        _ => Err(bad("not a JSON object".into())),
+    }
 }
 
 /// An action's reason, as `ActionBody`'s schema has it: at most 4096
@@ -713,6 +723,31 @@ mod tests {
             .map(|n| n.as_str().unwrap().to_string())
             .collect();
         assert_eq!(names, canary_sim::BUILT_IN);
+    }
+
+    #[test]
+    fn an_action_body_is_nothing_null_or_an_object() {
+        let reason = |b: &str| super::action_body(b.as_bytes()).map(|a| a.reason);
+        assert_eq!(reason("").unwrap(), None);
+        assert_eq!(reason(" \n").unwrap(), None);
+        assert_eq!(reason("null").unwrap(), None);
+        assert_eq!(reason("{}").unwrap(), None);
+        assert_eq!(
+            reason(r#"{"reason": "why"}"#).unwrap().as_deref(),
+            Some("why")
+        );
+        assert_eq!(reason(r#"{"reason": null}"#).unwrap(), None);
+        for bad in [
+            "[]",
+            r#"["why"]"#,
+            "5",
+            r#""why""#,
+            r#"{"x": 1}"#,
+            "{",
+            "true",
+        ] {
+            assert_eq!(reason(bad).unwrap_err().status, 400, "{bad}");
+        }
     }
 
     #[test]
