@@ -22,7 +22,8 @@ use utoipa::OpenApi;
 
 use crate::auth::Token;
 use crate::model::{
-    ActionBody, ErrorBody, EventLog, Health, RolloutList, RolloutStatus, RolloutSummary,
+    ActionBody, ErrorBody, EventLog, Health, RolloutList, RolloutSpecBody, RolloutStatus,
+    RolloutSummary,
 };
 use crate::rollout::{entry_of, Action, ApiError, Change, Cmd, Ctx, Entry, Runner};
 
@@ -133,11 +134,27 @@ async fn entry(app: &App, name: &str) -> Result<Arc<Entry>, ApiError> {
         .ok_or_else(|| ApiError::new(404, format!("no rollout `{name}`")))
 }
 
+/// The example of a text/plain (YAML) spec in the document.
+const SPEC_EXAMPLE_YAML: &str = "name: checkout
+stages:
+  - {weight: 50, duration: 1m}
+  - {weight: 100, duration: 1m}
+analysis: {interval: 1s}
+traffic: {provider: simulated, scenario: healthy}
+";
+
 /// Create a rollout from a spec (YAML or JSON, the shape `canary run`
 /// reads) and start it.
 #[utoipa::path(
     post, path = "/api/v1/rollouts", tag = "rollouts",
-    request_body(description = "A rollout spec, YAML or JSON", content((String = "application/yaml"), (String = "application/json"), (String = "text/plain"))),
+    request_body(
+        description = "A rollout spec (docs/spec.md) in JSON or YAML; as text/plain, YAML (or JSON) text. What a schema cannot check (weights strictly increasing, durations, the analysis settings) is answered with 422.",
+        content(
+            (RolloutSpecBody = "application/json"),
+            (RolloutSpecBody = "application/yaml"),
+            (String = "text/plain", example = json!(SPEC_EXAMPLE_YAML)),
+        ),
+    ),
     responses(
         (status = 201, description = "Created and started", body = RolloutStatus),
         (status = 400, description = "Body not UTF-8", body = ErrorBody),
@@ -298,7 +315,7 @@ async fn events(
     post, path = "/api/v1/rollouts/{name}/{action}", tag = "rollouts",
     params(
         ("name" = String, Path, description = "Rollout name"),
-        ("action" = String, Path, description = "pause, resume, promote, promote-full, abort or retry"),
+        ("action" = Action, Path, description = "pause, resume, promote, promote-full, abort or retry"),
     ),
     request_body(content = Option<ActionBody>, content_type = "application/json"),
     responses(
@@ -330,23 +347,9 @@ async fn action(
         )
     })?;
     let body = body.map_err(body_error)?;
-    let parsed: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                400,
-                format!("body: {e}: send {{\"reason\": \"...\"}} or nothing"),
-            )
-        })?
-    };
+    let parsed = action_body(&body)?;
     if let Some(r) = &parsed.reason {
-        if r.len() > 4096 || r.chars().any(char::is_control) {
-            return Err(ApiError::new(
-                400,
-                "reason: at most 4096 characters, no control characters",
-            ));
-        }
+        check_reason(r)?;
     }
     let e = entry(&app, &name).await?;
     let (tx, rx) = oneshot::channel();
@@ -364,7 +367,43 @@ async fn action(
     Ok(Json(status))
 }
 
+/// An action's body: nothing, `null` (the document's `oneOf: [null,
+/// ActionBody]`) or an `ActionBody` object. serde would also read a struct
+/// from a JSON array (`[]`, `["why"]`); the schema says object, so only an
+/// object is one.
+fn action_body(body: &[u8]) -> Result<ActionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ActionBody::default());
+    }
+    let bad = |e: String| {
+        ApiError::new(
+            400,
+            format!("body: {e}: send {{\"reason\": \"...\"}} or nothing"),
+        )
+    };
+    match serde_json::from_slice::<serde_json::Value>(body).map_err(|e| bad(e.to_string()))? {
+        serde_json::Value::Null => Ok(ActionBody::default()),
+        v @ serde_json::Value::Object(_) => {
+            serde_json::from_value(v).map_err(|e| bad(e.to_string()))
+        }
+        _ => Err(bad("not a JSON object".into())),
+    }
+}
+
+/// An action's reason, as `ActionBody`'s schema has it: at most 4096
+/// characters (not bytes), none of them a control character.
+fn check_reason(r: &str) -> Result<(), ApiError> {
+    if r.chars().count() > 4096 || r.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            400,
+            "reason: at most 4096 characters, no control characters",
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeleteQuery {
     /// Abort an unfinished rollout first.
@@ -585,7 +624,7 @@ impl utoipa::Modify for Security {
 #[openapi(
     info(title = "canary serve", description = "Progressive delivery: many rollouts, judged on statistical evidence."),
     paths(create, list, get_one, events, action, delete, watch_all, watch_one, healthz, readyz, metrics, openapi),
-    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo)),
+    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, Action, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo)),
     modifiers(&Security),
 )]
 struct ApiDoc;
@@ -624,4 +663,99 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn doc() -> Value {
+        serde_json::from_str(&super::openapi_json()).unwrap()
+    }
+
+    #[test]
+    fn delete_documents_force_as_an_optional_query_parameter() {
+        let d = doc();
+        let params = d["paths"]["/api/v1/rollouts/{name}"]["delete"]["parameters"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let force = params.iter().find(|p| p["name"] == "force").unwrap();
+        assert_eq!(force["in"], "query");
+        assert_eq!(force["required"], false);
+    }
+
+    #[test]
+    fn the_documented_actions_are_the_ones_the_server_parses() {
+        let d = doc();
+        let names = d["components"]["schemas"]["Action"]["enum"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(names.len(), 6);
+        for n in names {
+            let n = n.as_str().unwrap();
+            assert_eq!(super::Action::parse(n).map(|a| a.name()), Some(n));
+        }
+    }
+
+    #[test]
+    fn the_documented_spec_examples_are_specs_canary_serve_accepts() {
+        let d = doc();
+        let json = d["components"]["schemas"]["RolloutSpecBody"]["example"].to_string();
+        let content = &d["paths"]["/api/v1/rollouts"]["post"]["requestBody"]["content"];
+        let yaml = content["text/plain"]["example"].as_str().unwrap();
+        for text in [json.as_str(), yaml] {
+            let p = canary_core::Policy::from_text(text).unwrap();
+            super::check_name(&p.name).unwrap();
+            assert!(crate::driver::scenario_of(&p).unwrap().is_some());
+        }
+        serde_json::from_str::<crate::model::RolloutSpecBody>(&json).unwrap();
+    }
+
+    #[test]
+    fn the_documented_scenarios_are_the_built_in_ones() {
+        let d = doc();
+        let names: Vec<String> = d["components"]["schemas"]["ScenarioName"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, canary_sim::BUILT_IN);
+    }
+
+    #[test]
+    fn an_action_body_is_nothing_null_or_an_object() {
+        let reason = |b: &str| super::action_body(b.as_bytes()).map(|a| a.reason);
+        assert_eq!(reason("").unwrap(), None);
+        assert_eq!(reason(" \n").unwrap(), None);
+        assert_eq!(reason("null").unwrap(), None);
+        assert_eq!(reason("{}").unwrap(), None);
+        assert_eq!(
+            reason(r#"{"reason": "why"}"#).unwrap().as_deref(),
+            Some("why")
+        );
+        assert_eq!(reason(r#"{"reason": null}"#).unwrap(), None);
+        for bad in [
+            "[]",
+            r#"["why"]"#,
+            "5",
+            r#""why""#,
+            r#"{"x": 1}"#,
+            "{",
+            "true",
+        ] {
+            assert_eq!(reason(bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_reason_is_limited_in_characters_not_bytes() {
+        assert!(super::check_reason(&"é".repeat(4096)).is_ok());
+        assert!(super::check_reason(&"a".repeat(4097)).is_err());
+        assert!(super::check_reason("line\nbreak").is_err());
+        assert!(super::check_reason("\u{85}").is_err());
+        assert!(super::check_reason("").is_ok());
+    }
 }

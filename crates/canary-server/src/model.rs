@@ -146,9 +146,178 @@ pub struct EventLog {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// Why, for the log.
+    /// Why, for the log: at most 4096 characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 4096, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub reason: Option<String>,
+}
+
+/// A rollout spec as `POST /api/v1/rollouts` takes it in JSON: the shape
+/// `canary run` reads (docs/spec.md), with the `traffic` section canary
+/// serve requires. This type only describes the body in the OpenAPI
+/// document; the server reads the spec with canary-core's parser, which
+/// also checks what a schema cannot say (weights strictly increasing, a
+/// timeout no shorter than its stage, every duration within 365 days, the
+/// `analysis` settings) and answers 422 with one detail per problem. The
+/// schema is never stricter than the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "checkout",
+    "stages": [{"weight": 50, "duration": "1m"}, {"weight": 100, "duration": "1m"}],
+    "analysis": {"interval": "1s"},
+    "traffic": {"provider": "simulated", "scenario": "healthy"}
+}))]
+pub struct RolloutSpecBody {
+    /// The rollout's name: for canary serve 1–63 letters, digits, `-`, `_`
+    /// or `.`, not starting with `.` (it is part of URLs).
+    #[schema(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$")]
+    pub name: String,
+    /// The stages, in order; weights strictly increasing.
+    #[schema(min_items = 1)]
+    pub stages: Vec<StageBody>,
+    /// How canary and baseline are compared: `judge`, `interval`, `alpha`,
+    /// `min_requests`, `max_latency_delta_ms`, `timeout_factor`,
+    /// `on_inconclusive`, `judges`, `margins`, `guardrails`
+    /// (docs/spec.md).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Object)]
+    pub analysis: Value,
+    /// Where the traffic goes: required by canary serve.
+    pub traffic: TrafficBody,
+    /// `enforce` (the default) or `advisory`.
+    #[serde(default)]
+    pub mode: ModeBody,
+}
+
+/// Whether a rollout carries out its decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeBody {
+    /// The weight follows the decisions.
+    #[default]
+    Enforce,
+    /// Decisions are recorded as recommendations; no weight is set.
+    Advisory,
+}
+
+/// A duration: `250ms`, `30s`, `5m`, `2h`, `1d` or a sum such as `1m30s`,
+/// or a number of seconds (≥ 0); at most 365 days.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum DurationBody {
+    /// Seconds.
+    Seconds(f64),
+    /// Written with units.
+    Text(String),
+}
+
+/// One stage of a spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageBody {
+    /// Percent of the traffic sent to the canary, in (0, 100].
+    #[schema(exclusive_minimum = 0, maximum = 100)]
+    pub weight: f64,
+    /// Bake time at this weight before the stage may pass (> 0).
+    pub duration: DurationBody,
+    /// Hold for a manual promote once the stage has passed.
+    #[serde(default)]
+    pub pause: bool,
+    /// Threshold judge: largest tolerated canary − baseline error rate.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub max_error_delta: Option<f64>,
+    /// Threshold judge: largest tolerated canary − baseline latency, ms.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub max_latency_delta_ms: Option<f64>,
+    /// Canary requests needed before the stage may pass.
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+    /// How long the stage may wait for a pass (at least `duration`).
+    #[serde(default)]
+    pub timeout: Option<DurationBody>,
+}
+
+/// A spec's `traffic` section: the built-in proxy, or a simulated service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum TrafficBody {
+    /// `provider: proxy` (the default).
+    Proxy(ProxyTrafficBody),
+    /// `provider: simulated`.
+    Simulated(SimulatedTrafficBody),
+}
+
+/// The built-in proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyTrafficBody {
+    /// `proxy`, the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = ProxyProvider)]
+    pub provider: Option<ProxyProvider>,
+    /// Where the proxy listens, `host:port`.
+    pub listen: String,
+    /// The stable version, `http://host[:port][/path]`.
+    pub stable: String,
+    /// The canary, `http://host[:port][/path]`.
+    pub canary: String,
+}
+
+/// The proxy provider's name.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProvider {
+    /// The built-in proxy.
+    Proxy,
+}
+
+/// A simulated service, drawn from a built-in scenario on the wall clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedTrafficBody {
+    /// `simulated`.
+    pub provider: SimulatedProvider,
+    /// The scenario (default `healthy`).
+    #[serde(default)]
+    pub scenario: Option<ScenarioName>,
+    /// Requests per second, both versions together, in (0, 1000000]
+    /// (default: the scenario's).
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1_000_000)]
+    pub requests_per_second: Option<f64>,
+    /// The seed of the draws (default 1).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// The simulated provider's name.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulatedProvider {
+    /// A simulated service.
+    Simulated,
+}
+
+/// A built-in scenario (`canary_sim::BUILT_IN`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub enum ScenarioName {
+    Healthy,
+    #[serde(rename = "errors-2x")]
+    Errors2x,
+    #[serde(rename = "errors-5x")]
+    Errors5x,
+    #[serde(rename = "latency-20pct")]
+    Latency20pct,
+    #[serde(rename = "latency-50pct")]
+    Latency50pct,
+    MemoryLeak,
+    Burst,
+    LoadDependent,
 }
 
 /// Every error the API returns.

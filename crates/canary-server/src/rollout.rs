@@ -117,8 +117,10 @@ pub(crate) struct Change {
     pub deleted: bool,
 }
 
-/// An operator action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An operator action: the last segment of
+/// `POST /api/v1/rollouts/{name}/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "kebab-case")]
 pub enum Action {
     /// Hold the weight.
     Pause,
