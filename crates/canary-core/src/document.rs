@@ -69,9 +69,20 @@ pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, SpecError> {
     Ok(t)
 }
 
-/// Deserializes `doc` into a `T`, gathering as many shape errors as it can:
-/// each failing value is removed and the rest deserialized again.
+/// Deserializes `doc` into a `T` (a struct: the document must be a
+/// mapping), gathering as many shape errors as it can: each failing value is
+/// removed and the rest deserialized again.
 pub(crate) fn deserialize_all<T: DeserializeOwned>(doc: &SourceDoc) -> Result<T, SpecErrors> {
+    if !doc.value.is_object() {
+        // serde would read a struct from a list of its fields in order;
+        // a document is a mapping of named fields.
+        return Err(SpecErrors(vec![SpecError {
+            path: String::new(),
+            line: Some(1),
+            value: short(&doc.value),
+            rule: "the document must be a mapping of fields (name, stages, ...), not a list or a single value".into(),
+        }]));
+    }
     let mut value = doc.value.clone();
     let mut errors: Vec<SpecError> = Vec::new();
     let mut removed: Vec<String> = Vec::new();

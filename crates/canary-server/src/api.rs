@@ -6,8 +6,8 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -91,16 +91,27 @@ fn authorize_read(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn body_error(e: BytesRejection) -> ApiError {
-    let status = e.status().as_u16();
-    if status == 413 {
-        ApiError::new(413, format!("request body over {MAX_BODY} bytes"))
-    } else {
-        ApiError::new(
-            status,
-            format!("cannot read the request body: {}", e.body_text()),
-        )
+/// Reads a request body of at most [`MAX_BODY`] bytes. A declared
+/// `Content-Length` over the limit is refused before any of the body is
+/// read; a body that turns out longer is cut off there.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(413, format!("request body over {MAX_BODY} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
     }
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let over = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large()
+        } else {
+            ApiError::new(400, format!("cannot read the request body: {e}"))
+        }
+    })
 }
 
 fn path_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -170,7 +181,7 @@ traffic: {provider: simulated, scenario: healthy}
 async fn create(
     State(app): Shared,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<RolloutStatus>), ApiError> {
     let actor = authorize(&app, &headers)?;
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
@@ -193,7 +204,7 @@ async fn create(
             ));
         }
     }
-    let body = body.map_err(body_error)?;
+    let body = read_body(&headers, body).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::new(400, format!("the body is not UTF-8: {e}")))?
         .to_string();
@@ -333,7 +344,7 @@ async fn action(
     State(app): Shared,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<RolloutStatus>, ApiError> {
     let actor = authorize(&app, &headers)?;
     let Path((name, action)) =
@@ -346,7 +357,7 @@ async fn action(
             ),
         )
     })?;
-    let body = body.map_err(body_error)?;
+    let body = read_body(&headers, body).await?;
     let parsed = action_body(&body)?;
     if let Some(r) = &parsed.reason {
         check_reason(r)?;

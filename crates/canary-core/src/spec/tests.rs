@@ -318,3 +318,20 @@ fn mode_is_enforce_by_default_and_advisory_when_asked() {
     let errs = errors_of(&format!("{base}mode: dry\n"));
     assert_eq!(errs[0].path, "mode", "{errs:?}");
 }
+
+#[test]
+fn a_document_that_is_not_a_mapping_is_refused() {
+    for text in [
+        r#"["x", [{"weight": 100, "duration": "1m"}], {}, {"provider": "simulated"}]"#,
+        "- x\n- [{weight: 100, duration: 1m}]\n",
+        "42\n",
+        "\"just a string\"\n",
+    ] {
+        let errs = errors_of(text);
+        assert_eq!(errs.len(), 1, "{text}: {errs:?}");
+        assert!(
+            errs[0].rule.contains("must be a mapping"),
+            "{text}: {errs:?}"
+        );
+    }
+}
