@@ -2,6 +2,7 @@
 //! install), in WAL mode with `synchronous = FULL`, so a write that returned
 //! survives a kill -9 and a power cut. Each write is one transaction.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -47,6 +48,40 @@ CREATE TABLE IF NOT EXISTS journal (
 /// A [`Store`] in one SQLite file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Each written rollout's revision and last event and journal numbers,
+    /// as committed: a write then needs no query before its own. Locked
+    /// after `conn`, and only while `conn` is held. (One process writes
+    /// the file: `canary serve` holds a lock on it.)
+    tails: Mutex<HashMap<String, Tail>>,
+}
+
+/// Where a rollout's record and logs end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tail {
+    revision: u64,
+    events: i64,
+    journal: i64,
+}
+
+/// The tail of `name` as stored.
+fn read_tail(tx: &Connection, name: &str) -> Result<Tail, StoreError> {
+    let revision: i64 = tx
+        .prepare_cached("SELECT revision FROM rollouts WHERE name = ?1")
+        .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
+        .map_err(|e| backend(format!("read rollout `{name}`"))(e))?
+        .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+    let last = |table: &str| -> Result<i64, StoreError> {
+        tx.prepare_cached(&format!(
+            "SELECT COALESCE(MAX(seq), 0) FROM {table} WHERE rollout = ?1"
+        ))
+        .and_then(|mut st| st.query_row([name], |r| r.get(0)))
+        .map_err(backend(format!("read the {table}")))
+    };
+    Ok(Tail {
+        revision: uint(revision),
+        events: last("events")?,
+        journal: last("journal")?,
+    })
 }
 
 fn backend(message: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -133,14 +168,11 @@ fn check_revision(tx: &Connection, name: &str, expected: u64) -> Result<(), Stor
     Ok(())
 }
 
-fn append(tx: &Connection, name: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+/// Appends `events` after number `last`; returns the new last number.
+fn append(tx: &Connection, name: &str, events: &[NewEvent], last: i64) -> Result<i64, StoreError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(last);
     }
-    let last: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE rollout = ?1")
-        .and_then(|mut st| st.query_row([name], |r| r.get(0)))
-        .map_err(backend("read the event log"))?;
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO events (rollout, seq, at_ms, actor, event, reason, detail) \
@@ -159,17 +191,19 @@ fn append(tx: &Connection, name: &str, events: &[NewEvent]) -> Result<(), StoreE
         ])
         .map_err(backend("append to the event log"))?;
     }
-    Ok(())
+    Ok(last + events.len() as i64)
 }
 
-fn append_journal(tx: &Connection, name: &str, entries: &[String]) -> Result<(), StoreError> {
+/// Appends journal `entries` after number `last`; returns the new last.
+fn append_journal(
+    tx: &Connection,
+    name: &str,
+    entries: &[String],
+    last: i64,
+) -> Result<i64, StoreError> {
     if entries.is_empty() {
-        return Ok(());
+        return Ok(last);
     }
-    let last: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE rollout = ?1")
-        .and_then(|mut st| st.query_row([name], |r| r.get(0)))
-        .map_err(backend("read the journal"))?;
     let mut stmt = tx
         .prepare_cached("INSERT INTO journal (rollout, seq, entry) VALUES (?1, ?2, ?3)")
         .map_err(backend("append to the journal"))?;
@@ -177,7 +211,7 @@ fn append_journal(tx: &Connection, name: &str, entries: &[String]) -> Result<(),
         stmt.execute(params![name, last + 1 + i as i64, e])
             .map_err(backend("append to the journal"))?;
     }
-    Ok(())
+    Ok(last + entries.len() as i64)
 }
 
 /// Removes everything stored of `name`.
@@ -191,29 +225,57 @@ fn remove(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One compare-and-set write inside an open transaction.
+/// One compare-and-set write inside an open transaction, from the
+/// rollout's `tail` (read from the store when not known); returns the new
+/// tail.
 fn update_in(
     tx: &Connection,
     name: &str,
     expected: u64,
     w: &Write<'_>,
-) -> Result<Written, StoreError> {
-    check_revision(tx, name, expected)?;
-    tx.prepare_cached(
-        "UPDATE rollouts SET state = ?2, finished = ?3, updated_at_ms = ?4, revision = revision + 1 \
-         WHERE name = ?1 AND revision = ?5",
-    )
-    .and_then(|mut st| st.execute(params![name, json(&w.state), w.finished, int(w.at_ms), int(expected)]))
-    .map_err(|e| backend(format!("write rollout `{name}`"))(e))?;
-    append(tx, name, w.events)?;
-    if w.reset_journal {
-        tx.execute("DELETE FROM journal WHERE rollout = ?1", [name])
-            .map_err(backend("empty the journal"))?;
+    tail: Option<Tail>,
+) -> Result<Tail, StoreError> {
+    let tail = match tail {
+        Some(t) => t,
+        None => read_tail(tx, name)?,
+    };
+    let conflict = |found| StoreError::Conflict {
+        name: name.to_string(),
+        expected,
+        found,
+    };
+    if tail.revision != expected {
+        return Err(conflict(tail.revision));
     }
-    append_journal(tx, name, w.journal)?;
-    Ok(Written {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE rollouts SET state = ?2, finished = ?3, updated_at_ms = ?4, revision = revision + 1 \
+             WHERE name = ?1 AND revision = ?5",
+        )
+        .and_then(|mut st| {
+            st.execute(params![name, json(&w.state), w.finished, int(w.at_ms), int(expected)])
+        })
+        .map_err(|e| backend(format!("write rollout `{name}`"))(e))?;
+    if changed != 1 {
+        // Not as remembered: written by someone else. Say what is there.
+        return Err(match read_tail(tx, name) {
+            Ok(t) => conflict(t.revision),
+            Err(e) => e,
+        });
+    }
+    let events = append(tx, name, w.events, tail.events)?;
+    let mut journal = tail.journal;
+    if w.reset_journal {
+        tx.prepare_cached("DELETE FROM journal WHERE rollout = ?1")
+            .and_then(|mut st| st.execute([name]))
+            .map_err(backend("empty the journal"))?;
+        journal = 0;
+    }
+    let journal = append_journal(tx, name, w.journal, journal)?;
+    Ok(Tail {
         revision: expected + 1,
-        updated_at_ms: w.at_ms,
+        events,
+        journal,
     })
 }
 
@@ -284,7 +346,12 @@ impl SqliteStore {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            tails: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn tails(&self) -> MutexGuard<'_, HashMap<String, Tail>> {
+        self.tails.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -306,6 +373,7 @@ fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
 impl Store for SqliteStore {
     fn create(&self, r: NewRollout, first: NewEvent) -> Result<RolloutRecord, StoreError> {
         let mut conn = self.conn();
+        self.tails().remove(&r.name);
         let tx = begin(&mut conn)?;
         if let Some(old) = get_in(&tx, &r.name)? {
             if !old.finished {
@@ -319,7 +387,7 @@ impl Store for SqliteStore {
             params![r.name, r.spec, json(&r.state), int(r.at_ms)],
         )
         .map_err(backend(format!("store rollout `{}`", r.name)))?;
-        append(&tx, &r.name, std::slice::from_ref(&first))?;
+        append(&tx, &r.name, std::slice::from_ref(&first), 0)?;
         let rec = get_in(&tx, &r.name)?.ok_or_else(|| StoreError::NotFound(r.name.clone()))?;
         commit(tx)?;
         Ok(rec)
@@ -343,11 +411,19 @@ impl Store for SqliteStore {
     }
 
     fn update(&self, name: &str, expected: u64, w: Write<'_>) -> Result<Written, StoreError> {
+        let at = w.at_ms;
         let mut conn = self.conn();
+        let mut tails = self.tails();
+        let known = tails.get(name).copied();
+        tails.remove(name);
         let tx = begin(&mut conn)?;
-        let rec = update_in(&tx, name, expected, &w)?;
+        let tail = update_in(&tx, name, expected, &w, known)?;
         commit(tx)?;
-        Ok(rec)
+        tails.insert(name.to_string(), tail);
+        Ok(Written {
+            revision: tail.revision,
+            updated_at_ms: at,
+        })
     }
 
     /// One transaction, one sync to disk, for the whole batch. Each write
@@ -356,22 +432,46 @@ impl Store for SqliteStore {
     /// whole batch (nothing of it is committed).
     fn update_many(&self, updates: &[Update]) -> Vec<Result<Written, StoreError>> {
         let mut conn = self.conn();
+        let mut tails = self.tails();
+        let fail_all = |tails: &mut HashMap<String, Tail>, e: &StoreError| {
+            for u in updates {
+                tails.remove(&u.name);
+            }
+            updates.iter().map(|_| Err(copy(e))).collect()
+        };
         let tx = match begin(&mut conn) {
             Ok(tx) => tx,
-            Err(e) => return updates.iter().map(|_| Err(copy(&e))).collect(),
+            Err(e) => return fail_all(&mut tails, &e),
         };
         let mut out = Vec::with_capacity(updates.len());
+        let mut staged = Vec::with_capacity(updates.len());
         for u in updates {
-            match update_in(&tx, &u.name, u.expected, &u.as_write()) {
+            let known = staged
+                .iter()
+                .rev()
+                .find(|(n, _): &&(&str, Tail)| *n == u.name.as_str())
+                .map(|(_, t)| *t)
+                .or_else(|| tails.get(&u.name).copied());
+            match update_in(&tx, &u.name, u.expected, &u.as_write(), known) {
+                Ok(tail) => {
+                    staged.push((u.name.as_str(), tail));
+                    out.push(Ok(Written {
+                        revision: tail.revision,
+                        updated_at_ms: u.at_ms,
+                    }));
+                }
                 Err(e @ StoreError::Backend { .. }) => {
                     drop(tx);
-                    return updates.iter().map(|_| Err(copy(&e))).collect();
+                    return fail_all(&mut tails, &e);
                 }
-                r => out.push(r),
+                Err(e) => out.push(Err(e)),
             }
         }
         if let Err(e) = commit(tx) {
-            return updates.iter().map(|_| Err(copy(&e))).collect();
+            return fail_all(&mut tails, &e);
+        }
+        for (n, t) in staged {
+            tails.insert(n.to_string(), t);
         }
         out
     }
@@ -430,6 +530,7 @@ impl Store for SqliteStore {
 
     fn delete(&self, name: &str, expected: u64) -> Result<(), StoreError> {
         let mut conn = self.conn();
+        self.tails().remove(name);
         let tx = begin(&mut conn)?;
         check_revision(&tx, name, expected)?;
         remove(&tx, name)?;

@@ -230,3 +230,52 @@ fn update_many_is_each_write_on_its_own_in_one_commit() {
     let seqs: Vec<u64> = s.events("b", 0).unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1, 2]);
 }
+
+/// The remembered revision is only a shortcut: a write by another handle
+/// on the same file is still seen, and the stale writer gets a conflict.
+#[test]
+fn a_stale_remembered_revision_is_still_a_conflict() {
+    let dir = std::env::temp_dir().join(format!("canary-store-tails-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.db");
+    let a = SqliteStore::open(&path).unwrap();
+    a.create(rollout("r"), event(1, "created")).unwrap();
+    a.update(
+        "r",
+        1,
+        write(json!(1), false, 2, &[event(2, "x")], &[j("1")]),
+    )
+    .unwrap();
+    let b = SqliteStore::open(&path).unwrap();
+    b.update(
+        "r",
+        2,
+        write(json!(2), false, 3, &[event(3, "y")], &[j("2")]),
+    )
+    .unwrap();
+    let stale = a.update("r", 2, write(json!(3), false, 4, &[], &[j("3")]));
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::Conflict {
+                expected: 2,
+                found: 3,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    // Once it has read the revision again it writes after b's entries.
+    a.update(
+        "r",
+        3,
+        write(json!(4), false, 5, &[event(5, "z")], &[j("4")]),
+    )
+    .unwrap();
+    let seqs: Vec<u64> = a.events("r", 0).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(a.journal("r").unwrap(), vec![j("1"), j("2"), j("4")]);
+    drop((a, b));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
