@@ -74,16 +74,7 @@ impl From<StoreError> for ApiError {
             StoreError::Exists(n) => ApiError::new(409, format!("rollout `{n}` is running")),
             StoreError::NotFound(n) => ApiError::new(404, format!("no rollout `{n}`")),
             StoreError::Conflict { .. } => ApiError::new(409, e.to_string()),
-            StoreError::Backend { .. } => {
-                let mut s = e.to_string();
-                let mut c = std::error::Error::source(&e);
-                while let Some(x) = c {
-                    s.push_str(": ");
-                    s.push_str(&x.to_string());
-                    c = x.source();
-                }
-                ApiError::new(503, s)
-            }
+            StoreError::Backend { .. } => ApiError::new(503, chain(&e)),
         }
     }
 }
