@@ -330,7 +330,7 @@ impl Runner {
         };
         let rec = blocking(move || store.create(new, first)).await?;
         let mut r = Runner::assemble(ctx, rec, policy, None, driver, origin, st);
-        r.publish(Vec::new());
+        r.publish(Vec::new(), 0);
         r.feed(
             Input::Apply {
                 event: Event::Start,
@@ -650,7 +650,7 @@ impl Runner {
                 {
                     self.last_error = None;
                 }
-                self.publish(events);
+                self.publish(events, rec.last_event_seq);
                 Ok(())
             }
             Err(e) => {
@@ -854,16 +854,20 @@ impl Runner {
         Ok(())
     }
 
-    fn publish(&mut self, events: Vec<NewEvent>) {
+    /// Tells the watchers; `events` were just logged, the last as number
+    /// `last_seq`.
+    fn publish(&mut self, events: Vec<NewEvent>, last_seq: u64) {
         self.refresh_status();
         if self.ctx.changes.receiver_count() == 0 {
             return;
         }
         let status = self.entry.status();
+        let first = (last_seq + 1).saturating_sub(events.len() as u64);
         let entries = events
             .into_iter()
-            .map(|e| EventEntry {
-                seq: 0,
+            .zip(first..)
+            .map(|(e, seq)| EventEntry {
+                seq,
                 time: rfc3339(e.at_ms),
                 at_ms: e.at_ms,
                 actor: e.actor,

@@ -92,6 +92,9 @@ pub struct Written {
     pub revision: u64,
     /// When it was written, ms since the epoch.
     pub updated_at_ms: u64,
+    /// The number of the log's last event now (the write's events end
+    /// there).
+    pub last_event_seq: u64,
 }
 
 /// One compare-and-set write of a rollout.

@@ -260,12 +260,16 @@ fn every_action_over_http_is_logged_with_its_actor_and_watched_live() {
 
     // The watcher saw the changes, in order, ending at succeeded.
     let mut phases = Vec::new();
+    let mut watched = Vec::new();
     let mut received = 0;
     while phases.last().map(String::as_str) != Some("succeeded") {
         let (kind, v) = rx
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("watch stream stalled after {phases:?}"));
         assert_eq!(kind, "change");
+        for e in v["events"].as_array().unwrap() {
+            watched.push((e["seq"].as_u64().unwrap(), e["event"].clone()));
+        }
         let p = v["status"]["phase"].as_str().unwrap().to_string();
         if phases.last() != Some(&p) {
             phases.push(p);
@@ -276,6 +280,15 @@ fn every_action_over_http_is_logged_with_its_actor_and_watched_live() {
     assert!(phases.contains(&"paused".to_string()), "{phases:?}");
 
     let log = events(&base, "web");
+    assert!(!watched.is_empty());
+    for (seq, ev) in &watched {
+        let logged = &log[*seq as usize - 1];
+        assert_eq!(
+            (logged["seq"].as_u64(), &logged["event"]),
+            (Some(*seq), ev),
+            "watched events carry their log numbers"
+        );
+    }
     let seqs: Vec<u64> = log.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "gapless");
     let by = |ev: &str| {

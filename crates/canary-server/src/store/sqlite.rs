@@ -423,6 +423,7 @@ impl Store for SqliteStore {
         Ok(Written {
             revision: tail.revision,
             updated_at_ms: at,
+            last_event_seq: uint(tail.events),
         })
     }
 
@@ -458,6 +459,7 @@ impl Store for SqliteStore {
                     out.push(Ok(Written {
                         revision: tail.revision,
                         updated_at_ms: u.at_ms,
+                        last_event_seq: uint(tail.events),
                     }));
                 }
                 Err(e @ StoreError::Backend { .. }) => {
