@@ -133,10 +133,12 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
         if self.stop_if_permanent(now, &mut notes).await? {
             return Ok(notes);
         }
+        let mut missing = None;
         let window = match self.source.read_window().await {
             Ok(w) => Some(w),
             Err(e) => {
                 self.source_failures += 1;
+                missing = Some(chain(&e));
                 if e.is_permanent() {
                     self.permanent = Some(chain(&e));
                     notes.push(format!("{}: permanent; stopping the rollout", chain(&e)));
@@ -150,7 +152,10 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
             }
         };
         if !self.stop_if_permanent(now, &mut notes).await? {
-            let commands = self.engine.observe(window, now)?;
+            let commands = match (window, missing) {
+                (None, Some(why)) => self.engine.observe_missing(&why, now)?,
+                (window, _) => self.engine.observe(window, now)?,
+            };
             self.carry_out(commands, &mut notes).await;
             self.stop_if_permanent(now, &mut notes).await?;
         }

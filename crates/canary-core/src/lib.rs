@@ -29,5 +29,8 @@ pub use machine::{
     TransitionError,
 };
 pub use observations::{LatencyHistogram, Observations, Pair, VersionStats, VersionSummary};
-pub use spec::{JudgeKind, Mode, Policy, RolloutSpec, Stage, TrafficProvider, TrafficSpec};
+pub use spec::{
+    JudgeKind, MetricsProvider, MetricsSpec, Mode, Policy, RolloutSpec, Stage, TrafficProvider,
+    TrafficSpec,
+};
 pub use verdict::{MetricEvidence, Outcome, Verdict};

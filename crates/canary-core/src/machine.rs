@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{OnInconclusive, Policy};
+use crate::spec::{OnInconclusive, OnMetricsUnavailable, Policy};
 use crate::verdict::{Outcome, Verdict};
 
 /// Why a rollout is paused.
@@ -46,6 +46,14 @@ pub enum PauseReason {
         /// Which limit, by how much.
         note: String,
     },
+    /// The metrics could not be read for `analysis.metrics_unavailable_after`
+    /// looks in a row and `analysis.on_metrics_unavailable` is `pause`: the
+    /// weight is held, no timeout runs, and the stage goes on (its clock
+    /// restarted) as soon as numbers come back.
+    NoData {
+        /// What the source said last.
+        note: String,
+    },
 }
 
 impl fmt::Display for PauseReason {
@@ -57,6 +65,7 @@ impl fmt::Display for PauseReason {
                 write!(f, "no decision by the stage's timeout: {note}")
             }
             PauseReason::Guardrail { note } => write!(f, "held by a guardrail: {note}"),
+            PauseReason::NoData { note } => write!(f, "held without metrics: {note}"),
         }
     }
 }
@@ -150,6 +159,13 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The metrics have been unreadable for
+    /// `analysis.metrics_unavailable_after` looks in a row: pause or roll
+    /// back, as `analysis.on_metrics_unavailable` says.
+    MetricsUnavailable {
+        /// What the source said.
+        note: String,
+    },
 }
 
 impl Event {
@@ -164,6 +180,7 @@ impl Event {
             Event::Promote => "promote",
             Event::PromoteFull => "promote-full",
             Event::Abort { .. } => "abort",
+            Event::MetricsUnavailable { .. } => "metrics-unavailable",
         }
     }
 }
@@ -486,6 +503,20 @@ pub fn step(
                 reason: PauseReason::Manual { note },
             };
         }
+        (&Phase::Progressing { stage }, Event::MetricsUnavailable { note }) => {
+            match policy.analysis.on_metrics_unavailable {
+                OnMetricsUnavailable::Rollback => s.roll_back(note, None),
+                OnMetricsUnavailable::Pause => {
+                    let weight = s.state.weight;
+                    s.decide(Action::Pause, weight, note.clone(), None);
+                    s.state.phase = Phase::Paused {
+                        stage,
+                        reason: PauseReason::NoData { note },
+                    };
+                }
+            }
+        }
+        (Phase::Paused { .. }, Event::MetricsUnavailable { .. }) => {}
         (&Phase::Progressing { stage }, Event::Promote) => {
             s.next_stage(stage, Action::Promote, "promoted by hand".into(), None)
         }
@@ -508,6 +539,24 @@ pub fn step(
         (Phase::Paused { .. }, Event::Verdict(v)) if v.outcome == Outcome::Fail => {
             s.roll_back(v.reason.clone(), Some(v))
         }
+        // Held for missing metrics: numbers are back, the stage goes on.
+        (
+            &Phase::Paused {
+                stage,
+                reason: PauseReason::NoData { .. },
+            },
+            Event::Verdict(v),
+        ) => {
+            let weight = s.state.weight;
+            s.decide(
+                Action::Resume,
+                weight,
+                "metrics are back; the stage goes on and its clock restarts".into(),
+                Some(v),
+            );
+            s.state.phase = Phase::Progressing { stage };
+            s.state.stage_started_at = now;
+        }
         (Phase::Paused { .. }, Event::Verdict(_) | Event::Tick) => {}
         (Phase::Paused { stage, reason }, Event::Resume) => match reason {
             PauseReason::Gate => s.next_stage(
@@ -518,7 +567,8 @@ pub fn step(
             ),
             PauseReason::Manual { .. }
             | PauseReason::Inconclusive { .. }
-            | PauseReason::Guardrail { .. } => {
+            | PauseReason::Guardrail { .. }
+            | PauseReason::NoData { .. } => {
                 let weight = s.state.weight;
                 s.decide(
                     Action::Resume,

@@ -7,6 +7,7 @@
 //! their line. Their types are re-exported here (`spec::Policy`,
 //! `spec::SpecErrors`, ...) as well as at the crate root.
 
+mod metrics;
 mod policy;
 
 use std::fmt;
@@ -17,6 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::document::{deserialize_all, SourceDoc};
 pub use crate::document::{parse_document, SpecError, SpecErrors};
 use crate::duration::HumanDuration;
+pub use metrics::{
+    is_label_name, MetricsProvider, MetricsSpec, OnMetricsUnavailable, Preset, PrometheusSpec,
+    ScrapeSpec, VersionValues,
+};
 pub use policy::{default_error_delta, Analysis, Guardrails, Margins, Policy, Stage};
 
 /// A rollout as the user writes it.
@@ -33,6 +38,10 @@ pub struct RolloutSpec {
     /// Where live traffic goes (used by `canary run`; ignored by the simulator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficSpec>,
+    /// Where the judges' numbers come from (default: the traffic layer's
+    /// own counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSpec>,
     /// `enforce` (the default: the weight follows the decisions) or
     /// `advisory` (decisions are recorded as recommendations; the weight is
     /// never moved).
@@ -180,6 +189,14 @@ pub struct AnalysisSpec {
     pub guardrails: GuardrailsSpec,
     /// Differences too small to matter: the tests look for harm beyond them.
     pub margins: MarginsSpec,
+    /// What happens when the metrics cannot be read for
+    /// `metrics_unavailable_after` looks in a row: `pause` (hold until they
+    /// are back) or `rollback`.
+    pub on_metrics_unavailable: OnMetricsUnavailable,
+    /// Looks in a row without numbers before `on_metrics_unavailable`
+    /// applies (default 3); before that, time passes and nothing is
+    /// promoted.
+    pub metrics_unavailable_after: u32,
 }
 
 /// Margins of practical significance, as written (`analysis.margins`): a
@@ -258,6 +275,8 @@ impl Default for AnalysisSpec {
             judges: JudgeOptions::default(),
             guardrails: GuardrailsSpec::default(),
             margins: MarginsSpec::default(),
+            on_metrics_unavailable: OnMetricsUnavailable::default(),
+            metrics_unavailable_after: 3,
         }
     }
 }
@@ -461,6 +480,7 @@ impl RolloutSpec {
             ],
             analysis: AnalysisSpec::default(),
             traffic: None,
+            metrics: None,
             mode: Mode::Enforce,
         }
     }

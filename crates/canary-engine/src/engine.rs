@@ -37,6 +37,9 @@ pub enum Input {
     Observe {
         /// The window, or `None` when the source could not be read.
         window: Option<Pair<VersionStats>>,
+        /// Without a window: why the source could not be read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missing: Option<String>,
         /// When, since the rollout's origin.
         now: Duration,
     },
@@ -53,6 +56,8 @@ pub struct Engine {
     last_verdict: Option<Verdict>,
     started_at: Option<Duration>,
     now: Duration,
+    /// Looks in a row without a window.
+    missing: u32,
 }
 
 impl Engine {
@@ -69,6 +74,7 @@ impl Engine {
             last_verdict: None,
             started_at: None,
             now: Duration::ZERO,
+            missing: 0,
         }
     }
 
@@ -79,7 +85,16 @@ impl Engine {
     pub fn input(&mut self, input: Input) -> Result<Vec<Command>, TransitionError> {
         match input {
             Input::Apply { event, now } => self.apply(event, now),
-            Input::Observe { window, now } => self.observe(window, now),
+            Input::Observe {
+                window: Some(w),
+                now,
+                ..
+            } => self.observe(Some(w), now),
+            Input::Observe {
+                window: None,
+                missing,
+                now,
+            } => self.observe_missing(missing.as_deref().unwrap_or("no numbers"), now),
         }
     }
 
@@ -186,6 +201,10 @@ impl Engine {
         window: Option<Pair<VersionStats>>,
         now: Duration,
     ) -> Result<Vec<Command>, TransitionError> {
+        if window.is_none() {
+            return self.observe_missing("no numbers", now);
+        }
+        self.missing = 0;
         let stage = match (&self.state.phase, window) {
             (Phase::Progressing { stage } | Phase::Paused { stage, .. }, Some(w)) => {
                 self.obs.push_window(w, self.state.weight);
@@ -204,6 +223,31 @@ impl Engine {
             rec.verdict = Some(verdict.clone());
         }
         self.apply(Event::Verdict(verdict), now)
+    }
+
+    /// A tick without numbers, because of `why` (what the source said):
+    /// time passes, nothing is promoted, and after
+    /// `analysis.metrics_unavailable_after` such looks in a row
+    /// `analysis.on_metrics_unavailable` applies.
+    ///
+    /// # Errors
+    /// The state machine's refusal (the rollout has ended or not started).
+    pub fn observe_missing(
+        &mut self,
+        why: &str,
+        now: Duration,
+    ) -> Result<Vec<Command>, TransitionError> {
+        if !matches!(self.state.phase, Phase::Progressing { .. }) {
+            return self.apply(Event::Tick, now);
+        }
+        self.missing = self.missing.saturating_add(1);
+        let after = self.policy.analysis.metrics_unavailable_after.max(1);
+        if self.missing < after {
+            return self.apply(Event::Tick, now);
+        }
+        self.missing = 0;
+        let note = format!("no metrics for {after} looks in a row (last: {why})");
+        self.apply(Event::MetricsUnavailable { note }, now)
     }
 
     fn close_stage(&mut self, ended: Option<Duration>) {
@@ -367,6 +411,7 @@ mod tests {
                 &mut e,
                 Input::Observe {
                     window: w,
+                    missing: None,
                     now: Duration::from_secs(t),
                 },
             );
@@ -401,7 +446,13 @@ mod tests {
 
     #[test]
     fn missing_windows_never_promote() {
-        let mut e = engine();
+        // With `metrics_unavailable_after` high, a stage without numbers
+        // only times out (timeout 3 × 20 s), and pauses.
+        let p = Policy::from_text(
+            "name: e\nstages:\n  - {weight: 10, duration: 20s, min_requests: 10}\n  - {weight: 100, duration: 20s, min_requests: 10}\nanalysis: {judge: threshold, metrics_unavailable_after: 1000}\n",
+        )
+        .unwrap();
+        let mut e = Engine::new(p);
         e.apply(Event::Start, Duration::ZERO).unwrap();
         for t in 1..=59 {
             e.observe(None, Duration::from_secs(t)).unwrap();
@@ -409,5 +460,64 @@ mod tests {
         assert_eq!(e.state().phase, Phase::Progressing { stage: 0 });
         e.observe(None, Duration::from_secs(60)).unwrap();
         assert_eq!(e.state().phase.name(), "paused");
+    }
+
+    #[test]
+    fn metrics_unavailable_pauses_after_three_looks_and_goes_on_when_they_are_back() {
+        let mut e = engine();
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        e.observe(Some(window(90, 1, 10, 0)), Duration::from_secs(10))
+            .unwrap();
+        for t in [20, 30] {
+            e.input(Input::Observe {
+                window: None,
+                missing: Some("GET http://prom: refused".into()),
+                now: Duration::from_secs(t),
+            })
+            .unwrap();
+            assert_eq!(e.state().phase, Phase::Progressing { stage: 0 });
+        }
+        e.input(Input::Observe {
+            window: None,
+            missing: Some("GET http://prom: refused".into()),
+            now: Duration::from_secs(40),
+        })
+        .unwrap();
+        let Phase::Paused { stage: 0, reason } = &e.state().phase else {
+            panic!("{:?}", e.state().phase)
+        };
+        let why = reason.to_string();
+        assert!(
+            why.contains("3 looks in a row") && why.contains("refused"),
+            "{why}"
+        );
+        // Long outage: no timeout while held, nothing promoted.
+        for t in 5..100 {
+            e.observe(None, Duration::from_secs(t * 10)).unwrap();
+        }
+        assert_eq!(e.state().phase.name(), "paused");
+        assert_eq!(e.state().weight, 10.0);
+        // Numbers are back: the stage goes on, its clock restarted.
+        e.observe(Some(window(90, 1, 10, 0)), Duration::from_secs(1000))
+            .unwrap();
+        assert_eq!(e.state().phase, Phase::Progressing { stage: 0 });
+        assert_eq!(e.state().stage_started_at, Duration::from_secs(1000));
+        let last = e.decisions().last().unwrap();
+        assert!(last.reason.contains("metrics are back"), "{}", last.reason);
+    }
+
+    #[test]
+    fn metrics_unavailable_rolls_back_when_the_policy_says_so() {
+        let p = Policy::from_text(
+            "name: e\nstages:\n  - {weight: 10, duration: 20s}\nanalysis: {judge: threshold, on_metrics_unavailable: rollback, metrics_unavailable_after: 2}\n",
+        )
+        .unwrap();
+        let mut e = Engine::new(p);
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        e.observe(None, Duration::from_secs(10)).unwrap();
+        assert_eq!(e.state().phase.name(), "progressing");
+        e.observe(None, Duration::from_secs(20)).unwrap();
+        assert_eq!(e.state().phase.name(), "rolled_back");
+        assert_eq!(e.state().weight, 0.0);
     }
 }

@@ -525,20 +525,22 @@ impl Runner {
             }
             return;
         }
-        let window = match self.driver.read_window().await {
-            Ok(w) => Some(w),
+        let (window, missing) = match self.driver.read_window().await {
+            Ok(w) => (Some(w), None),
             Err(e) => {
                 self.source_failures += 1;
-                self.last_error = Some(format!("metrics source: {}", chain(&e)));
+                let why = format!("metrics source: {}", chain(&e));
+                self.last_error = Some(why.clone());
                 if e.is_permanent() {
                     self.permanent = Some(chain(&e));
                 }
-                None
+                (None, Some(why))
             }
         };
         let looked = window.is_some();
         let input = Input::Observe {
             window,
+            missing,
             now: self.now(),
         };
         if self

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::{
     AnalysisSpec, DeviationOptions, GuardrailsSpec, JudgeKind, JudgeOptions, KayentaOptions,
-    MarginsSpec, Mode, OnInconclusive, RolloutSpec, SequentialOptions, StageSpec, TrafficProvider,
-    TrafficSpec,
+    MarginsSpec, MetricsSpec, Mode, OnInconclusive, OnMetricsUnavailable, RolloutSpec,
+    SequentialOptions, StageSpec, TrafficProvider, TrafficSpec,
 };
 use crate::document::{SourceDoc, SpecError, SpecErrors};
 
@@ -52,6 +52,10 @@ pub struct Analysis {
     pub guardrails: Guardrails,
     /// Differences too small to matter.
     pub margins: Margins,
+    /// What happens when the metrics stay unreadable.
+    pub on_metrics_unavailable: OnMetricsUnavailable,
+    /// Looks in a row without numbers before it applies.
+    pub metrics_unavailable_after: u32,
 }
 
 /// Validated margins of practical significance (see
@@ -176,6 +180,8 @@ pub struct Policy {
     pub analysis: Analysis,
     /// Live traffic settings, if given.
     pub traffic: Option<TrafficSpec>,
+    /// Where the numbers come from, if not the traffic layer.
+    pub metrics: Option<MetricsSpec>,
     /// Whether the decisions are carried out or only recommended.
     pub mode: Mode,
 }
@@ -243,6 +249,9 @@ impl RolloutSpec {
         if let Some(t) = &self.traffic {
             check_traffic(t, &mut found);
         }
+        if let Some(m) = &self.metrics {
+            super::metrics::check_metrics(m, &mut found);
+        }
         if !found.errors.is_empty() {
             return Err(SpecErrors(found.errors));
         }
@@ -265,22 +274,25 @@ impl RolloutSpec {
                     max_error_rate: a.guardrails.max_error_rate,
                     max_latency_p99_ms: a.guardrails.max_latency_p99_ms,
                 },
+                on_metrics_unavailable: a.on_metrics_unavailable,
+                metrics_unavailable_after: a.metrics_unavailable_after,
             },
             traffic: self.traffic.clone(),
+            metrics: self.metrics.clone(),
             mode: self.mode,
         })
     }
 }
 
 /// The rule violations found so far, each given its line from the document.
-struct Findings<'d> {
+pub(super) struct Findings<'d> {
     doc: Option<&'d SourceDoc>,
     errors: Vec<SpecError>,
 }
 
 impl Findings<'_> {
     /// Records that `value`, written at `path`, breaks `rule`.
-    fn add(&mut self, path: String, value: String, rule: String) {
+    pub(super) fn add(&mut self, path: String, value: String, rule: String) {
         let line = self.doc.and_then(|d| d.line_of(&path));
         self.errors.push(SpecError {
             path,
@@ -422,6 +434,13 @@ fn check_analysis(a: &AnalysisSpec, found: &mut Findings) {
             "analysis.timeout_factor".into(),
             fmt_f64(a.timeout_factor),
             "the timeout factor must be a finite number ≥ 1".into(),
+        );
+    }
+    if a.metrics_unavailable_after == 0 {
+        found.add(
+            "analysis.metrics_unavailable_after".into(),
+            "0".into(),
+            "must be at least 1 (looks in a row without numbers)".into(),
         );
     }
 }

@@ -335,3 +335,47 @@ fn a_document_that_is_not_a_mapping_is_refused() {
         );
     }
 }
+
+#[test]
+fn a_prometheus_metrics_section_with_a_preset_is_three_lines() {
+    let text = "name: p\nstages: [{weight: 100, duration: 1m}]\nmetrics:\n  provider: prometheus\n  prometheus: {address: 'http://127.0.0.1:9090', preset: http, labels: {app: checkout}}\n";
+    let p = Policy::from_text(text).unwrap();
+    let m = p.metrics.unwrap();
+    assert_eq!(m.provider, crate::MetricsProvider::Prometheus);
+    let prom = m.prometheus.unwrap();
+    assert_eq!(prom.versions.canary, "canary");
+    assert_eq!(prom.labels["app"], "checkout");
+    assert_eq!(
+        p.analysis.on_metrics_unavailable,
+        super::OnMetricsUnavailable::Pause
+    );
+    assert_eq!(p.analysis.metrics_unavailable_after, 3);
+}
+
+#[test]
+fn metrics_sections_are_checked_with_their_paths_and_lines() {
+    let base = "name: p\nstages: [{weight: 100, duration: 1m}]\n";
+    let cases = [
+        ("metrics: {provider: prometheus}\n", "metrics.prometheus", "needs a `prometheus` section"),
+        ("metrics: {provider: scrape, prometheus: {address: 'http://x:9090', preset: http}}\n", "metrics.prometheus", "only for `provider: prometheus`"),
+        ("metrics:\n  provider: prometheus\n  prometheus: {address: 'ftp://x', preset: http}\n", "metrics.prometheus.address", "not an http:// or https:// URL"),
+        ("metrics:\n  provider: prometheus\n  prometheus: {address: 'http://x:9090'}\n", "metrics.prometheus.requests", "required without a `preset`"),
+        ("metrics:\n  provider: prometheus\n  prometheus:\n    address: 'http://x:9090'\n    requests: 'sum(rate(http_requests_total[1m]))'\n    errors: 'sum(x{v=\"$version\"})'\n", "metrics.prometheus.requests", "must contain `$version`"),
+        ("metrics:\n  provider: prometheus\n  prometheus: {address: 'http://x:9090', preset: http, versions: {stable: v1, canary: v1}}\n", "metrics.prometheus.versions.canary", "must differ"),
+        ("metrics:\n  provider: prometheus\n  prometheus: {address: 'http://x:9090', preset: http, labels: {'bad-name': x}}\n", "metrics.prometheus.labels.bad-name", "not a label name"),
+        ("metrics:\n  provider: scrape\n  scrape: {stable: [], canary: ['http://b/metrics'], preset: http}\n", "metrics.scrape.stable", "at least one endpoint"),
+        ("metrics:\n  provider: scrape\n  scrape: {stable: ['http://a/metrics'], canary: ['http://a/metrics'], preset: http}\n", "metrics.scrape.canary", "also a stable endpoint"),
+        ("metrics:\n  provider: scrape\n  scrape: {stable: ['http://a/m'], canary: ['http://b/m'], preset: http, timeout: 0s}\n", "metrics.scrape.timeout", "must be positive"),
+        ("analysis: {metrics_unavailable_after: 0}\n", "analysis.metrics_unavailable_after", "at least 1"),
+        ("analysis: {on_metrics_unavailable: ignore}\n", "analysis.on_metrics_unavailable", ""),
+    ];
+    for (extra, path, rule) in cases {
+        let text = format!("{base}{extra}");
+        let errs = errors_of(&text);
+        let hit = errs.iter().find(|e| e.path == path);
+        assert!(hit.is_some(), "{extra}: no error at {path}: {errs:?}");
+        let e = hit.unwrap();
+        assert!(e.rule.contains(rule), "{extra}: {e:?}");
+        assert!(e.line.is_some(), "{extra}: no line: {e:?}");
+    }
+}

@@ -1,0 +1,447 @@
+//! The `metrics` section: where a live rollout reads its per-version
+//! numbers. The built-in proxy (the default), a Prometheus server, or each
+//! version's own `/metrics` endpoints, scraped by canary itself.
+//!
+//! Only the shape is checked here: URLs, required fields, the `$version`
+//! placeholder, label names. Whether a selector or a query parses is for
+//! the adapter (`canary-prometheus`), which `canary validate` also asks.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::Findings;
+use crate::duration::HumanDuration;
+
+/// Where the judges' numbers come from, as written.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// `proxy` (the default: the built-in proxy counts what it carries),
+    /// `prometheus` or `scrape`.
+    #[serde(default)]
+    pub provider: MetricsProvider,
+    /// `provider: prometheus`: the server and the queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+    /// `provider: scrape`: each version's endpoints and the metric names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<ScrapeSpec>,
+}
+
+/// What supplies the numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsProvider {
+    /// The traffic layer's own counts (the built-in proxy, a simulated
+    /// service, HAProxy's counters).
+    #[default]
+    Proxy,
+    /// PromQL queries against a Prometheus server (or anything that speaks
+    /// its HTTP API).
+    Prometheus,
+    /// Each version's own `/metrics` endpoints, read by canary in the
+    /// Prometheus text format.
+    Scrape,
+}
+
+impl MetricsProvider {
+    /// The provider's name as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricsProvider::Proxy => "proxy",
+            MetricsProvider::Prometheus => "prometheus",
+            MetricsProvider::Scrape => "scrape",
+        }
+    }
+}
+
+/// A set of metric names and labels for the common case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// `http_requests_total` with a `code` label (errors: `code=~"5.."`),
+    /// and the histogram `http_request_duration_seconds`.
+    Http,
+}
+
+/// `metrics.prometheus`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSpec {
+    /// The server's base URL, e.g. `http://prometheus:9090`.
+    pub address: String,
+    /// How long one query may take (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Extra request headers (for a proxy in front of Prometheus, a tenant
+    /// header, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A file holding a bearer token, sent as `Authorization: Bearer ...`
+    /// (read at each query, so a rotated token is picked up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<String>,
+    /// Queries for the common metric names (`http`); any query written
+    /// below replaces the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// The preset's label matchers besides the version's, e.g.
+    /// `{app: checkout, namespace: shop}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The label that tells the versions apart (default `version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_label: Option<String>,
+    /// The label values of the two versions (default `stable` and `canary`).
+    #[serde(default)]
+    pub versions: VersionValues,
+    /// Requests over the window: a PromQL query giving one number, with
+    /// `$version` and `$window` placeholders, e.g.
+    /// `sum(increase(http_requests_total{version="$version"}[$window]))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    /// Failed requests over the window, the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<String>,
+    /// Latency over the window: a query giving one series per histogram
+    /// bucket, by `le` in seconds, e.g.
+    /// `sum by (le) (increase(http_request_duration_seconds_bucket{version="$version"}[$window]))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+}
+
+/// The label values of the two versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VersionValues {
+    /// The stable version's (default `stable`).
+    pub stable: String,
+    /// The canary's (default `canary`).
+    pub canary: String,
+}
+
+impl Default for VersionValues {
+    fn default() -> Self {
+        Self {
+            stable: "stable".into(),
+            canary: "canary".into(),
+        }
+    }
+}
+
+/// `metrics.scrape`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeSpec {
+    /// The stable version's endpoints (`http://host:port/metrics`), one per
+    /// instance; their counts are added up.
+    pub stable: Vec<String>,
+    /// The canary's endpoints.
+    pub canary: Vec<String>,
+    /// How long one scrape may take (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Metric names for the common case (`http`); any selector written
+    /// below replaces the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// Label matchers added to each selector, e.g. `{handler: /checkout}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The request counter: a selector, e.g. `http_requests_total` (every
+    /// matching series is added up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    /// The failed-request counter, e.g. `http_requests_total{code=~"5.."}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<String>,
+    /// A histogram's name (without `_bucket`), e.g.
+    /// `http_request_duration_seconds`; bounds in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+}
+
+/// What happens when the metrics cannot be read for
+/// `analysis.metrics_unavailable_after` looks in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMetricsUnavailable {
+    /// Hold the weight (no timeout runs) until numbers come back; then
+    /// the stage goes on with its clock restarted.
+    #[default]
+    Pause,
+    /// Roll back.
+    Rollback,
+}
+
+/// Is `s` a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`)?
+pub fn is_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Is `s` an HTTP header name (an RFC 9110 token)?
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn check_base_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("not an http:// or https:// URL")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        return Err("the URL has no host");
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("the URL has spaces or control characters");
+    }
+    Ok(())
+}
+
+fn check_timeout(found: &mut Findings, path: &str, t: Option<&HumanDuration>) {
+    if let Some(t) = t {
+        if t.0.is_zero() {
+            found.add(path.into(), t.to_string(), "must be positive".into());
+        }
+    }
+}
+
+fn check_labels(found: &mut Findings, path: &str, labels: &BTreeMap<String, String>) {
+    for (k, v) in labels {
+        if !is_label_name(k) {
+            found.add(
+                format!("{path}.{k}"),
+                k.clone(),
+                "not a label name ([a-zA-Z_][a-zA-Z0-9_]*)".into(),
+            );
+        }
+        if v.chars().any(char::is_control) {
+            found.add(
+                format!("{path}.{k}"),
+                v.escape_default().to_string(),
+                "a label value must not contain control characters".into(),
+            );
+        }
+    }
+}
+
+/// Checks the metrics section; `live` is whether a traffic section names
+/// the built-in proxy or another layer that counts (for `provider: proxy`).
+pub(super) fn check_metrics(m: &MetricsSpec, found: &mut Findings) {
+    let provider = m.provider.name();
+    let only = |found: &mut Findings, field: &str, of: &str| {
+        found.add(
+            format!("metrics.{field}"),
+            "(a section)".into(),
+            format!("only for `provider: {of}`; this metrics section has `provider: {provider}`"),
+        );
+    };
+    if m.provider != MetricsProvider::Prometheus && m.prometheus.is_some() {
+        only(found, "prometheus", "prometheus");
+    }
+    if m.provider != MetricsProvider::Scrape && m.scrape.is_some() {
+        only(found, "scrape", "scrape");
+    }
+    match m.provider {
+        MetricsProvider::Proxy => {}
+        MetricsProvider::Prometheus => match &m.prometheus {
+            None => found.add(
+                "metrics.prometheus".into(),
+                "(missing)".into(),
+                "`provider: prometheus` needs a `prometheus` section with an `address` and a \
+                 `preset` or `requests` and `errors` queries"
+                    .into(),
+            ),
+            Some(p) => check_prometheus(p, found),
+        },
+        MetricsProvider::Scrape => match &m.scrape {
+            None => found.add(
+                "metrics.scrape".into(),
+                "(missing)".into(),
+                "`provider: scrape` needs a `scrape` section with `stable` and `canary` \
+                 endpoint URLs and a `preset` or `requests` and `errors`"
+                    .into(),
+            ),
+            Some(s) => check_scrape(s, found),
+        },
+    }
+}
+
+fn check_prometheus(p: &PrometheusSpec, found: &mut Findings) {
+    let at = "metrics.prometheus";
+    if let Err(why) = check_base_url(&p.address) {
+        found.add(
+            format!("{at}.address"),
+            p.address.clone(),
+            format!("{why}: write the server's URL, e.g. http://127.0.0.1:9090"),
+        );
+    }
+    check_timeout(found, &format!("{at}.timeout"), p.timeout.as_ref());
+    for (k, v) in &p.headers {
+        if !is_header_name(k) {
+            found.add(
+                format!("{at}.headers.{k}"),
+                k.clone(),
+                "not an HTTP header name".into(),
+            );
+        }
+        if v.chars().any(|c| c.is_control() && c != '\t') {
+            found.add(
+                format!("{at}.headers.{k}"),
+                v.escape_default().to_string(),
+                "a header value must not contain control characters".into(),
+            );
+        }
+        if k.eq_ignore_ascii_case("authorization") && p.bearer_token_file.is_some() {
+            found.add(
+                format!("{at}.headers.{k}"),
+                "(set)".into(),
+                "give either an Authorization header or bearer_token_file, not both".into(),
+            );
+        }
+    }
+    if let Some(f) = &p.bearer_token_file {
+        if f.trim().is_empty() {
+            found.add(
+                format!("{at}.bearer_token_file"),
+                "\"\"".into(),
+                "must be a file path".into(),
+            );
+        }
+    }
+    check_labels(found, &format!("{at}.labels"), &p.labels);
+    if let Some(l) = &p.version_label {
+        if !is_label_name(l) {
+            found.add(
+                format!("{at}.version_label"),
+                l.clone(),
+                "not a label name ([a-zA-Z_][a-zA-Z0-9_]*)".into(),
+            );
+        }
+    }
+    for (f, v) in [
+        ("stable", &p.versions.stable),
+        ("canary", &p.versions.canary),
+    ] {
+        if v.is_empty() || v.chars().any(char::is_control) {
+            found.add(
+                format!("{at}.versions.{f}"),
+                v.escape_default().to_string(),
+                "must be a non-empty label value without control characters".into(),
+            );
+        }
+    }
+    if p.versions.stable == p.versions.canary {
+        found.add(
+            format!("{at}.versions.canary"),
+            p.versions.canary.clone(),
+            "must differ from versions.stable: the versions would read the same series".into(),
+        );
+    }
+    if p.preset.is_none() {
+        if !p.labels.is_empty() {
+            found.add(
+                format!("{at}.labels"),
+                "(set)".into(),
+                "labels only apply to a preset's queries: write them into your own queries".into(),
+            );
+        }
+        for (f, q) in [("requests", &p.requests), ("errors", &p.errors)] {
+            if q.is_none() {
+                found.add(
+                    format!("{at}.{f}"),
+                    "(missing)".into(),
+                    "required without a `preset` (e.g. `preset: http`)".into(),
+                );
+            }
+        }
+    }
+    for (f, q) in [
+        ("requests", &p.requests),
+        ("errors", &p.errors),
+        ("latency", &p.latency),
+    ] {
+        if let Some(q) = q {
+            if q.trim().is_empty() {
+                found.add(
+                    format!("{at}.{f}"),
+                    "\"\"".into(),
+                    "must not be empty".into(),
+                );
+            } else if !q.contains("$version") {
+                found.add(
+                    format!("{at}.{f}"),
+                    q.clone(),
+                    "must contain `$version`, where each version's label value goes: \
+                     without it both versions read the same numbers"
+                        .into(),
+                );
+            }
+        }
+    }
+}
+
+fn check_scrape(s: &ScrapeSpec, found: &mut Findings) {
+    let at = "metrics.scrape";
+    for (f, urls) in [("stable", &s.stable), ("canary", &s.canary)] {
+        if urls.is_empty() {
+            found.add(
+                format!("{at}.{f}"),
+                "[]".into(),
+                "give at least one endpoint, e.g. http://10.0.0.1:8080/metrics".into(),
+            );
+        }
+        for (i, u) in urls.iter().enumerate() {
+            if let Err(why) = check_base_url(u) {
+                found.add(
+                    format!("{at}.{f}[{i}]"),
+                    u.clone(),
+                    format!("{why}: write the endpoint's URL, e.g. http://10.0.0.1:8080/metrics"),
+                );
+            }
+        }
+    }
+    for u in &s.canary {
+        if s.stable.contains(u) {
+            found.add(
+                format!("{at}.canary"),
+                u.clone(),
+                "is also a stable endpoint: each endpoint belongs to one version".into(),
+            );
+        }
+    }
+    check_timeout(found, &format!("{at}.timeout"), s.timeout.as_ref());
+    check_labels(found, &format!("{at}.labels"), &s.labels);
+    if s.preset.is_none() {
+        for (f, q) in [("requests", &s.requests), ("errors", &s.errors)] {
+            if q.is_none() {
+                found.add(
+                    format!("{at}.{f}"),
+                    "(missing)".into(),
+                    "required without a `preset` (e.g. `preset: http`)".into(),
+                );
+            }
+        }
+    }
+    for (f, q) in [
+        ("requests", &s.requests),
+        ("errors", &s.errors),
+        ("latency", &s.latency),
+    ] {
+        if let Some(q) = q {
+            if q.trim().is_empty() {
+                found.add(
+                    format!("{at}.{f}"),
+                    "\"\"".into(),
+                    "must not be empty".into(),
+                );
+            }
+        }
+    }
+}
