@@ -1,0 +1,188 @@
+//! `canary-prometheus`: the metrics the users already have, as a
+//! [`MetricsSource`]: PromQL queries against a Prometheus server
+//! ([`PrometheusSource`], `metrics.provider: prometheus`), or each
+//! version's own `/metrics` endpoints read by canary itself
+//! ([`ScrapeSource`], `metrics.provider: scrape`).
+//!
+//! Both fail safe: what cannot be read, is empty, NaN or malformed is an
+//! error (transient or permanent, with the query or endpoint and what came
+//! back), never a zero that could promote.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod buckets;
+pub mod query;
+pub mod scrape;
+pub mod selector;
+pub mod text;
+
+use std::io::Read;
+use std::time::Duration;
+
+use canary_core::spec::{MetricsProvider, MetricsSpec};
+use canary_core::{Pair, VersionStats};
+use canary_engine::{MetricsSource, SourceError};
+
+pub use query::{PrometheusSource, Queries, UnixClock};
+pub use scrape::ScrapeSource;
+
+/// The longest body read from an endpoint or a server (64 MiB).
+const MAX_BODY: u64 = 64 << 20;
+
+/// A blocking HTTP agent with `timeout` for the whole call.
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// What a GET brought back.
+pub(crate) enum Fetched {
+    /// A 2xx and its body.
+    Ok(String),
+    /// Another status and its body.
+    Status(u16, String),
+    /// No answer (refused, timed out, unreadable), in words.
+    Failed(String),
+}
+
+pub(crate) fn fetch(agent: &ureq::Agent, url: &str, headers: &[(String, String)]) -> Fetched {
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    match req.call() {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let mut body = String::new();
+            let read = resp
+                .body_mut()
+                .as_reader()
+                .take(MAX_BODY)
+                .read_to_string(&mut body);
+            match read {
+                Err(e) => Fetched::Failed(format!("reading the body: {e}")),
+                Ok(_) if (200..300).contains(&status) => Fetched::Ok(body),
+                Ok(_) => Fetched::Status(status, body),
+            }
+        }
+        Err(e) => Fetched::Failed(e.to_string()),
+    }
+}
+
+/// The first 200 characters of `s`, on one line.
+pub(crate) fn clip(s: &str) -> String {
+    let one: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    if one.len() < s.len() {
+        format!("{}…", one.trim_end())
+    } else {
+        one.trim_end().to_string()
+    }
+}
+
+/// What this crate finds wrong with a metrics section beyond its shape
+/// (which `canary-core` checks): a selector that does not parse, an
+/// `https://` address (not built in). Each as `(path, value, rule)`.
+pub fn check(m: &MetricsSpec) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let https = |out: &mut Vec<(String, String, String)>, path: String, url: &str| {
+        if url.starts_with("https://") {
+            out.push((
+                path,
+                url.to_string(),
+                "https:// is not supported by this build yet: put Prometheus behind http:// on \
+                 a trusted network, or a local TLS-terminating proxy"
+                    .into(),
+            ));
+        }
+    };
+    match m.provider {
+        MetricsProvider::Proxy => {}
+        MetricsProvider::Prometheus => {
+            if let Some(p) = &m.prometheus {
+                https(&mut out, "metrics.prometheus.address".into(), &p.address);
+            }
+        }
+        MetricsProvider::Scrape => {
+            if let Some(s) = &m.scrape {
+                for (f, urls) in [("stable", &s.stable), ("canary", &s.canary)] {
+                    for (i, u) in urls.iter().enumerate() {
+                        https(&mut out, format!("metrics.scrape.{f}[{i}]"), u);
+                    }
+                }
+                if let Err((path, e)) = scrape::selectors(s) {
+                    let value = match path.rsplit('.').next() {
+                        Some("requests") => s.requests.clone(),
+                        Some("errors") => s.errors.clone(),
+                        _ => s.latency.clone(),
+                    };
+                    out.push((path, value.unwrap_or_default(), e));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A metrics source a spec names other than the traffic layer's own.
+pub enum Source {
+    /// A Prometheus server.
+    Prometheus(Box<PrometheusSource>),
+    /// Each version's endpoints.
+    Scrape(Box<ScrapeSource>),
+}
+
+impl Source {
+    /// The source `m` names, or `None` for `provider: proxy`. `clock`
+    /// gives the Unix time of each read; `interval` is the first window.
+    ///
+    /// # Errors
+    /// The first problem [`check`] finds, as `path: rule`.
+    pub fn for_spec(
+        m: &MetricsSpec,
+        clock: UnixClock,
+        interval: Duration,
+    ) -> Result<Option<Source>, String> {
+        if let Some((path, value, rule)) = check(m).into_iter().next() {
+            return Err(format!("{path}: `{value}`: {rule}"));
+        }
+        Ok(match (m.provider, &m.prometheus, &m.scrape) {
+            (MetricsProvider::Prometheus, Some(p), _) => Some(Source::Prometheus(Box::new(
+                PrometheusSource::new(p, clock, interval),
+            ))),
+            (MetricsProvider::Scrape, _, Some(s)) => Some(Source::Scrape(Box::new(
+                ScrapeSource::new(s).map_err(|(p, e)| format!("{p}: {e}"))?,
+            ))),
+            (MetricsProvider::Proxy, _, _) => None,
+            (p, _, _) => {
+                return Err(format!(
+                    "metrics: `provider: {}` needs its section",
+                    p.name()
+                ))
+            }
+        })
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Prometheus(_) => "prometheus",
+            Source::Scrape(_) => "scrape",
+        }
+    }
+}
+
+impl MetricsSource for Source {
+    async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
+        match self {
+            Source::Prometheus(p) => p.read_window().await,
+            Source::Scrape(s) => s.read_window().await,
+        }
+    }
+}
