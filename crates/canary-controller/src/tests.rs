@@ -1,6 +1,6 @@
 use std::sync::{Arc, Mutex};
 
-use canary_core::{JudgeKind, Pair, Policy};
+use canary_core::{JudgeKind, Pair, PauseReason, Policy};
 
 use super::*;
 
@@ -92,7 +92,18 @@ async fn failed_reads_never_promote() {
             "{notes:?}"
         );
     }
-    assert_eq!(c.engine().state().phase, Phase::Progressing { stage: 0 });
+    // After `metrics_unavailable_after` (3) looks without numbers the
+    // rollout is held (the default `on_metrics_unavailable: pause`), never
+    // promoted, and the weight stays where it was.
+    match &c.engine().state().phase {
+        Phase::Paused {
+            stage: 0,
+            reason: PauseReason::NoData { note },
+        } => {
+            assert!(note.contains("scripted failure"), "{note}")
+        }
+        other => panic!("expected a NoData pause, got {other:?}"),
+    }
     assert_eq!(*act.weights.lock().unwrap(), vec![10.0]);
     assert_eq!(c.status().source_failures, 5);
 }

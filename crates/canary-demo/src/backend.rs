@@ -58,11 +58,85 @@ impl BackendConfig {
     }
 }
 
+/// Prometheus's default histogram bounds, seconds.
+const BOUNDS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 struct State {
     config: BackendConfig,
     name: HeaderValue,
     body: Bytes,
     counter: AtomicU64,
+    /// Answers 200 and 500.
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// Requests at most `BOUNDS[i]` seconds (not cumulative).
+    buckets: [AtomicU64; BOUNDS.len()],
+    /// Total time, microseconds.
+    sum_us: AtomicU64,
+}
+
+impl State {
+    fn observe(&self, failed: bool, took: Duration) {
+        if failed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        let s = took.as_secs_f64();
+        if let Some(i) = BOUNDS.iter().position(|&b| s <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us.fetch_add(
+            took.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The Prometheus text exposition of what was served.
+    fn exposition(&self) -> String {
+        use std::fmt::Write as _;
+        let v = self.config.name.replace('\\', "\\\\").replace('"', "\\\"");
+        let ok = self.ok.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(1024);
+        out.push_str("# HELP http_requests_total Requests served, by status code.\n");
+        out.push_str("# TYPE http_requests_total counter\n");
+        let _ = writeln!(
+            out,
+            "http_requests_total{{version=\"{v}\",code=\"200\"}} {ok}"
+        );
+        let _ = writeln!(
+            out,
+            "http_requests_total{{version=\"{v}\",code=\"500\"}} {failed}"
+        );
+        out.push_str("# HELP http_request_duration_seconds Time to answer.\n");
+        out.push_str("# TYPE http_request_duration_seconds histogram\n");
+        let mut cumulative = 0u64;
+        for (b, n) in BOUNDS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{version=\"{v}\",le=\"{b}\"}} {cumulative}"
+            );
+        }
+        let total = ok + failed;
+        let _ = writeln!(
+            out,
+            "http_request_duration_seconds_bucket{{version=\"{v}\",le=\"+Inf\"}} {total}"
+        );
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "http_request_duration_seconds_sum{{version=\"{v}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "http_request_duration_seconds_count{{version=\"{v}\"}} {total}"
+        );
+        out
+    }
 }
 
 /// A bound demo backend.
@@ -104,6 +178,10 @@ impl Backend {
                 name,
                 body,
                 counter: AtomicU64::new(0),
+                ok: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                sum_us: AtomicU64::new(0),
             }),
         })
     }
@@ -151,6 +229,18 @@ async fn answer(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
     if req.uri().path() == "/healthz" {
         return Response::new(Full::new(Bytes::from_static(b"ok\n")));
     }
+    if req.uri().path() == "/metrics" {
+        let mut r = Response::new(Full::new(Bytes::from(state.exposition())));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return r;
+    }
+    // The demo service's own clock read, as a real app's metrics library
+    // times its handlers.
+    #[allow(clippy::disallowed_methods)]
+    let began = std::time::Instant::now();
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
     let base = c.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ n.wrapping_mul(2);
     let delay = c.latency + c.jitter.mul_f64(unit(base + 1));
@@ -165,6 +255,7 @@ async fn answer(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
     } else {
         Response::new(Full::new(state.body.clone()))
     };
+    state.observe(fail, began.elapsed());
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     h.insert(HeaderName::from_static("x-backend"), state.name.clone());

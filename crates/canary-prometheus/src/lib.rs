@@ -186,3 +186,36 @@ impl MetricsSource for Source {
         }
     }
 }
+
+/// Parses and validates a spec as [`canary_core::Policy::from_text`] does,
+/// and adds what [`check`] finds in its metrics section, each error with
+/// its line: what `canary validate`, `canary run` and `canary serve` all
+/// use, so they agree.
+///
+/// # Errors
+/// Every problem found, with path, value, rule and line.
+pub fn policy_from_text(text: &str) -> Result<canary_core::Policy, canary_core::SpecErrors> {
+    let (spec, doc) = canary_core::RolloutSpec::from_text(text)?;
+    let policy = spec.validate(Some(&doc));
+    let extra: Vec<canary_core::SpecError> = spec
+        .metrics
+        .as_ref()
+        .map(check)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(path, value, rule)| canary_core::SpecError {
+            line: doc.line_of(&path),
+            path,
+            value,
+            rule,
+        })
+        .collect();
+    match policy {
+        Ok(p) if extra.is_empty() => Ok(p),
+        Ok(_) => Err(canary_core::SpecErrors(extra)),
+        Err(mut e) => {
+            e.0.extend(extra);
+            Err(e)
+        }
+    }
+}

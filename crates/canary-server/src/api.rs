@@ -14,7 +14,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use canary_core::Policy;
 use futures_util::stream::Stream;
 use serde::Deserialize;
 use tokio::sync::{broadcast, oneshot, Mutex};
@@ -208,7 +207,7 @@ async fn create(
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::new(400, format!("the body is not UTF-8: {e}")))?
         .to_string();
-    let policy = Policy::from_text(&text).map_err(|errs| {
+    let policy = canary_prometheus::policy_from_text(&text).map_err(|errs| {
         ApiError::new(
             422,
             format!("the spec is invalid: {} problem(s)", errs.0.len()),

@@ -1,5 +1,7 @@
-//! The traffic layer of one rollout: the built-in proxy or a simulated
-//! service, chosen by the spec's `traffic.provider`. Both seams in one
+//! The traffic layer of one rollout (the built-in proxy or a simulated
+//! service, chosen by the spec's `traffic.provider`) and its metrics
+//! source (the layer's own counts, or what `metrics.provider` names:
+//! Prometheus, a scrape of each version's `/metrics`). Both seams in one
 //! value, so the runner holds one thing per rollout.
 
 use std::net::SocketAddr;
@@ -7,14 +9,22 @@ use std::time::Duration;
 
 use canary_core::{Pair, Policy, TrafficProvider, VersionStats};
 use canary_engine::{ActuatorError, MetricsSource, SourceError, TrafficActuator};
+use canary_prometheus::{Source, UnixClock};
 use canary_proxy::route::HeaderName;
 use canary_proxy::{KeySource, Proxy, ProxyConfig, ProxyHandle, RouteConfig, Upstream};
 use canary_sim::live::Clock;
 use canary_sim::{Scenario, SimulatedService};
 use tokio::sync::oneshot;
 
+/// A rollout's traffic layer and where its numbers come from.
+pub(crate) struct Driver {
+    layer: Layer,
+    /// The spec's `metrics` source, when not the layer's own counts.
+    source: Option<Source>,
+}
+
 /// A rollout's traffic layer.
-pub(crate) enum Driver {
+pub(crate) enum Layer {
     /// The built-in proxy, serving on its own task until dropped.
     Proxy {
         handle: ProxyHandle,
@@ -55,7 +65,35 @@ impl Driver {
     /// # Errors
     /// Why it cannot start, naming the field (no traffic section, a
     /// listen address in use, an unknown scenario).
-    pub(crate) async fn start(policy: &Policy, seed: u64, clock: Clock) -> Result<Driver, String> {
+    pub(crate) async fn start(
+        policy: &Policy,
+        seed: u64,
+        clock: Clock,
+        wall: UnixClock,
+    ) -> Result<Driver, String> {
+        let source = match &policy.metrics {
+            Some(m) => Source::for_spec(m, wall, policy.analysis.interval)?,
+            None => None,
+        };
+        Ok(Driver {
+            layer: Layer::start(policy, seed, clock).await?,
+            source,
+        })
+    }
+
+    /// The weight the traffic layer routes now, as it reports it.
+    pub(crate) fn actuator_weight(&self) -> f64 {
+        self.layer.actuator_weight()
+    }
+
+    /// The address the proxy serves on, if a proxy.
+    pub(crate) fn listen_addr(&self) -> Option<SocketAddr> {
+        self.layer.listen_addr()
+    }
+}
+
+impl Layer {
+    async fn start(policy: &Policy, seed: u64, clock: Clock) -> Result<Layer, String> {
         let t = policy.traffic.as_ref().ok_or_else(|| {
             "traffic: required: `provider: proxy` with listen, stable and canary, or `provider: simulated`"
                 .to_string()
@@ -64,7 +102,7 @@ impl Driver {
             TrafficProvider::Simulated => {
                 let s = scenario_of(policy)?.unwrap_or_else(|| unreachable!("simulated"));
                 let seed = t.seed.unwrap_or(1);
-                Ok(Driver::Simulated(Box::new(SimulatedService::new(
+                Ok(Layer::Simulated(Box::new(SimulatedService::new(
                     s, seed, clock,
                 ))))
             }
@@ -99,7 +137,7 @@ impl Driver {
                 tokio::spawn(proxy.serve(async move {
                     let _ = stopped.await;
                 }));
-                Ok(Driver::Proxy {
+                Ok(Layer::Proxy {
                     handle,
                     addr,
                     _stop: stop,
@@ -108,37 +146,47 @@ impl Driver {
         }
     }
 
-    /// The weight the traffic layer routes now, as it reports it.
-    pub(crate) fn actuator_weight(&self) -> f64 {
+    fn actuator_weight(&self) -> f64 {
         match self {
-            Driver::Proxy { handle, .. } => handle.weight(),
-            Driver::Simulated(s) => s.weight(),
+            Layer::Proxy { handle, .. } => handle.weight(),
+            Layer::Simulated(s) => s.weight(),
         }
     }
 
-    /// The address the proxy serves on, if a proxy.
-    pub(crate) fn listen_addr(&self) -> Option<SocketAddr> {
+    fn listen_addr(&self) -> Option<SocketAddr> {
         match self {
-            Driver::Proxy { addr, .. } => *addr,
-            Driver::Simulated(_) => None,
+            Layer::Proxy { addr, .. } => *addr,
+            Layer::Simulated(_) => None,
         }
     }
 }
 
 impl MetricsSource for Driver {
     async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
+        if let Some(s) = &mut self.source {
+            // The layer's own recorder is still drained, so it holds no
+            // more than one tick's requests.
+            let _ = self.layer.read_window().await;
+            return s.read_window().await;
+        }
+        self.layer.read_window().await
+    }
+}
+
+impl MetricsSource for Layer {
+    async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
         match self {
-            Driver::Proxy { handle, .. } => handle.read_window().await,
-            Driver::Simulated(s) => s.read_window().await,
+            Layer::Proxy { handle, .. } => handle.read_window().await,
+            Layer::Simulated(s) => s.read_window().await,
         }
     }
 }
 
 impl TrafficActuator for Driver {
     async fn set_weight(&mut self, percent: f64) -> Result<(), ActuatorError> {
-        match self {
-            Driver::Proxy { handle, .. } => TrafficActuator::set_weight(handle, percent).await,
-            Driver::Simulated(s) => s.set_weight(percent).await,
+        match &mut self.layer {
+            Layer::Proxy { handle, .. } => TrafficActuator::set_weight(handle, percent).await,
+            Layer::Simulated(s) => s.set_weight(percent).await,
         }
     }
 }

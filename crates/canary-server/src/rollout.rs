@@ -42,6 +42,11 @@ use crate::store::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, Stor
 /// The wall clock, milliseconds since the Unix epoch (passed in).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// The wall clock in Unix seconds, for a metrics source's queries.
+fn unix_clock(c: WallClock) -> canary_prometheus::UnixClock {
+    Arc::new(move || c() as f64 / 1000.0)
+}
+
 /// An API error: status, one line, details.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -296,6 +301,7 @@ impl Runner {
             &policy,
             seed_for(ctx.seed, &policy.name),
             sim_clock(ctx.clock.clone(), origin.clone()),
+            unix_clock(ctx.clock.clone()),
         )
         .await
         .map_err(|e| {
@@ -388,7 +394,7 @@ impl Runner {
     /// starts its traffic layer, sets the recorded weight again.
     pub(crate) async fn recover(ctx: Arc<Ctx>, rec: RolloutRecord) -> Result<Runner, String> {
         let name = rec.name.clone();
-        let policy = Policy::from_text(&rec.spec)
+        let policy = canary_prometheus::policy_from_text(&rec.spec)
             .map_err(|e| format!("rollout `{name}`: its stored spec no longer validates: {e}"))?;
         let st: Stored = serde_json::from_value(rec.state.clone())
             .map_err(|e| format!("rollout `{name}`: stored state unreadable: {e}"))?;
@@ -398,6 +404,7 @@ impl Runner {
             &policy,
             seed_for(ctx.seed, &name),
             sim_clock(ctx.clock.clone(), origin.clone()),
+            unix_clock(ctx.clock.clone()),
         )
         .await
         .map_err(|e| format!("rollout `{name}`: {e}"))?;

@@ -58,7 +58,7 @@ pub fn load_policy(path: Option<&Path>) -> Result<Policy> {
         return Ok(Policy::default_strategy());
     };
     let text = read_document(path, "spec")?;
-    Policy::from_text(&text).map_err(|errors| {
+    canary_prometheus::policy_from_text(&text).map_err(|errors| {
         let lines: Vec<String> = errors
             .0
             .iter()

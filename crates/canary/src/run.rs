@@ -8,7 +8,7 @@ use std::future::Future;
 
 use canary_controller::{run_live, Controller, LiveEnd};
 use canary_core::{JudgeKind, Policy};
-use canary_engine::{Engine, RolloutReport};
+use canary_engine::{Engine, MetricsSource, RolloutReport};
 use canary_proxy::Proxy;
 
 use crate::common::{load_policy, print_json};
@@ -112,6 +112,35 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(exit_code(&report))
 }
 
+/// The wall clock in Unix seconds, for the metrics sources' queries.
+#[allow(clippy::disallowed_methods)] // the binary's edge: Prometheus queries are at wall-clock times
+pub fn unix_now() -> canary_prometheus::UnixClock {
+    std::sync::Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    })
+}
+
+/// Where `canary run` reads its numbers: the proxy's recorder, or the
+/// spec's `metrics` source (the recorder is still drained each tick).
+struct RunSource {
+    proxy: canary_proxy::ProxyHandle,
+    external: Option<canary_prometheus::Source>,
+}
+
+impl MetricsSource for RunSource {
+    async fn read_window(
+        &mut self,
+    ) -> Result<canary_core::Pair<canary_core::VersionStats>, canary_engine::SourceError> {
+        let own = self.proxy.read_window().await;
+        match &mut self.external {
+            Some(s) => s.read_window().await,
+            None => own,
+        }
+    }
+}
+
 /// Runs the rollout through a bound proxy: serves, ticks the controller on
 /// the wall clock with a status line on stderr, aborts on SIGINT/SIGTERM.
 /// When the rollout has ended, `then` gets the report and returns what to
@@ -134,7 +163,19 @@ pub async fn rollout_through<F: Future<Output = ()>>(
         let _ = stop_rx.await;
     }));
     let interval = policy.analysis.interval;
-    let mut controller = Controller::new(Engine::new(policy), handle.clone(), handle);
+    let source = match &policy.metrics {
+        Some(m) => canary_prometheus::Source::for_spec(m, unix_now(), interval)
+            .map_err(|e| anyhow!("{e}"))?,
+        None => None,
+    };
+    if let Some(s) = &source {
+        eprintln!("metrics from {} (metrics.provider)", s.name());
+    }
+    let source = RunSource {
+        proxy: handle.clone(),
+        external: source,
+    };
+    let mut controller = Controller::new(Engine::new(policy), source, handle);
     let mut line = StatusLine::new();
     let end = run_live(&mut controller, interval, shutdown_signal(), |notes, s| {
         line.update(notes, &s.to_string())

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use canary_core::Policy;
 
 use crate::common::{read_document, write_stdout};
 
@@ -21,7 +20,7 @@ pub struct Args {
 /// Runs the subcommand: exit 0 when valid, 1 when the spec has errors.
 pub fn run(args: Args) -> Result<ExitCode> {
     let text = read_document(&args.file, "spec")?;
-    match Policy::from_text(&text) {
+    match canary_prometheus::policy_from_text(&text) {
         Ok(p) => {
             write_stdout(&format!(
                 "ok: {} — {} stage(s), judge {}\n",
