@@ -395,21 +395,27 @@ pub async fn run_live<M: MetricsSource, A: TrafficActuator>(
     let mut ticker = tokio::time::interval_at(origin + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);
-    let end = loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let notes = controller.tick(origin.elapsed()).await?;
-                on_update(&notes, &controller.status());
-                if controller.is_finished() {
-                    break LiveEnd::Finished;
+    // A permanent failure at the start (a query the metrics server rejects,
+    // a weight the layer refuses for good) has already ended it.
+    let end = if controller.is_finished() {
+        LiveEnd::Finished
+    } else {
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let notes = controller.tick(origin.elapsed()).await?;
+                    on_update(&notes, &controller.status());
+                    if controller.is_finished() {
+                        break LiveEnd::Finished;
+                    }
                 }
-            }
-            _ = &mut shutdown => {
-                let notes = controller
-                    .abort("interrupted by the operator", origin.elapsed())
-                    .await?;
-                on_update(&notes, &controller.status());
-                break LiveEnd::Interrupted;
+                _ = &mut shutdown => {
+                    let notes = controller
+                        .abort("interrupted by the operator", origin.elapsed())
+                        .await?;
+                    on_update(&notes, &controller.status());
+                    break LiveEnd::Interrupted;
+                }
             }
         }
     };

@@ -212,6 +212,22 @@ async fn a_permanent_source_failure_aborts_the_rollout_and_says_why() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn run_live_ends_when_the_start_already_aborted() {
+    let act = Recorder::default();
+    let policy = Policy::from_text(
+        "name: t\nstages:\n  - {weight: 10, duration: 2s, min_requests: 10}\nanalysis: {judge: threshold, interval: 1s}\n",
+    )
+    .unwrap();
+    let mut c = Controller::new(Engine::new(policy), Rejected, act.clone());
+    let end = run_live(&mut c, S(1), std::future::pending(), |_, _| {})
+        .await
+        .expect("a rollout aborted at its start ends the loop, not an error");
+    assert_eq!(end, LiveEnd::Finished);
+    assert_eq!(c.report().phase, "aborted");
+    assert_eq!(*act.weights.lock().unwrap(), vec![10.0, 0.0]);
+}
+
 /// An actuator that refuses every weight but 0 permanently.
 #[derive(Clone, Default)]
 struct OnlyZero(Arc<Mutex<Vec<f64>>>);
