@@ -127,6 +127,50 @@ impl PrometheusSource {
         &self.queries
     }
 
+    /// The server's base URL.
+    pub fn address(&self) -> &str {
+        &self.base
+    }
+
+    /// The request headers, the bearer token (read now) included.
+    fn request_headers(&self) -> Result<Vec<(String, String)>, String> {
+        let mut headers = self.headers.clone();
+        if let Some(f) = &self.bearer_token_file {
+            let token = std::fs::read_to_string(f)
+                .map_err(|e| format!("bearer_token_file {f}: cannot read it: {e}"))?;
+            headers.push(("Authorization".into(), format!("Bearer {}", token.trim())));
+        }
+        Ok(headers)
+    }
+
+    /// Asks the server who it is (`/api/v1/status/buildinfo`): its version,
+    /// or why it could not be reached, for a command that needs the server
+    /// up before it starts (a backtest).
+    ///
+    /// # Errors
+    /// The server's address and what went wrong, in words.
+    pub fn probe(&self) -> Result<String, String> {
+        let headers = self.request_headers()?;
+        let url = format!("{}/api/v1/status/buildinfo", self.base);
+        let say = |m: String| format!("Prometheus at {}: {m}", self.base);
+        match crate::fetch(&crate::agent(self.timeout), &url, &headers) {
+            crate::Fetched::Ok(body) => {
+                let v: Value = serde_json::from_str(&body).map_err(|e| {
+                    say(format!(
+                        "not a Prometheus API answer ({e}): {}",
+                        clip(&body)
+                    ))
+                })?;
+                Ok(v.pointer("/data/version")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown version")
+                    .to_string())
+            }
+            crate::Fetched::Status(code, body) => Err(say(format!("HTTP {code}: {}", clip(&body)))),
+            crate::Fetched::Failed(e) => Err(say(e)),
+        }
+    }
+
     /// The window from `from` to `to` (Unix seconds), read now.
     ///
     /// # Errors
@@ -137,13 +181,7 @@ impl PrometheusSource {
         to: f64,
     ) -> Result<Pair<VersionStats>, SourceError> {
         let window_ms = ((to - from) * 1000.0).round().max(1000.0) as u64;
-        let mut headers = self.headers.clone();
-        if let Some(f) = &self.bearer_token_file {
-            let token = std::fs::read_to_string(f).map_err(|e| {
-                SourceError::transient(format!("bearer_token_file {f}: cannot read it: {e}"))
-            })?;
-            headers.push(("Authorization".into(), format!("Bearer {}", token.trim())));
-        }
+        let headers = self.request_headers().map_err(SourceError::transient)?;
         let base = self.base.clone();
         let timeout = self.timeout;
         let q = self.queries.clone();

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod backtest;
 mod common;
 mod demo;
 mod demo_backend;
@@ -34,6 +35,7 @@ struct Cli {
 enum Command {
     Analyze(analyze::Args),
     Simulate(simulate::Args),
+    Backtest(backtest::Args),
     Run(run::Args),
     Serve(serve::Args),
     Rollouts(rollouts::Args),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Backtest(a) => backtest::run(a),
         Command::Run(a) => run::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Rollouts(a) => rollouts::run(a),

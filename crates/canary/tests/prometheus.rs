@@ -9,129 +9,20 @@
 //! `CANARY_REQUIRE_PROMETHEUS=1` (and installs it), where a missing binary
 //! fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use canary_demo::launch::ChildBackend;
 use canary_demo::loadgen::{self, LoadConfig, StopLoad};
+use support::{free_port, prometheus_binary, scratch, Prometheus};
 
 fn backend(name: &str, extra: &[&str]) -> ChildBackend {
     ChildBackend::start(env!("CARGO_BIN_EXE_canary"), name, extra).unwrap()
-}
-
-fn prometheus_binary() -> Option<PathBuf> {
-    let found = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CANARY_REQUIRE_PROMETHEUS").is_none(),
-            "CANARY_REQUIRE_PROMETHEUS is set but no prometheus binary is installed"
-        );
-        eprintln!("skipped: prometheus is not installed (apt-get install prometheus)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// One blocking GET: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, body.to_string()))
-}
-
-/// A Prometheus server scraping `targets` every 500 ms, on `port`, with its
-/// data under `dir`; killed by its PID when dropped.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Prometheus {
-    fn start(bin: &Path, dir: &Path, port: u16, targets: &[SocketAddr]) -> Self {
-        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let conf = format!(
-            "global: {{scrape_interval: 500ms, evaluation_interval: 10s}}\n\
-             scrape_configs:\n  - job_name: demo\n    static_configs: [{{targets: [{}]}}]\n",
-            list.join(", ")
-        );
-        std::fs::write(dir.join("prometheus.yml"), conf).unwrap();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let p = Self { child, addr };
-        // Ready, and every target scraped at least once.
-        for _ in 0..300 {
-            if let Ok((200, body)) = http_get(addr, "/api/v1/query?query=count(up%3D%3D1)") {
-                let n = targets.len();
-                if body.contains("\"value\":[") && body.contains(&format!("\"{n}\"]")) {
-                    return p;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "prometheus on {addr} did not scrape its targets: {}",
-            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A `canary run` child under load from this test, its stderr followed
