@@ -358,6 +358,28 @@ impl LatencyHistogram {
         self.occupied().map(|i| (Self::upper(i), self.at(i)))
     }
 
+    /// The histogram a Prometheus histogram with these upper bounds (ms,
+    /// increasing; `+Inf` implied) would report, read the way canary reads
+    /// one: every request at its bucket's upper bound, the `+Inf` bucket at
+    /// the largest finite bound. Each of this histogram's own (much finer)
+    /// buckets goes to the Prometheus bucket holding its midpoint.
+    pub fn at_bucket_bounds(&self, bounds_ms: &[f64]) -> LatencyHistogram {
+        let mut out = LatencyHistogram::new();
+        let Some(&largest) = bounds_ms.last() else {
+            return self.clone();
+        };
+        for i in self.occupied() {
+            let mid = Self::mid(i);
+            let at = bounds_ms
+                .iter()
+                .copied()
+                .find(|&b| mid <= b)
+                .unwrap_or(largest);
+            out.record_n(at, self.at(i));
+        }
+        out
+    }
+
     /// Occupied buckets as (lower edge, upper edge, count).
     pub fn bucket_ranges(&self) -> impl Iterator<Item = (f64, f64, u64)> + '_ {
         self.occupied()
@@ -655,5 +677,32 @@ mod tests {
         assert_eq!(o.stage.baseline.requests, 7);
         assert_eq!(o.rollout.baseline.requests, 17);
         assert_eq!(o.reference_baseline().requests, 7);
+    }
+}
+
+#[cfg(test)]
+mod bucket_bound_tests {
+    use super::LatencyHistogram;
+
+    #[test]
+    fn requests_move_to_their_prometheus_buckets_upper_bound() {
+        let mut h = LatencyHistogram::new();
+        h.record_n(3.0, 10); // ≤ 5
+        h.record_n(7.0, 20); // ≤ 10
+        h.record_n(40.0, 5); // > 10: the +Inf bucket, read at 10
+        let q = h.at_bucket_bounds(&[5.0, 10.0]);
+        assert_eq!(q.count(), 35);
+        let b: Vec<(f64, u64)> = q.buckets().collect();
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert_eq!(b[0].1, 10);
+        assert_eq!(b[1].1, 25);
+        // The values recorded are the bounds themselves.
+        let mean = q.mean().unwrap();
+        assert!(
+            (mean - (10.0 * 5.0 + 25.0 * 10.0) / 35.0).abs() < 1e-9,
+            "{mean}"
+        );
+        // No bounds: unchanged.
+        assert_eq!(h.at_bucket_bounds(&[]), h);
     }
 }

@@ -144,7 +144,7 @@ pub(crate) fn draw_window<R: Rng + rand::RngCore>(
 ) -> Pair<VersionStats> {
     let b = &scenario.baseline;
     let (p_canary, lat_mult) = scenario.canary_at(elapsed, weight);
-    Pair {
+    let mut w = Pair {
         baseline: draw_version(
             rng,
             expected * (1.0 - weight / 100.0),
@@ -159,7 +159,13 @@ pub(crate) fn draw_window<R: Rng + rand::RngCore>(
             b.latency_median_ms * lat_mult,
             b.latency_sigma,
         ),
+    };
+    if !scenario.latency_buckets_ms.is_empty() {
+        for v in [&mut w.baseline, &mut w.canary] {
+            v.latency = v.latency.at_bucket_bounds(&scenario.latency_buckets_ms);
+        }
     }
+    w
 }
 
 /// Draws one version's window: `mean` expected requests, error rate `p`,

@@ -111,6 +111,12 @@ pub struct Scenario {
     /// The canary's regression (none by default).
     #[serde(default)]
     pub canary: CanaryModel,
+    /// Latencies as a Prometheus histogram with these bucket upper bounds
+    /// (ms, increasing; `+Inf` implied) reports them: each request at its
+    /// bucket's upper bound, as canary reads Prometheus. Empty (the
+    /// default): per-request latencies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_buckets_ms: Vec<f64>,
 }
 
 fn default_rate() -> f64 {
@@ -184,6 +190,7 @@ impl Scenario {
             request_rate: default_rate(),
             baseline: BaselineModel::default(),
             canary,
+            latency_buckets_ms: Vec::new(),
         })
     }
 
@@ -245,6 +252,15 @@ impl Scenario {
             s.baseline.latency_median_ms,
             "must be > 0",
         );
+        for (i, &b) in s.latency_buckets_ms.iter().enumerate() {
+            let after = i.checked_sub(1).map(|j| s.latency_buckets_ms[j]);
+            check(
+                &format!("latency_buckets_ms[{i}]"),
+                positive(b) && after.is_none_or(|a| b > a),
+                b,
+                "bucket bounds are > 0, finite and strictly increasing (+Inf is implied)",
+            );
+        }
         check(
             "baseline.latency_sigma",
             non_negative(s.baseline.latency_sigma),
@@ -382,6 +398,46 @@ mod tests {
         assert_eq!(e.0[0].path, "canary.eror_multiplier");
         assert_eq!(e.0[0].line, Some(3));
         assert!(e.0[0].rule.contains("unknown field"), "{}", e.0[0].rule);
+    }
+
+    #[test]
+    fn latency_buckets_are_read_and_their_bounds_checked() {
+        let s = Scenario::from_text("name: b\nlatency_buckets_ms: [5, 10, 25]\n").unwrap();
+        assert_eq!(s.latency_buckets_ms, vec![5.0, 10.0, 25.0]);
+        assert!(Scenario::built_in("healthy")
+            .unwrap()
+            .latency_buckets_ms
+            .is_empty());
+        let e = Scenario::from_text("name: b\nlatency_buckets_ms: [5, 10, 10, -1]\n").unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["latency_buckets_ms[2]", "latency_buckets_ms[3]"]);
+        assert!(
+            e.0[0].rule.contains("strictly increasing"),
+            "{}",
+            e.0[0].rule
+        );
+    }
+
+    #[test]
+    fn bucketed_latencies_land_on_the_upper_bounds() {
+        let mut s = Scenario::built_in("healthy").unwrap();
+        s.latency_buckets_ms = vec![50.0, 250.0, 1000.0];
+        let plain = Scenario::built_in("healthy").unwrap();
+        use rand::SeedableRng;
+        let draw = |sc: &Scenario| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+            crate::run::draw_window(&mut rng, sc, 2000.0, 50.0, Duration::from_secs(60))
+        };
+        let (w, p) = (draw(&s), draw(&plain));
+        // The same requests, only their latencies moved onto the bounds.
+        assert_eq!(w.canary.requests, p.canary.requests);
+        assert_eq!(w.canary.latency.count(), p.canary.latency.count());
+        for (lo, hi, _) in w.canary.latency.bucket_ranges() {
+            assert!(
+                [50.0, 250.0, 1000.0].iter().any(|b| lo <= *b && *b <= hi),
+                "a bucket [{lo}, {hi}] holds none of the bounds"
+            );
+        }
     }
 
     #[test]
