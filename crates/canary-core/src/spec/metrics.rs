@@ -352,15 +352,7 @@ fn check_prometheus(p: &PrometheusSpec, found: &mut Findings) {
                 "labels only apply to a preset's queries: write them into your own queries".into(),
             );
         }
-        for (f, q) in [("requests", &p.requests), ("errors", &p.errors)] {
-            if q.is_none() {
-                found.add(
-                    format!("{at}.{f}"),
-                    "(missing)".into(),
-                    "required without a `preset` (e.g. `preset: http`)".into(),
-                );
-            }
-        }
+        require_queries(found, at, [&p.requests, &p.errors]);
     }
     for (f, q) in [
         ("requests", &p.requests),
@@ -383,6 +375,19 @@ fn check_prometheus(p: &PrometheusSpec, found: &mut Findings) {
                         .into(),
                 );
             }
+        }
+    }
+}
+
+/// Without a preset, `requests` and `errors` (in that order) must be given.
+fn require_queries(found: &mut Findings, at: &str, given: [&Option<String>; 2]) {
+    for (f, q) in ["requests", "errors"].into_iter().zip(given) {
+        if q.is_none() {
+            found.add(
+                format!("{at}.{f}"),
+                "(missing)".into(),
+                "required without a `preset` (e.g. `preset: http`)".into(),
+            );
         }
     }
 }
@@ -419,15 +424,7 @@ fn check_scrape(s: &ScrapeSpec, found: &mut Findings) {
     check_timeout(found, &format!("{at}.timeout"), s.timeout.as_ref());
     check_labels(found, &format!("{at}.labels"), &s.labels);
     if s.preset.is_none() {
-        for (f, q) in [("requests", &s.requests), ("errors", &s.errors)] {
-            if q.is_none() {
-                found.add(
-                    format!("{at}.{f}"),
-                    "(missing)".into(),
-                    "required without a `preset` (e.g. `preset: http`)".into(),
-                );
-            }
-        }
+        require_queries(found, at, [&s.requests, &s.errors]);
     }
     for (f, q) in [
         ("requests", &s.requests),
