@@ -111,8 +111,8 @@ pub struct Scenario {
     /// The canary's regression (none by default).
     #[serde(default)]
     pub canary: CanaryModel,
-    /// Latencies as a Prometheus histogram with these bucket upper bounds
-    /// (ms, increasing; `+Inf` implied) reports them: each request at its
+    /// Report latencies as a Prometheus histogram with these bucket upper
+    /// bounds (ms, increasing; `+Inf` implied) would: each request at its
     /// bucket's upper bound, as canary reads Prometheus. Empty (the
     /// default): per-request latencies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
