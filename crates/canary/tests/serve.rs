@@ -689,3 +689,67 @@ fn advisory_mode_records_recommendations_and_moves_no_weight() {
         "{promote}"
     );
 }
+
+/// A rollout posted to `canary serve` with a `metrics` section is judged on
+/// what that source reads (here each version's own `/metrics`, scraped by
+/// canary), not on the proxy's counts: a failing canary is rolled back, a
+/// healthy one promoted.
+#[test]
+fn serve_judges_on_the_metrics_section_it_is_given() {
+    use canary_demo::loadgen::{self, LoadConfig, StopLoad};
+    let dir = TempDir::new("metrics");
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let base = srv.base.clone();
+    // The third canary is healthy, but its metrics endpoint answers
+    // nothing (port 9 on loopback is closed): judged on the proxy's counts
+    // it would be promoted; judged on its metrics it is held.
+    for (name, errors, want, gone) in [
+        ("scraped-bad", "0.2", "rolled_back", false),
+        ("scraped-good", "0", "succeeded", false),
+        ("scraped-gone", "0", "paused", true),
+    ] {
+        let stable = ChildBackend::start(bin(), "stable", &[]).unwrap();
+        let canary = ChildBackend::start(bin(), "canary", &["--error-rate", errors]).unwrap();
+        let canary_metrics = if gone {
+            "http://127.0.0.1:9".to_string()
+        } else {
+            canary.url()
+        };
+        let spec = format!(
+            "name: {name}\nstages:\n  - {{weight: 20, duration: 4s}}\n  - {{weight: 100, duration: 2s}}\n\
+             analysis: {{interval: 1s, min_requests: 50}}\n\
+             traffic:\n  listen: 127.0.0.1:0\n  stable: {}\n  canary: {}\n\
+             metrics:\n  provider: scrape\n  scrape:\n    stable: [{}/metrics]\n    canary: [{}/metrics]\n    preset: http\n",
+            stable.url(),
+            canary.url(),
+            stable.url(),
+            canary_metrics
+        );
+        let (s, v) = post(&base, "/api/v1/rollouts", &spec);
+        assert_eq!(s, 201, "{v}");
+        let listen = v["traffic"]["listen"].as_str().unwrap().to_string();
+        let url: loadgen::Uri = format!("http://{listen}/").parse().unwrap();
+        let stop = StopLoad::new();
+        let stop_load = stop.clone();
+        let load = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(loadgen::run(LoadConfig::new(url, 4), stop_load))
+        });
+        let v = wait_for(&base, name, Duration::from_secs(60), |v| {
+            ["rolled_back", "succeeded", "paused"].contains(&v["phase"].as_str().unwrap_or(""))
+        });
+        stop.stop();
+        let _ = load.join();
+        assert_eq!(v["phase"], want, "{v}");
+        if gone {
+            let why = v["reason"].as_str().unwrap_or("");
+            assert!(
+                why.contains("127.0.0.1:9"),
+                "the pause names the endpoint: {v}"
+            );
+        }
+    }
+}
