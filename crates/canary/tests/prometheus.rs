@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use canary_demo::launch::ChildBackend;
-use canary_demo::loadgen::{self, LoadConfig, StopLoad};
+use canary_demo::loadgen::{self, StopLoad};
 use support::{free_port, prometheus_binary, scratch, Prometheus};
 
 fn backend(name: &str, extra: &[&str]) -> ChildBackend {
@@ -67,15 +67,9 @@ impl Run {
         };
         let line = run.wait_for("proxy listening on");
         let addr = line.trim().trim_start_matches("proxy listening on http://");
-        let url: loadgen::Uri = format!("http://{addr}/").parse().unwrap();
-        let stop = run.stop_load.clone();
-        run.load = Some(std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(loadgen::run(LoadConfig::new(url, 4), stop))
-        }));
+        let (stop, load) = support::send_load(&format!("http://{addr}/"));
+        run.stop_load = stop;
+        run.load = Some(load);
         run
     }
 

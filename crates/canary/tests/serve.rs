@@ -11,6 +11,8 @@ use std::time::Duration;
 use canary_demo::launch::ChildBackend;
 use serde_json::{json, Value};
 
+mod support;
+
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn bin() -> &'static str {
@@ -696,7 +698,6 @@ fn advisory_mode_records_recommendations_and_moves_no_weight() {
 /// healthy one promoted.
 #[test]
 fn serve_judges_on_the_metrics_section_it_is_given() {
-    use canary_demo::loadgen::{self, LoadConfig, StopLoad};
     let dir = TempDir::new("metrics");
     let srv = ServeProc::start(&dir.0.join("t.db"));
     let base = srv.base.clone();
@@ -728,16 +729,7 @@ fn serve_judges_on_the_metrics_section_it_is_given() {
         let (s, v) = post(&base, "/api/v1/rollouts", &spec);
         assert_eq!(s, 201, "{v}");
         let listen = v["traffic"]["listen"].as_str().unwrap().to_string();
-        let url: loadgen::Uri = format!("http://{listen}/").parse().unwrap();
-        let stop = StopLoad::new();
-        let stop_load = stop.clone();
-        let load = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(loadgen::run(LoadConfig::new(url, 4), stop_load))
-        });
+        let (stop, load) = support::send_load(&format!("http://{listen}/"));
         let v = wait_for(&base, name, Duration::from_secs(60), |v| {
             ["rolled_back", "succeeded", "paused"].contains(&v["phase"].as_str().unwrap_or(""))
         });

@@ -1,5 +1,5 @@
-//! What the tests that start a real Prometheus share: finding the binary
-//! (or saying "skipped"), free ports, scratch directories, and the server
+//! What the integration tests share: finding the Prometheus binary
+//! (or saying "skipped"), free ports, scratch directories, load, and the server
 //! itself, stopped by its PID.
 #![allow(dead_code)] // each test crate uses its part
 
@@ -148,4 +148,26 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends load to `url` at 4 concurrent connections on a thread of its own
+/// until the returned switch is stopped; the handle gives the load's report.
+pub fn send_load(
+    url: &str,
+) -> (
+    canary_demo::loadgen::StopLoad,
+    std::thread::JoinHandle<canary_demo::loadgen::LoadReport>,
+) {
+    use canary_demo::loadgen::{self, LoadConfig, StopLoad};
+    let url: loadgen::Uri = url.parse().unwrap();
+    let stop = StopLoad::new();
+    let switch = stop.clone();
+    let load = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(loadgen::run(LoadConfig::new(url, 4), switch))
+    });
+    (stop, load)
 }
