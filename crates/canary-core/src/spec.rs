@@ -9,6 +9,7 @@
 
 mod metrics;
 mod policy;
+mod traffic;
 
 use std::fmt;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub use metrics::{
     ScrapeSpec, VersionValues,
 };
 pub use policy::{default_error_delta, Analysis, Guardrails, Margins, Policy, Stage};
+pub use traffic::{integer_split, HaproxyTraffic, IntegerSplit, NginxTraffic, HAPROXY_MAX_WEIGHT};
 
 /// A rollout as the user writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,8 +404,8 @@ impl Default for SequentialOptions {
     }
 }
 
-/// Where live traffic is sent and read: the built-in proxy's upstreams, or
-/// a simulated service.
+/// Where live traffic is sent and read: the built-in proxy's upstreams, a
+/// simulated service, or a traffic layer the user runs (nginx, HAProxy).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSpec {
@@ -430,6 +432,12 @@ pub struct TrafficSpec {
     /// `simulated`: the seed of the draws (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// `nginx`: the upstream canary writes and how nginx is reloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx: Option<NginxTraffic>,
+    /// `haproxy`: the runtime API and the servers whose weights are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy: Option<HaproxyTraffic>,
 }
 
 /// What carries a live rollout's traffic.
@@ -443,6 +451,14 @@ pub enum TrafficProvider {
     /// demos, load tests and trying the API): `scenario`,
     /// `requests_per_second`, `seed`.
     Simulated,
+    /// nginx: a weighted upstream in an include file canary owns, checked
+    /// with `nginx -t` and reloaded (`traffic.nginx`). The numbers come
+    /// from the `metrics` section.
+    Nginx,
+    /// HAProxy: server weights set over the runtime API, no reload
+    /// (`traffic.haproxy`); the numbers from HAProxy's own per-server
+    /// counters unless a `metrics` section says otherwise.
+    Haproxy,
 }
 
 impl TrafficProvider {
@@ -451,6 +467,8 @@ impl TrafficProvider {
         match self {
             TrafficProvider::Proxy => "proxy",
             TrafficProvider::Simulated => "simulated",
+            TrafficProvider::Nginx => "nginx",
+            TrafficProvider::Haproxy => "haproxy",
         }
     }
 }

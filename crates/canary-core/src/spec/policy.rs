@@ -247,10 +247,27 @@ impl RolloutSpec {
         check_guardrails(&a.guardrails, &mut found);
         check_margins(&a.margins, &mut found);
         if let Some(t) = &self.traffic {
-            check_traffic(t, &mut found);
+            check_traffic(t, &self.stages, &mut found);
         }
         if let Some(m) = &self.metrics {
             super::metrics::check_metrics(m, &mut found);
+        }
+        let nginx = self
+            .traffic
+            .as_ref()
+            .is_some_and(|t| t.provider == TrafficProvider::Nginx);
+        let own_counts = self
+            .metrics
+            .as_ref()
+            .is_none_or(|m| m.provider == super::MetricsProvider::Proxy);
+        if nginx && own_counts {
+            found.add(
+                "metrics".into(),
+                "(missing)".into(),
+                "`traffic.provider: nginx` needs a metrics section with `provider: prometheus` \
+                 or `scrape`: nginx does not count requests per version"
+                    .into(),
+            );
         }
         if !found.errors.is_empty() {
             return Err(SpecErrors(found.errors));
@@ -564,9 +581,9 @@ fn check_sequential(s: &SequentialOptions, found: &mut Findings) {
 }
 
 /// Checks the live traffic settings: for the proxy a listen address with a
-/// port and http:// URLs for both versions; each provider's fields only
-/// with that provider.
-fn check_traffic(t: &TrafficSpec, found: &mut Findings) {
+/// port and http:// URLs for both versions, for nginx and HAProxy their
+/// sections; each provider's fields only with that provider.
+fn check_traffic(t: &TrafficSpec, stages: &[StageSpec], found: &mut Findings) {
     let provider = t.provider.name();
     let only = |found: &mut Findings, field: &str, value: String, of: &str| {
         found.add(
@@ -586,18 +603,44 @@ fn check_traffic(t: &TrafficSpec, found: &mut Findings) {
             only(found, "seed", s.to_string(), "simulated");
         }
     }
+    if t.provider != TrafficProvider::Proxy {
+        for (field, v) in [
+            ("listen", &t.listen),
+            ("stable", &t.stable),
+            ("canary", &t.canary),
+        ] {
+            if !v.is_empty() {
+                only(found, field, v.clone(), "proxy");
+            }
+        }
+    }
+    if t.provider != TrafficProvider::Nginx && t.nginx.is_some() {
+        only(found, "nginx", "(a section)".into(), "nginx");
+    }
+    if t.provider != TrafficProvider::Haproxy && t.haproxy.is_some() {
+        only(found, "haproxy", "(a section)".into(), "haproxy");
+    }
+    let missing = |found: &mut Findings, field: &str, what: &str| {
+        found.add(
+            format!("traffic.{field}"),
+            "(missing)".into(),
+            format!("`provider: {provider}` needs a `{field}` section with {what}"),
+        );
+    };
     match t.provider {
         TrafficProvider::Proxy => check_proxy_traffic(t, found),
-        TrafficProvider::Simulated => {
-            for (field, v) in [
-                ("listen", &t.listen),
-                ("stable", &t.stable),
-                ("canary", &t.canary),
-            ] {
-                if !v.is_empty() {
-                    only(found, field, v.clone(), "proxy");
-                }
+        TrafficProvider::Nginx => match &t.nginx {
+            Some(n) => super::traffic::check_nginx(n, found),
+            None => missing(found, "nginx", "`config`, `upstream`, `stable` and `canary`"),
+        },
+        TrafficProvider::Haproxy => match &t.haproxy {
+            Some(h) => {
+                let weights: Vec<f64> = stages.iter().map(|s| s.weight).collect();
+                super::traffic::check_haproxy(h, &weights, found);
             }
+            None => missing(found, "haproxy", "`socket`, `backend`, `stable` and `canary`"),
+        },
+        TrafficProvider::Simulated => {
             if let Some(r) = t.requests_per_second {
                 if !(r.is_finite() && r > 0.0 && r <= 1e6) {
                     found.add(

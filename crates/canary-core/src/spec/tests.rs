@@ -305,8 +305,53 @@ fn traffic_providers_take_only_their_own_fields() {
     ));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].path, "traffic.scenario");
-    let errs = errors_of(&format!("{base}traffic: {{provider: nginx}}\n"));
+    let errs = errors_of(&format!("{base}traffic: {{provider: envoy}}\n"));
     assert_eq!(errs[0].path, "traffic.provider", "{errs:?}");
+}
+
+#[test]
+fn nginx_and_haproxy_sections_are_checked_field_by_field() {
+    let base = "name: p\nstages: [{weight: 10, duration: 1m}, {weight: 100, duration: 1m}]\n";
+    let scrape = "metrics:\n  provider: scrape\n  scrape: {stable: [http://a:1/metrics], canary: [http://b:2/metrics], preset: http}\n";
+    let good = format!(
+        "{base}traffic:\n  provider: nginx\n  nginx:\n    config: /etc/nginx/conf.d/canary.conf\n    upstream: app\n    stable: [127.0.0.1:9001]\n    canary: [127.0.0.1:9002]\n{scrape}"
+    );
+    let p = Policy::from_text(&good).unwrap();
+    assert_eq!(p.traffic.unwrap().provider, TrafficProvider::Nginx);
+
+    // nginx does not count: without a metrics section it cannot be judged.
+    let errs = errors_of(&good.replace(scrape, ""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "metrics");
+
+    // Anything that could inject nginx syntax is refused, with its place.
+    let bad = good
+        .replace("upstream: app", "upstream: \"app; }\"")
+        .replace("[127.0.0.1:9002]", "[\"127.0.0.1:9002 backup\"]");
+    let errs = errors_of(&bad);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["traffic.nginx.upstream", "traffic.nginx.canary[0]"], "{errs:?}");
+    assert_eq!(errs[1].line, Some(9));
+
+    let hap = format!(
+        "{base}traffic:\n  provider: haproxy\n  haproxy: {{socket: /run/haproxy.sock, backend: app, stable: [s1], canary: [c1]}}\n"
+    );
+    assert!(Policy::from_text(&hap).is_ok(), "{:?}", Policy::from_text(&hap));
+    let errs = errors_of(&hap.replace("[c1]", "[\"c1\\nshutdown sessions\"]"));
+    assert_eq!(errs[0].path, "traffic.haproxy.canary[0]", "{errs:?}");
+    let errs = errors_of(&hap.replace("/run/haproxy.sock", "haproxy.sock"));
+    assert_eq!(errs[0].path, "traffic.haproxy.socket", "{errs:?}");
+    // HAProxy's weights are integers up to 256: 0.1 % cannot be given.
+    let errs = errors_of(&hap.replace("weight: 10,", "weight: 0.1,"));
+    assert_eq!(errs[0].path, "stages[0].weight", "{errs:?}");
+    assert!(errs[0].rule.contains("0–256"), "{}", errs[0].rule);
+    // A section for another provider is refused.
+    let errs = errors_of(&format!(
+        "{base}traffic:\n  provider: simulated\n  haproxy: {{socket: /s, backend: a, stable: [s], canary: [c]}}\n"
+    ));
+    assert_eq!(errs[0].path, "traffic.haproxy", "{errs:?}");
+    let errs = errors_of(&format!("{base}traffic: {{provider: haproxy}}\n"));
+    assert_eq!(errs[0].path, "traffic.haproxy", "{errs:?}");
 }
 
 #[test]
