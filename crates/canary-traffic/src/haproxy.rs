@@ -31,8 +31,10 @@ impl RuntimeApi {
     }
 
     /// Sends one command (HAProxy answers and closes the connection).
-    /// `Err` says what failed; every failure here may pass by itself.
-    async fn command(&self, cmd: &str) -> Result<String, String> {
+    /// `Err` says what failed and whether it may pass by itself: a unix
+    /// socket path that does not exist will not; a refused connection or
+    /// a timeout may (HAProxy restarting).
+    async fn command(&self, cmd: &str) -> Result<String, ApiError> {
         let io = async {
             let mut answer = Vec::new();
             let line = format!("{cmd}\n");
@@ -49,12 +51,48 @@ impl RuntimeApi {
             Ok::<_, std::io::Error>(answer)
         };
         match tokio::time::timeout(self.timeout, io).await {
-            Err(_) => Err(format!(
-                "`{cmd}` on {}: no answer within {:?}",
-                self.socket, self.timeout
-            )),
-            Ok(Err(e)) => Err(format!("`{cmd}` on {}: {e}", self.socket)),
+            Err(_) => Err(ApiError {
+                permanent: false,
+                message: format!(
+                    "`{cmd}` on {}: no answer within {:?}",
+                    self.socket, self.timeout
+                ),
+            }),
+            Ok(Err(e)) => Err(ApiError {
+                permanent: matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ),
+                message: format!("`{cmd}` on {}: {e}", self.socket),
+            }),
             Ok(Ok(a)) => Ok(String::from_utf8_lossy(&a).into_owned()),
+        }
+    }
+}
+
+/// A runtime-API command that got no answer.
+#[derive(Debug)]
+struct ApiError {
+    permanent: bool,
+    message: String,
+}
+
+impl ApiError {
+    fn actuator(self) -> ActuatorError {
+        let m = format!("haproxy: {}", self.message);
+        if self.permanent {
+            ActuatorError::permanent(m)
+        } else {
+            ActuatorError::transient(m)
+        }
+    }
+
+    fn source(self) -> SourceError {
+        let m = format!("haproxy: {}", self.message);
+        if self.permanent {
+            SourceError::permanent(m)
+        } else {
+            SourceError::transient(m)
         }
     }
 }
@@ -84,7 +122,7 @@ impl Haproxy {
     /// The weight HAProxy reports for `server` of the backend.
     async fn get_weight(&self, server: &str) -> Result<u32, ActuatorError> {
         let cmd = format!("get weight {}/{server}", self.spec.backend);
-        let answer = self.api.command(&cmd).await.map_err(transient)?;
+        let answer = self.api.command(&cmd).await.map_err(ApiError::actuator)?;
         // "10 (initial 1)"
         answer
             .split_whitespace()
@@ -101,7 +139,7 @@ impl Haproxy {
 
     async fn set_one(&self, server: &str, w: u32) -> Result<(), ActuatorError> {
         let cmd = format!("set weight {}/{server} {w}", self.spec.backend);
-        let answer = self.api.command(&cmd).await.map_err(transient)?;
+        let answer = self.api.command(&cmd).await.map_err(ApiError::actuator)?;
         if answer.trim().is_empty() {
             Ok(())
         } else {
@@ -149,10 +187,6 @@ impl Haproxy {
         }
         Ok(())
     }
-}
-
-fn transient(why: String) -> ActuatorError {
-    ActuatorError::transient(format!("haproxy: {why}"))
 }
 
 impl TrafficActuator for Haproxy {
@@ -280,7 +314,7 @@ impl HaproxyStats {
             .api
             .command("show stat")
             .await
-            .map_err(|w| SourceError::transient(format!("haproxy: {w}")))?;
+            .map_err(ApiError::source)?;
         let rows = parse_stat(&answer, &self.spec.backend)
             .map_err(|w| SourceError::transient(format!("haproxy: `show stat`: {w}")))?;
         let sum = |names: &[String]| {
@@ -310,7 +344,10 @@ impl MetricsSource for HaproxyStats {
             // The first read sets where the counting starts.
             return Ok(Pair::default());
         };
-        match (now.baseline.since(&last.baseline), now.canary.since(&last.canary)) {
+        match (
+            now.baseline.since(&last.baseline),
+            now.canary.since(&last.canary),
+        ) {
             (Some(baseline), Some(canary)) => Ok(Pair { baseline, canary }),
             _ => Err(SourceError::transient(format!(
                 "haproxy: the counters of backend {} went backwards (HAProxy restarted or \
@@ -327,7 +364,8 @@ mod tests {
 
     #[test]
     fn show_stat_rows_are_read_by_column_name() {
-        let a = "# pxname,svname,econ,eresp,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,\n\
+        let a =
+            "# pxname,svname,econ,eresp,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,\n\
                  app,FRONTEND,,,0,100,0,0,0,0,\n\
                  app,stable,1,0,0,90,0,3,2,0,\n\
                  app,canary,0,2,0,9,0,0,4,0,\n\

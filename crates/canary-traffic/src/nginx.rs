@@ -63,7 +63,10 @@ impl Nginx {
         }
         out.push_str("}\n");
         for (side, servers) in [("stable", &n.stable), ("canary", &n.canary)] {
-            let _ = writeln!(out, "upstream {u}_{side} {{\n    zone canary_{u}_{side} 64k;");
+            let _ = writeln!(
+                out,
+                "upstream {u}_{side} {{\n    zone canary_{u}_{side} 64k;"
+            );
             for s in servers {
                 let _ = writeln!(out, "    server {s};");
             }
@@ -85,7 +88,12 @@ impl Nginx {
                 );
             }
             (Some(h), None) => {
-                let _ = write!(out, "map $http_{} ${u}_route {}", h.replace('-', "_"), forced(u));
+                let _ = write!(
+                    out,
+                    "map $http_{} ${u}_route {}",
+                    h.replace('-', "_"),
+                    forced(u)
+                );
             }
             (None, Some(c)) => {
                 let _ = write!(out, "map $cookie_{c} ${u}_route {}", forced(u));

@@ -631,14 +631,22 @@ fn check_traffic(t: &TrafficSpec, stages: &[StageSpec], found: &mut Findings) {
         TrafficProvider::Proxy => check_proxy_traffic(t, found),
         TrafficProvider::Nginx => match &t.nginx {
             Some(n) => super::traffic::check_nginx(n, found),
-            None => missing(found, "nginx", "`config`, `upstream`, `stable` and `canary`"),
+            None => missing(
+                found,
+                "nginx",
+                "`config`, `upstream`, `stable` and `canary`",
+            ),
         },
         TrafficProvider::Haproxy => match &t.haproxy {
             Some(h) => {
                 let weights: Vec<f64> = stages.iter().map(|s| s.weight).collect();
                 super::traffic::check_haproxy(h, &weights, found);
             }
-            None => missing(found, "haproxy", "`socket`, `backend`, `stable` and `canary`"),
+            None => missing(
+                found,
+                "haproxy",
+                "`socket`, `backend`, `stable` and `canary`",
+            ),
         },
         TrafficProvider::Simulated => {
             if let Some(r) = t.requests_per_second {

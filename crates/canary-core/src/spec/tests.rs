@@ -330,13 +330,21 @@ fn nginx_and_haproxy_sections_are_checked_field_by_field() {
         .replace("[127.0.0.1:9002]", "[\"127.0.0.1:9002 backup\"]");
     let errs = errors_of(&bad);
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["traffic.nginx.upstream", "traffic.nginx.canary[0]"], "{errs:?}");
+    assert_eq!(
+        paths,
+        ["traffic.nginx.upstream", "traffic.nginx.canary[0]"],
+        "{errs:?}"
+    );
     assert_eq!(errs[1].line, Some(9));
 
     let hap = format!(
         "{base}traffic:\n  provider: haproxy\n  haproxy: {{socket: /run/haproxy.sock, backend: app, stable: [s1], canary: [c1]}}\n"
     );
-    assert!(Policy::from_text(&hap).is_ok(), "{:?}", Policy::from_text(&hap));
+    assert!(
+        Policy::from_text(&hap).is_ok(),
+        "{:?}",
+        Policy::from_text(&hap)
+    );
     let errs = errors_of(&hap.replace("[c1]", "[\"c1\\nshutdown sessions\"]"));
     assert_eq!(errs[0].path, "traffic.haproxy.canary[0]", "{errs:?}");
     let errs = errors_of(&hap.replace("/run/haproxy.sock", "haproxy.sock"));

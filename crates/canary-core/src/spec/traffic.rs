@@ -175,7 +175,9 @@ fn is_word(s: &str) -> bool {
 
 /// Whether `s` is an HTTP header name nginx can read as `$http_...`.
 fn is_header_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Whether `s` is `host:port` (a name, IPv4 or `[IPv6]`) or `unix:/path`
@@ -191,8 +193,11 @@ fn is_server_address(s: &str) -> bool {
         return false;
     };
     let host_ok = if let Some(v6) = host.strip_prefix('[') {
-        v6.strip_suffix(']')
-            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'))
+        v6.strip_suffix(']').is_some_and(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        })
     } else {
         !host.is_empty()
             && host
@@ -206,8 +211,7 @@ fn is_server_address(s: &str) -> bool {
 /// `_`, `.`, `:`).
 fn is_haproxy_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
@@ -297,8 +301,7 @@ pub(super) fn check_haproxy(h: &HaproxyTraffic, weights: &[f64], found: &mut Fin
     let tcp = s.rsplit_once(':').is_some_and(|(host, port)| {
         !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
     });
-    if !(s.starts_with('/') || s.starts_with("unix:/") || tcp) || s.chars().any(char::is_control)
-    {
+    if !(s.starts_with('/') || s.starts_with("unix:/") || tcp) || s.chars().any(char::is_control) {
         found.add(
             "traffic.haproxy.socket".into(),
             format!("{:?}", h.socket),
