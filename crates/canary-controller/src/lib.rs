@@ -14,9 +14,13 @@
 //! - A weight the actuator refused for a transient reason is retried on
 //!   every later tick and once more when the rollout ends, and each failure
 //!   is reported; it is never recorded as applied.
-//! - A permanent failure of either seam (a failure no retry can mend)
+//! - A permanent failure of the source (a failure no retry can mend)
 //!   aborts the rollout with the failure as its reason: the weight goes back
 //!   to 0 through the same path.
+//! - A weight the actuator refused for good (nginx rejected its file, an
+//!   HAProxy server that does not exist) pauses the rollout where it is:
+//!   the traffic layer still routes the weight it last accepted, and the
+//!   refused weight is retried on later ticks in case someone mends it.
 //! - [`Controller::abort`] (what `canary run` does on SIGINT) sends the
 //!   weight back to 0 through the same path.
 //! - Right after a weight change the source is read once and the result
@@ -59,8 +63,10 @@ pub struct Controller<M, A> {
     /// Weight the actuator last accepted.
     applied_weight: f64,
     source_failures: u64,
-    /// A permanent failure of a seam, not yet acted on.
+    /// A permanent failure of the source, not yet acted on.
     permanent: Option<String>,
+    /// A weight the actuator refused for good, not yet acted on.
+    refused: Option<String>,
 }
 
 impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
@@ -74,6 +80,7 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
             applied_weight: 0.0,
             source_failures: 0,
             permanent: None,
+            refused: None,
         }
     }
 
@@ -169,6 +176,17 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
         now: Duration,
         notes: &mut Vec<String>,
     ) -> Result<bool, TransitionError> {
+        if let Some(why) = self.refused.take() {
+            if matches!(self.engine.state().phase, Phase::Progressing { .. }) {
+                let commands = self.engine.apply(
+                    Event::Pause {
+                        note: format!("paused: the traffic layer refused: {why}"),
+                    },
+                    now,
+                )?;
+                self.carry_out(commands, notes).await;
+            }
+        }
         let Some(why) = self.permanent.take() else {
             return Ok(false);
         };
@@ -233,8 +251,8 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
             }
             Err(e) => {
                 self.pending_weight = Some(w);
-                if e.is_permanent() && self.permanent.is_none() {
-                    self.permanent = Some(chain(&e));
+                if e.is_permanent() && self.refused.is_none() {
+                    self.refused = Some(format!("weight {w} % not applied: {}", chain(&e)));
                     notes.push(format!(
                         "{}: weight {w} % not applied; permanent",
                         chain(&e)

@@ -243,23 +243,31 @@ impl TrafficActuator for OnlyZero {
 }
 
 #[tokio::test]
-async fn a_permanent_actuator_failure_aborts_and_is_never_recorded_as_applied() {
+async fn a_weight_refused_for_good_pauses_where_it_is_and_is_never_recorded_as_applied() {
     let act = OnlyZero::default();
     let policy = Policy::from_text(
         "name: t\nstages:\n  - {weight: 10, duration: 2s, min_requests: 10}\nanalysis: {judge: threshold, interval: 1s}\n",
     )
     .unwrap();
-    let mut c = Controller::new(Engine::new(policy), Script(vec![]), act.clone());
+    let mut c = Controller::new(Engine::new(policy), Script(vec![None; 5]), act.clone());
     let notes = c.start(S(0)).await.unwrap();
     assert!(
         notes.iter().any(|n| n.contains("not applied; permanent")),
         "{notes:?}"
     );
-    assert_eq!(c.report().phase, "aborted");
-    assert!(c.report().rollback_reason.contains("no such backend"));
-    assert!(c.weight_applied(), "weight 0 was applied");
+    let paused = |c: &Controller<Script, OnlyZero>| match &c.engine().state().phase {
+        Phase::Paused { reason, .. } => reason.to_string(),
+        other => panic!("not paused: {other:?}"),
+    };
+    assert!(paused(&c).contains("no such backend"), "{}", paused(&c));
+    assert!(!c.weight_applied(), "10 % was never applied");
     assert_eq!(c.status().weight, 0.0);
-    assert_eq!(*act.0.lock().unwrap(), vec![0.0]);
+    // It stays paused (never promoted) while the layer keeps refusing.
+    for t in 1..=4 {
+        c.tick(S(t)).await.unwrap();
+        paused(&c);
+    }
+    assert!(act.0.lock().unwrap().is_empty(), "no weight was ever taken");
 }
 
 #[tokio::test]

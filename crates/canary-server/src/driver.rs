@@ -1,5 +1,6 @@
-//! The traffic layer of one rollout (the built-in proxy or a simulated
-//! service, chosen by the spec's `traffic.provider`) and its metrics
+//! The traffic layer of one rollout (the built-in proxy, a simulated
+//! service, nginx or HAProxy, chosen by the spec's `traffic.provider`) and
+//! its metrics
 //! source (the layer's own counts, or what `metrics.provider` names:
 //! Prometheus, a scrape of each version's `/metrics`). Both seams in one
 //! value, so the runner holds one thing per rollout.
@@ -34,6 +35,20 @@ pub(crate) enum Layer {
     },
     /// A scenario drawn on the clock.
     Simulated(Box<SimulatedService>),
+    /// nginx, through the include file canary owns (numbers from the
+    /// `metrics` section: nginx does not count per version).
+    Nginx {
+        nginx: canary_traffic::Nginx,
+        /// The weight nginx last accepted.
+        applied: f64,
+    },
+    /// HAProxy's runtime API, and its per-server counters.
+    Haproxy {
+        haproxy: canary_traffic::Haproxy,
+        stats: canary_traffic::HaproxyStats,
+        /// The weight HAProxy last confirmed.
+        applied: f64,
+    },
 }
 
 /// The scenario a simulated traffic section names, or why not.
@@ -98,7 +113,23 @@ impl Layer {
             "traffic: required: `provider: proxy` with listen, stable and canary, or `provider: simulated`"
                 .to_string()
         })?;
+        let section = |name: &str| format!("traffic.{name}: required for `provider: {name}`");
         match t.provider {
+            TrafficProvider::Nginx => {
+                let n = t.nginx.as_ref().ok_or_else(|| section("nginx"))?;
+                Ok(Layer::Nginx {
+                    nginx: canary_traffic::Nginx::new(n),
+                    applied: 0.0,
+                })
+            }
+            TrafficProvider::Haproxy => {
+                let h = t.haproxy.as_ref().ok_or_else(|| section("haproxy"))?;
+                Ok(Layer::Haproxy {
+                    haproxy: canary_traffic::Haproxy::new(h),
+                    stats: canary_traffic::HaproxyStats::new(h),
+                    applied: 0.0,
+                })
+            }
             TrafficProvider::Simulated => {
                 let s = scenario_of(policy)?.unwrap_or_else(|| unreachable!("simulated"));
                 let seed = t.seed.unwrap_or(1);
@@ -150,13 +181,14 @@ impl Layer {
         match self {
             Layer::Proxy { handle, .. } => handle.weight(),
             Layer::Simulated(s) => s.weight(),
+            Layer::Nginx { applied, .. } | Layer::Haproxy { applied, .. } => *applied,
         }
     }
 
     fn listen_addr(&self) -> Option<SocketAddr> {
         match self {
             Layer::Proxy { addr, .. } => *addr,
-            Layer::Simulated(_) => None,
+            Layer::Simulated(_) | Layer::Nginx { .. } | Layer::Haproxy { .. } => None,
         }
     }
 }
@@ -178,6 +210,11 @@ impl MetricsSource for Layer {
         match self {
             Layer::Proxy { handle, .. } => handle.read_window().await,
             Layer::Simulated(s) => s.read_window().await,
+            Layer::Haproxy { stats, .. } => stats.read_window().await,
+            // Validation requires a metrics section with nginx.
+            Layer::Nginx { .. } => Err(SourceError::permanent(
+                "nginx does not count requests per version: the spec needs a metrics section",
+            )),
         }
     }
 }
@@ -187,6 +224,18 @@ impl TrafficActuator for Driver {
         match &mut self.layer {
             Layer::Proxy { handle, .. } => TrafficActuator::set_weight(handle, percent).await,
             Layer::Simulated(s) => s.set_weight(percent).await,
+            Layer::Nginx { nginx, applied } => {
+                nginx.set_weight(percent).await?;
+                *applied = percent;
+                Ok(())
+            }
+            Layer::Haproxy {
+                haproxy, applied, ..
+            } => {
+                haproxy.set_weight(percent).await?;
+                *applied = percent;
+                Ok(())
+            }
         }
     }
 }

@@ -221,8 +221,12 @@ pub(crate) struct Runner {
     st: Stored,
     /// The engine is ahead of the store (a write failed): rebuild first.
     stale: bool,
-    /// A permanent failure of the traffic layer, not yet acted on.
+    /// A permanent failure of the metrics source, not yet acted on (the
+    /// rollout stops).
     permanent: Option<String>,
+    /// A weight the traffic layer refused for good, not yet acted on (the
+    /// rollout pauses where it is).
+    refused: Option<String>,
     source_failures: u64,
     last_error: Option<String>,
     /// `created_at` and (origin, `started_at`), formatted once.
@@ -382,6 +386,7 @@ impl Runner {
             st,
             stale: false,
             permanent: None,
+            refused: None,
             source_failures: 0,
             last_error: None,
             stamps,
@@ -523,6 +528,20 @@ impl Runner {
                 let input = Input::Apply {
                     event: Event::Abort {
                         reason: format!("stopped: {why}"),
+                    },
+                    now: self.now(),
+                };
+                let _ = self
+                    .feed(input, "controller", None, Vec::new(), false)
+                    .await;
+            }
+            return;
+        }
+        if let Some(why) = self.refused.take() {
+            if matches!(self.engine.state().phase, Phase::Progressing { .. }) {
+                let input = Input::Apply {
+                    event: Event::Pause {
+                        note: format!("paused: the traffic layer refused: {why}"),
                     },
                     now: self.now(),
                 };
@@ -715,7 +734,7 @@ impl Runner {
                     chain(&e)
                 ));
                 if e.is_permanent() && !self.finished() {
-                    self.permanent = Some(chain(&e));
+                    self.refused = Some(format!("weight {w} % not applied: {}", chain(&e)));
                 }
             }
         }
