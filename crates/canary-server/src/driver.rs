@@ -18,7 +18,7 @@ use canary_sim::{Scenario, SimulatedService};
 use tokio::sync::oneshot;
 
 /// A rollout's traffic layer and where its numbers come from.
-pub(crate) struct Driver {
+pub struct Driver {
     layer: Layer,
     /// The spec's `metrics` source, when not the layer's own counts.
     source: Option<Source>,
@@ -80,7 +80,7 @@ impl Driver {
     /// # Errors
     /// Why it cannot start, naming the field (no traffic section, a
     /// listen address in use, an unknown scenario).
-    pub(crate) async fn start(
+    pub async fn start(
         policy: &Policy,
         seed: u64,
         clock: Clock,
@@ -97,12 +97,12 @@ impl Driver {
     }
 
     /// The weight the traffic layer routes now, as it reports it.
-    pub(crate) fn actuator_weight(&self) -> f64 {
+    pub fn actuator_weight(&self) -> f64 {
         self.layer.actuator_weight()
     }
 
     /// The address the proxy serves on, if a proxy.
-    pub(crate) fn listen_addr(&self) -> Option<SocketAddr> {
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.layer.listen_addr()
     }
 }

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 pub use api::{openapi_json, MAX_BODY};
 pub use auth::{Token, TokenOrigin};
+pub use driver::Driver;
 pub use rollout::{Action, ApiError, WallClock};
 
 use rollout::{Cmd, Ctx, Runner};

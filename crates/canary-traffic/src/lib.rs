@@ -10,6 +10,7 @@
 
 mod haproxy;
 mod nginx;
+pub mod testing;
 
 pub use haproxy::{parse_stat, Haproxy, HaproxyStats, ServerCounters};
 pub use nginx::Nginx;

@@ -7,32 +7,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use canary_core::spec::{HaproxyTraffic, NginxTraffic};
 use canary_demo::launch::{InProcess, LOOPBACK};
 use canary_demo::BackendConfig;
 use canary_engine::{MetricsSource, TrafficActuator};
+use canary_traffic::testing::{
+    free_port, haproxy_binary, haproxy_spec, nginx_binary, nginx_spec, start_haproxy, start_nginx,
+};
 use canary_traffic::{Haproxy, HaproxyStats, Nginx};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn binary(names: &[&str], require: &str, package: &str) -> Option<PathBuf> {
-    let found = names.iter().map(PathBuf::from).find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os(require).is_none(),
-            "{require} is set but {package} is not installed (apt-get install {package})"
-        );
-        eprintln!("skipped: {package} is not installed (apt-get install {package})");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -42,39 +26,6 @@ fn temp_dir(tag: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// A server process, killed (by PID) on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_listening(mut child: Child, port: u16, log: &Path) -> Server {
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Server { child, port };
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "exited with {status}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    panic!(
-        "did not listen on {port}: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 /// Which backend answered one GET (its `x-backend` header), with extra
@@ -125,75 +76,6 @@ async fn backends() -> (InProcess, InProcess) {
     (s, c)
 }
 
-fn nginx_spec(dir: &Path, bin: &Path, stable: SocketAddr, canary: SocketAddr) -> NginxTraffic {
-    let conf = dir.join("nginx.conf").display().to_string();
-    let prefix = dir.display().to_string();
-    let b = bin.display().to_string();
-    NginxTraffic {
-        config: dir.join("canary-app.conf").display().to_string(),
-        upstream: "app".into(),
-        stable: vec![stable.to_string()],
-        canary: vec![canary.to_string()],
-        test_command: Some(vec![
-            b.clone(),
-            "-q".into(),
-            "-t".into(),
-            "-p".into(),
-            prefix.clone(),
-            "-c".into(),
-            conf.clone(),
-        ]),
-        reload_command: Some(vec![
-            b,
-            "-p".into(),
-            prefix,
-            "-c".into(),
-            conf,
-            "-s".into(),
-            "reload".into(),
-        ]),
-        command_timeout: None,
-        route_header: None,
-        route_cookie: None,
-    }
-}
-
-/// nginx with a master process (so it can reload) on a free port, including
-/// the file canary writes.
-fn start_nginx(bin: &Path, dir: &Path, spec: &NginxTraffic) -> Server {
-    let port = free_port();
-    let d = dir.display();
-    let conf = format!(
-        "worker_processes 2; daemon off;
-         pid {d}/nginx.pid; error_log {d}/error.log warn;
-         events {{ worker_connections 512; }}
-         http {{
-           access_log off;
-           client_body_temp_path {d}/b; proxy_temp_path {d}/p;
-           fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;
-           include {};
-           server {{
-             listen 127.0.0.1:{port};
-             location / {{ proxy_pass http://$app_route; }}
-           }}
-         }}",
-        spec.config
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    // The include must exist before nginx starts: the file at 0 %.
-    std::fs::write(&spec.config, Nginx::new(spec).render(0.0)).unwrap();
-    let child = Command::new(bin)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    wait_listening(child, port, &dir.join("error.log"))
-}
-
 /// Waits until nginx's workers answer from the configuration with the
 /// canary at `percent` (a reload replaces workers asynchronously).
 async fn settle(addr: SocketAddr, percent: f64) {
@@ -220,18 +102,14 @@ async fn settle(addr: SocketAddr, percent: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_routes_the_split_it_is_given_and_keeps_its_file_when_a_change_fails() {
-    let Some(bin) = binary(
-        &["/usr/sbin/nginx", "/usr/bin/nginx"],
-        "CANARY_REQUIRE_NGINX",
-        "nginx",
-    ) else {
+    let Some(bin) = nginx_binary() else {
         return;
     };
     let dir = temp_dir("nginx");
     let (stable, canary) = backends().await;
     let spec = nginx_spec(&dir, &bin, stable.addr(), canary.addr());
     let nginx = start_nginx(&bin, &dir, &spec);
-    let addr: SocketAddr = ([127, 0, 0, 1], nginx.port).into();
+    let addr = nginx.addr;
     let mut layer = Nginx::new(&spec);
 
     settle(addr, 0.0).await;
@@ -296,70 +174,15 @@ async fn nginx_routes_the_split_it_is_given_and_keeps_its_file_when_a_change_fai
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn start_haproxy(bin: &Path, dir: &Path, stable: SocketAddr, canary: SocketAddr) -> Server {
-    let port = free_port();
-    let d = dir.display();
-    let conf = format!(
-        "global
-           stats socket {d}/admin.sock mode 600 level admin
-           log stderr format raw local0 err
-         defaults
-           mode http
-           timeout connect 2s
-           timeout client 10s
-           timeout server 10s
-         frontend fe
-           bind 127.0.0.1:{port}
-           default_backend app
-         backend app
-           balance roundrobin
-           server stable {stable} weight 1
-           server canary {canary} weight 0
-"
-    );
-    std::fs::write(dir.join("haproxy.cfg"), conf).unwrap();
-    let log = dir.join("haproxy.log");
-    let child = Command::new(bin)
-        .arg("-db")
-        .arg("-f")
-        .arg(dir.join("haproxy.cfg"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start haproxy");
-    let s = wait_listening(child, port, &log);
-    for _ in 0..200 {
-        if dir.join("admin.sock").exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    s
-}
-
-fn haproxy_spec(dir: &Path) -> HaproxyTraffic {
-    HaproxyTraffic {
-        socket: dir.join("admin.sock").display().to_string(),
-        backend: "app".into(),
-        stable: vec!["stable".into()],
-        canary: vec!["canary".into()],
-        timeout: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_sets_weights_reads_them_back_and_counts_per_server() {
-    let Some(bin) = binary(
-        &["/usr/sbin/haproxy", "/usr/bin/haproxy"],
-        "CANARY_REQUIRE_HAPROXY",
-        "haproxy",
-    ) else {
+    let Some(bin) = haproxy_binary() else {
         return;
     };
     let dir = temp_dir("haproxy");
     let (stable, canary) = backends().await;
     let server = start_haproxy(&bin, &dir, stable.addr(), canary.addr());
-    let addr: SocketAddr = ([127, 0, 0, 1], server.port).into();
+    let addr = server.addr;
     let spec = haproxy_spec(&dir);
     let mut layer = Haproxy::new(&spec);
     let mut stats = HaproxyStats::new(&spec);

@@ -14,10 +14,13 @@ use canary_proxy::Proxy;
 use crate::common::{load_policy, print_json};
 use crate::live::{runtime, shutdown_signal, unless_signalled, ProxyArgs, StatusLine};
 
-/// Run a live rollout: proxy real traffic, judge it, move the weight.
+/// Run a live rollout: judge real traffic and move the weight, through the
+/// built-in proxy or the nginx or HAProxy you run.
 ///
-/// The spec's `traffic` section names the listen address and the two
-/// upstreams. The built-in proxy starts at weight 0; every
+/// The spec's `traffic` section names the provider: the built-in proxy
+/// (listen address and the two upstreams), `nginx` (the include file canary
+/// writes, checked and reloaded) or `haproxy` (the runtime API whose server
+/// weights canary sets). The weight starts at 0; every
 /// `analysis.interval` the controller reads the proxy's per-version numbers,
 /// asks the judge, steps the same state machine as `canary simulate` and sets
 /// the weight. A status line goes to stderr, the final report (the same JSON
@@ -33,11 +36,15 @@ Examples:
   canary run --spec rollout.yaml --judge threshold --admin 127.0.0.1:9090
   canary run --spec rollout.yaml --sticky-cookie session --keep-serving > report.json
 
-The spec needs a traffic section:
+The spec needs a traffic section, e.g. the built-in proxy:
   traffic:
     listen: 127.0.0.1:8080
     stable: http://127.0.0.1:9001
-    canary: http://127.0.0.1:9002")]
+    canary: http://127.0.0.1:9002
+or HAProxy's runtime API (see docs/traffic.md for nginx):
+  traffic:
+    provider: haproxy
+    haproxy: {socket: /run/haproxy/admin.sock, backend: app, stable: [s1], canary: [c1]}")]
 pub struct Args {
     /// Rollout spec (YAML or JSON) with a `traffic` section.
     #[arg(long, value_name = "FILE")]
@@ -74,11 +81,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.spec.display()
         )
     })?;
-    if traffic.provider != canary_core::TrafficProvider::Proxy {
+    if traffic.provider == canary_core::TrafficProvider::Simulated {
         bail!(
-            "{}: traffic.provider: `{}`: `canary run` drives the built-in proxy; run this spec under `canary serve` (canary rollouts apply -f ...)",
+            "{}: traffic.provider: `simulated`: `canary run` drives real traffic (proxy, nginx, haproxy); run this spec under `canary serve` (canary rollouts apply -f ...) or `canary simulate`",
             args.spec.display(),
-            traffic.provider.name()
         );
     }
     if policy.mode == canary_core::Mode::Advisory {
@@ -86,6 +92,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "{}: mode: advisory: `canary run` always moves the weight; advisory rollouts run under `canary serve`",
             args.spec.display()
         );
+    }
+    if traffic.provider != canary_core::TrafficProvider::Proxy {
+        let rt = runtime(args.proxy.threads)?;
+        let keep_serving = args.keep_serving;
+        let report = rt.block_on(rollout_via_layer(policy, keep_serving))?;
+        return Ok(exit_code(&report));
     }
     let config = args
         .proxy
@@ -199,4 +211,66 @@ pub async fn rollout_through<F: Future<Output = ()>>(
     })
     .await;
     Ok(report)
+}
+
+/// Runs the rollout through a traffic layer the user runs (nginx, HAProxy):
+/// ticks the controller on the wall clock with a status line on stderr,
+/// aborts on SIGINT/SIGTERM, prints the report.
+async fn rollout_via_layer(policy: Policy, keep_serving: bool) -> Result<RolloutReport> {
+    let provider = policy
+        .traffic
+        .as_ref()
+        .map_or("proxy", |t| t.provider.name());
+    let interval = policy.analysis.interval;
+    // Only a simulated service reads this clock, and `run` refuses those.
+    let clock: canary_sim::live::Clock = std::sync::Arc::new(|| std::time::Duration::ZERO);
+    let driver = canary_server::Driver::start(&policy, 1, clock, unix_now())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    eprintln!("traffic through {provider} (traffic.provider)");
+    if let Some(m) = &policy.metrics {
+        eprintln!("metrics from {} (metrics.provider)", m.provider.name());
+    }
+    let shared = SharedDriver(std::sync::Arc::new(tokio::sync::Mutex::new(driver)));
+    let mut controller = Controller::new(Engine::new(policy), shared.clone(), shared);
+    let mut line = StatusLine::new();
+    let end = run_live(&mut controller, interval, shutdown_signal(), |notes, s| {
+        line.update(notes, &s.to_string())
+    })
+    .await;
+    line.finish();
+    let end = end.context("the rollout stopped unexpectedly")?;
+    if !controller.weight_applied() {
+        bail!("{provider} did not accept the final weight");
+    }
+    let report = controller.report();
+    if end == LiveEnd::Interrupted {
+        eprintln!("interrupted: rollout aborted, canary weight back to 0 %");
+    }
+    print_json(&report)?;
+    if keep_serving && report.phase != "aborted" {
+        eprintln!(
+            "rollout {}; {provider} routes {} % to the canary (canary no longer moves it)",
+            report.phase, report.final_weight
+        );
+    }
+    Ok(report)
+}
+
+/// One traffic layer as both seams of the controller.
+#[derive(Clone)]
+struct SharedDriver(std::sync::Arc<tokio::sync::Mutex<canary_server::Driver>>);
+
+impl MetricsSource for SharedDriver {
+    async fn read_window(
+        &mut self,
+    ) -> Result<canary_core::Pair<canary_core::VersionStats>, canary_engine::SourceError> {
+        self.0.lock().await.read_window().await
+    }
+}
+
+impl canary_engine::TrafficActuator for SharedDriver {
+    async fn set_weight(&mut self, percent: f64) -> Result<(), canary_engine::ActuatorError> {
+        self.0.lock().await.set_weight(percent).await
+    }
 }
