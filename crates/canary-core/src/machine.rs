@@ -90,6 +90,14 @@ pub enum Phase {
     },
     /// The canary serves all traffic.
     Succeeded,
+    /// The canary was judged worse and its traffic is stepping down to 0
+    /// (`rollback.mode: gradual`); each step holds `rollback.step_interval`.
+    RollingBack {
+        /// Why, in words.
+        reason: String,
+        /// The index in `rollback.steps` of the weight now routed.
+        step: usize,
+    },
     /// The canary was judged worse; no canary traffic.
     RolledBack {
         /// Why, in words.
@@ -104,13 +112,14 @@ pub enum Phase {
 
 impl Phase {
     /// The phase's name: `pending`, `progressing`, `paused`, `succeeded`,
-    /// `rolled_back` or `aborted`.
+    /// `rolling_back`, `rolled_back` or `aborted`.
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Pending => "pending",
             Phase::Progressing { .. } => "progressing",
             Phase::Paused { .. } => "paused",
             Phase::Succeeded => "succeeded",
+            Phase::RollingBack { .. } => "rolling_back",
             Phase::RolledBack { .. } => "rolled_back",
             Phase::Aborted { .. } => "aborted",
         }
@@ -203,8 +212,11 @@ pub enum Action {
     PromoteFull,
     /// The last stage passed: fully promoted.
     Succeed,
-    /// The canary was rolled back.
+    /// The canary was rolled back (or, with a gradual rollback, its
+    /// first step down began).
     Rollback,
+    /// A gradual rollback stepped down to the next weight.
+    RollbackStep,
     /// The rollout was aborted.
     Abort,
 }
@@ -402,9 +414,56 @@ impl Stepper<'_> {
         }
     }
 
+    /// Rolls back: at once, or to the first `rollback.steps` weight below
+    /// the current one.
     fn roll_back(&mut self, reason: String, verdict: Option<Verdict>) {
-        self.decide(Action::Rollback, 0.0, reason.clone(), verdict);
-        self.state.phase = Phase::RolledBack { reason };
+        let steps = &self.policy.rollback.steps;
+        let first = steps.iter().position(|&w| w < self.state.weight);
+        match first {
+            Some(i) if steps[i] > 0.0 => {
+                let w = steps[i];
+                let note = format!(
+                    "{reason} (gradual rollback: {w} % to the canary, then {} % every {}s)",
+                    join_weights(&steps[i + 1..]),
+                    self.policy.rollback.step_interval.as_secs_f64()
+                );
+                self.decide(Action::Rollback, w, note, verdict);
+                self.state.phase = Phase::RollingBack { reason, step: i };
+                self.state.stage_started_at = self.now;
+            }
+            _ => {
+                self.decide(Action::Rollback, 0.0, reason.clone(), verdict);
+                self.state.phase = Phase::RolledBack { reason };
+            }
+        }
+    }
+
+    /// A gradual rollback's next step, once the current one has held for
+    /// `rollback.step_interval`.
+    fn step_down(&mut self, reason: &str, step: usize) {
+        let r = &self.policy.rollback;
+        if self.now.saturating_sub(self.state.stage_started_at) < r.step_interval {
+            return;
+        }
+        let next = step + 1;
+        let w = r.steps.get(next).copied().unwrap_or(0.0);
+        let note = format!(
+            "gradual rollback: step {} of {}, {w} % to the canary",
+            next + 1,
+            r.steps.len()
+        );
+        self.decide(Action::RollbackStep, w, note, None);
+        if w == 0.0 {
+            self.state.phase = Phase::RolledBack {
+                reason: reason.to_string(),
+            };
+        } else {
+            self.state.phase = Phase::RollingBack {
+                reason: reason.to_string(),
+                step: next,
+            };
+            self.state.stage_started_at = self.now;
+        }
     }
 
     /// Applies the policy for a stage that reached its timeout without a pass.
@@ -438,6 +497,16 @@ impl Stepper<'_> {
     fn abort(&mut self, reason: String) {
         self.decide(Action::Abort, 0.0, reason.clone(), None);
         self.state.phase = Phase::Aborted { reason };
+    }
+}
+
+/// The weights as "50, 25 and 0".
+fn join_weights(w: &[f64]) -> String {
+    let w: Vec<String> = w.iter().map(|w| w.to_string()).collect();
+    match w.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
     }
 }
 
@@ -478,6 +547,14 @@ pub fn step(
         (Phase::Succeeded | Phase::RolledBack { .. } | Phase::Aborted { .. }, e) => {
             return Err(refuse(&e))
         }
+
+        // A gradual rollback steps down with time; an abort ends it at once.
+        (
+            Phase::RollingBack { reason, step },
+            Event::Tick | Event::Verdict(_) | Event::MetricsUnavailable { .. },
+        ) => s.step_down(reason, *step),
+        (Phase::RollingBack { .. }, Event::Abort { reason }) => s.abort(reason),
+        (Phase::RollingBack { .. }, e) => return Err(refuse(&e)),
 
         (Phase::Pending, Event::Start) => {
             s.begin_stage(0, Action::Start, "rollout started".into(), None);

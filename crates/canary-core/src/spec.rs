@@ -23,7 +23,7 @@ pub use metrics::{
     is_label_name, MetricsProvider, MetricsSpec, OnMetricsUnavailable, Preset, PrometheusSpec,
     ScrapeSpec, VersionValues,
 };
-pub use policy::{default_error_delta, Analysis, Guardrails, Margins, Policy, Stage};
+pub use policy::{default_error_delta, Analysis, Guardrails, Margins, Policy, Rollback, Stage};
 pub use traffic::{integer_split, HaproxyTraffic, IntegerSplit, NginxTraffic, HAPROXY_MAX_WEIGHT};
 
 /// A rollout as the user writes it.
@@ -49,6 +49,40 @@ pub struct RolloutSpec {
     /// never moved).
     #[serde(default)]
     pub mode: Mode,
+    /// How a failed canary's traffic goes back to stable: at once (the
+    /// default) or in steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackSpec>,
+}
+
+/// `rollback`: how a failed canary's traffic goes back to stable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackSpec {
+    /// `immediate` (the default: the canary's weight goes to 0 at once) or
+    /// `gradual` (through `steps`, one every `step_interval`).
+    #[serde(default)]
+    pub mode: RollbackMode,
+    /// `gradual`: the canary weights to step down through, decreasing and
+    /// ending at 0, e.g. `[50, 25, 10, 0]`; steps at or above the weight the
+    /// canary had when it failed are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<f64>>,
+    /// `gradual`: how long each step holds (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_interval: Option<HumanDuration>,
+}
+
+/// How a rollback moves the weight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackMode {
+    /// All of the canary's traffic to stable at once.
+    #[default]
+    Immediate,
+    /// Step by step, so a cold stable side is not handed everything at
+    /// once. An abort is still immediate.
+    Gradual,
 }
 
 /// Whether a live rollout carries out its decisions.
@@ -500,6 +534,7 @@ impl RolloutSpec {
             traffic: None,
             metrics: None,
             mode: Mode::Enforce,
+            rollback: None,
         }
     }
 

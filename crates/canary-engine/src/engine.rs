@@ -182,7 +182,7 @@ impl Engine {
                 Command::SetWeight(_) | Command::Notify(_) => {}
             }
         }
-        if self.state.phase.is_terminal() {
+        if self.state.phase.is_terminal() || matches!(self.state.phase, Phase::RollingBack { .. }) {
             self.close_stage(Some(now));
         }
         Ok(t.commands)
@@ -209,6 +209,12 @@ impl Engine {
             (Phase::Progressing { stage } | Phase::Paused { stage, .. }, Some(w)) => {
                 self.obs.push_window(w, self.state.weight);
                 *stage
+            }
+            // A gradual rollback: the canary still serves its share, which
+            // counts in the rollout's totals (its exposure); nobody judges it.
+            (Phase::RollingBack { .. }, Some(w)) => {
+                self.obs.push_window(w, self.state.weight);
+                return self.apply(Event::Tick, now);
             }
             (_, _) => return self.apply(Event::Tick, now),
         };
@@ -279,7 +285,9 @@ impl Engine {
                 _ => (*stage, String::new()),
             },
             Phase::Succeeded => (total, String::new()),
-            Phase::RolledBack { reason } | Phase::Aborted { reason } => {
+            Phase::RollingBack { reason, .. }
+            | Phase::RolledBack { reason }
+            | Phase::Aborted { reason } => {
                 (self.stages.last().map_or(0, |s| s.index), reason.clone())
             }
         };

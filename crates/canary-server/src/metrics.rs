@@ -26,6 +26,7 @@ pub(crate) fn render(rollouts: &[RolloutStatus], c: &Counters) -> String {
         "progressing",
         "paused",
         "succeeded",
+        "rolling_back",
         "rolled_back",
         "aborted",
     ] {

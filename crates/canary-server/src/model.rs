@@ -11,8 +11,8 @@ pub struct RolloutStatus {
     pub name: String,
     /// `enforce` or `advisory`.
     pub mode: String,
-    /// `pending`, `progressing`, `paused`, `succeeded`, `rolled_back` or
-    /// `aborted`.
+    /// `pending`, `progressing`, `paused`, `succeeded`, `rolling_back`
+    /// (a gradual rollback stepping down), `rolled_back` or `aborted`.
     pub phase: String,
     /// Why it is paused, rolled back or aborted.
     #[serde(skip_serializing_if = "Option::is_none")]

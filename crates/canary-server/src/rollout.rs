@@ -922,7 +922,9 @@ impl Runner {
         let stage = state.phase.stage();
         let reason = match &state.phase {
             Phase::Paused { reason, .. } => Some(reason.to_string()),
-            Phase::RolledBack { reason } | Phase::Aborted { reason } => Some(reason.clone()),
+            Phase::RollingBack { reason, .. }
+            | Phase::RolledBack { reason }
+            | Phase::Aborted { reason } => Some(reason.clone()),
             _ => None,
         };
         let now = self.now();

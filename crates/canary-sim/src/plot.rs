@@ -534,6 +534,7 @@ fn mark_decisions<'a, DB: DrawingBackend + 'a>(
                 format!("{:?}", d.action).to_lowercase(),
             ),
             Action::Rollback | Action::Abort => (RED, "rollback".to_string()),
+            Action::RollbackStep => (RED, "step down".to_string()),
             Action::Pause | Action::Resume => (
                 RGBColor(120, 120, 120),
                 format!("{:?}", d.action).to_lowercase(),

@@ -247,7 +247,8 @@ pub fn simulate(
                 engine.apply(Event::Promote, now)?;
                 continue;
             }
-            Phase::Progressing { .. } => {}
+            // A gradual rollback goes on: its steps expose users too.
+            Phase::Progressing { .. } | Phase::RollingBack { .. } => {}
             _ => break,
         }
         if now >= limit {

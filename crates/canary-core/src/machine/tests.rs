@@ -418,26 +418,33 @@ fn arb_event() -> impl Strategy<Value = Event> {
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
-    (1usize..6, any::<bool>(), any::<bool>()).prop_flat_map(|(n, rollback, gate)| {
-        prop::collection::btree_set(1u32..=100, n).prop_map(move |ws| {
-            let stages: Vec<String> = ws
-                .iter()
-                .enumerate()
-                .map(|(i, w)| {
-                    format!(
-                        "{{weight: {w}, duration: 30s, pause: {}}}",
-                        gate && i % 2 == 1
-                    )
-                })
-                .collect();
-            let text = format!(
-                "name: p\nstages: [{}]\nanalysis: {{on_inconclusive: {}}}\n",
-                stages.join(", "),
-                if rollback { "rollback" } else { "pause" }
-            );
-            Policy::from_text(&text).unwrap()
-        })
-    })
+    (1usize..6, any::<bool>(), any::<bool>(), any::<bool>()).prop_flat_map(
+        |(n, rollback, gate, gradual)| {
+            prop::collection::btree_set(1u32..=100, n).prop_map(move |ws| {
+                let stages: Vec<String> = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        format!(
+                            "{{weight: {w}, duration: 30s, pause: {}}}",
+                            gate && i % 2 == 1
+                        )
+                    })
+                    .collect();
+                let text = format!(
+                    "name: p\nstages: [{}]\nanalysis: {{on_inconclusive: {}}}\n{}",
+                    stages.join(", "),
+                    if rollback { "rollback" } else { "pause" },
+                    if gradual {
+                        "rollback: {mode: gradual, steps: [60, 20, 5, 0], step_interval: 30s}\n"
+                    } else {
+                        ""
+                    }
+                );
+                Policy::from_text(&text).unwrap()
+            })
+        },
+    )
 }
 
 proptest! {
@@ -473,6 +480,10 @@ proptest! {
                     match &st.phase {
                         Phase::RolledBack { .. } | Phase::Aborted { .. } | Phase::Pending => prop_assert_eq!(st.weight, 0.0),
                         Phase::Succeeded => prop_assert_eq!(st.weight, 100.0),
+                        Phase::RollingBack { step, .. } => {
+                            prop_assert_eq!(st.weight, policy.rollback.steps[*step]);
+                            prop_assert!(st.weight < before.weight || before.phase == st.phase, "a rollback only steps down");
+                        }
                         Phase::Progressing { stage } | Phase::Paused { stage, .. } => {
                             prop_assert_eq!(st.weight, policy.stages[*stage].weight);
                             prop_assert!(st.weight >= before.weight, "weight never decreases while progressing");
@@ -488,4 +499,109 @@ proptest! {
             }
         }
     }
+}
+
+fn gradual() -> Policy {
+    Policy::from_text(
+        "name: t
+stages:
+  - {weight: 10, duration: 1m}
+  - {weight: 50, duration: 1m}
+  - {weight: 100, duration: 1m}
+rollback: {mode: gradual, steps: [50, 25, 10, 0], step_interval: 30s}
+",
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_gradual_rollback_steps_down_through_its_weights_each_in_the_log() {
+    let p = gradual();
+    let mut st = at(Phase::Progressing { stage: 1 }, 50.0);
+    let t = step(&p, &st, Event::Verdict(verdict(Outcome::Fail)), secs(100)).unwrap();
+    st = t.state;
+    // Steps at or above the failed weight (50) are skipped: 25 first.
+    assert_eq!(st.weight, 25.0);
+    assert_eq!(
+        st.phase,
+        Phase::RollingBack {
+            reason: "judged fail".into(),
+            step: 1
+        }
+    );
+    assert!(t.commands.contains(&Command::SetWeight(25.0)));
+    let mut weights = vec![st.weight];
+    let mut now = 100;
+    while !st.phase.is_terminal() {
+        now += 10;
+        // Verdicts, ticks and missing metrics only let time pass.
+        let e = match now % 3 {
+            0 => Event::Tick,
+            1 => Event::Verdict(verdict(Outcome::Pass)),
+            _ => Event::MetricsUnavailable { note: "n".into() },
+        };
+        let t = step(&p, &st, e, secs(now)).unwrap();
+        if t.state.weight != st.weight {
+            assert_eq!(now % 30, 10, "a step holds 30s: at {now}");
+            let d = t.commands.iter().find_map(|c| match c {
+                Command::RecordDecision(d) => Some(d.clone()),
+                _ => None,
+            });
+            let d = d.expect("each step is in the log");
+            assert_eq!(d.action, Action::RollbackStep);
+            weights.push(t.state.weight);
+        }
+        st = t.state;
+        assert!(now < 1000);
+    }
+    assert_eq!(weights, [25.0, 10.0, 0.0]);
+    assert_eq!(
+        st.phase,
+        Phase::RolledBack {
+            reason: "judged fail".into()
+        }
+    );
+
+    // While stepping down, an abort is immediate; nothing else is taken.
+    let rolling = at(
+        Phase::RollingBack {
+            reason: "r".into(),
+            step: 1,
+        },
+        25.0,
+    );
+    let t = step(
+        &p,
+        &rolling,
+        Event::Abort {
+            reason: "stop".into(),
+        },
+        secs(5),
+    )
+    .unwrap();
+    assert_eq!((t.state.phase.name(), t.state.weight), ("aborted", 0.0));
+    for e in [
+        Event::Start,
+        Event::Pause { note: "n".into() },
+        Event::Resume,
+        Event::Promote,
+        Event::PromoteFull,
+    ] {
+        assert!(
+            matches!(
+                step(&p, &rolling, e.clone(), secs(5)),
+                Err(TransitionError::NotAllowed { .. })
+            ),
+            "{e:?}"
+        );
+    }
+    // At 10 % a failure steps to the first weight below it: 0, at once.
+    let t = step(
+        &p,
+        &at(Phase::Progressing { stage: 0 }, 10.0),
+        Event::Verdict(verdict(Outcome::Fail)),
+        secs(5),
+    )
+    .unwrap();
+    assert_eq!((t.state.phase.name(), t.state.weight), ("rolled_back", 0.0));
 }

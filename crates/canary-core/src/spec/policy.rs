@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::{
     AnalysisSpec, DeviationOptions, GuardrailsSpec, JudgeKind, JudgeOptions, KayentaOptions,
-    MarginsSpec, MetricsSpec, Mode, OnInconclusive, OnMetricsUnavailable, RolloutSpec,
-    SequentialOptions, StageSpec, TrafficProvider, TrafficSpec,
+    MarginsSpec, MetricsSpec, Mode, OnInconclusive, OnMetricsUnavailable, RollbackMode,
+    RollbackSpec, RolloutSpec, SequentialOptions, StageSpec, TrafficProvider, TrafficSpec,
 };
 use crate::document::{SourceDoc, SpecError, SpecErrors};
 
@@ -184,6 +184,18 @@ pub struct Policy {
     pub metrics: Option<MetricsSpec>,
     /// Whether the decisions are carried out or only recommended.
     pub mode: Mode,
+    /// How a rollback moves the weight.
+    pub rollback: Rollback,
+}
+
+/// A validated rollback policy.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Rollback {
+    /// The weights a rollback steps down through, decreasing, ending at 0;
+    /// empty for an immediate rollback.
+    pub steps: Vec<f64>,
+    /// How long each step holds.
+    pub step_interval: Duration,
 }
 
 /// The seed's per-stage error-delta limit, tightening as the weight grows:
@@ -269,6 +281,7 @@ impl RolloutSpec {
                     .into(),
             );
         }
+        let rollback = check_rollback(self.rollback.as_ref(), &mut found);
         if !found.errors.is_empty() {
             return Err(SpecErrors(found.errors));
         }
@@ -297,6 +310,7 @@ impl RolloutSpec {
             traffic: self.traffic.clone(),
             metrics: self.metrics.clone(),
             mode: self.mode,
+            rollback,
         })
     }
 }
@@ -657,6 +671,73 @@ fn check_traffic(t: &TrafficSpec, stages: &[StageSpec], found: &mut Findings) {
                         "must be a number in (0, 1000000]".into(),
                     );
                 }
+            }
+        }
+    }
+}
+
+/// Checks `rollback`: a gradual one needs decreasing steps in [0, 100)
+/// that end at 0, and an interval above 0.
+fn check_rollback(r: Option<&RollbackSpec>, found: &mut Findings) -> Rollback {
+    let Some(r) = r else {
+        return Rollback::default();
+    };
+    let interval = r.step_interval.map_or(Duration::from_secs(30), |d| d.0);
+    match r.mode {
+        RollbackMode::Immediate => {
+            for (field, given) in [
+                ("steps", r.steps.is_some()),
+                ("step_interval", r.step_interval.is_some()),
+            ] {
+                if given {
+                    found.add(
+                        format!("rollback.{field}"),
+                        "(given)".into(),
+                        "only for `mode: gradual`; this rollback is `immediate`".into(),
+                    );
+                }
+            }
+            Rollback::default()
+        }
+        RollbackMode::Gradual => {
+            let steps = r.steps.clone().unwrap_or_default();
+            if steps.is_empty() {
+                found.add(
+                    "rollback.steps".into(),
+                    "(missing)".into(),
+                    "`mode: gradual` needs the weights to step down through, e.g. [50, 25, 10, 0]"
+                        .into(),
+                );
+            }
+            for (i, &w) in steps.iter().enumerate() {
+                let path = format!("rollback.steps[{i}]");
+                if !(w.is_finite() && (0.0..100.0).contains(&w)) {
+                    found.add(path, fmt_f64(w), "must be a weight in [0, 100)".into());
+                } else if i > 0 && w >= steps[i - 1] {
+                    found.add(
+                        path,
+                        fmt_f64(w),
+                        format!("must be below the step before it ({})", steps[i - 1]),
+                    );
+                }
+            }
+            if steps.last().is_some_and(|&w| w != 0.0) {
+                found.add(
+                    format!("rollback.steps[{}]", steps.len() - 1),
+                    fmt_f64(steps[steps.len() - 1]),
+                    "the last step must be 0: a rollback ends with no canary traffic".into(),
+                );
+            }
+            if interval.is_zero() {
+                found.add(
+                    "rollback.step_interval".into(),
+                    "0s".into(),
+                    "must be longer than 0s".into(),
+                );
+            }
+            Rollback {
+                steps,
+                step_interval: interval,
             }
         }
     }

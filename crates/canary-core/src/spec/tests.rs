@@ -432,3 +432,31 @@ fn metrics_sections_are_checked_with_their_paths_and_lines() {
         assert!(e.line.is_some(), "{extra}: no line: {e:?}");
     }
 }
+
+#[test]
+fn a_gradual_rollback_needs_decreasing_steps_ending_at_zero() {
+    let base = "name: p\nstages: [{weight: 50, duration: 1m}, {weight: 100, duration: 1m}]\n";
+    let p = Policy::from_text(&format!(
+        "{base}rollback: {{mode: gradual, steps: [50, 25, 0]}}\n"
+    ))
+    .unwrap();
+    assert_eq!(p.rollback.steps, [50.0, 25.0, 0.0]);
+    assert_eq!(p.rollback.step_interval, Duration::from_secs(30));
+    assert!(Policy::from_text(base).unwrap().rollback.steps.is_empty());
+    for (rollback, path) in [
+        ("{mode: gradual}", "rollback.steps"),
+        ("{mode: gradual, steps: [50, 60, 0]}", "rollback.steps[1]"),
+        ("{mode: gradual, steps: [50, 10]}", "rollback.steps[1]"),
+        ("{mode: gradual, steps: [100, 0]}", "rollback.steps[0]"),
+        (
+            "{mode: gradual, steps: [10, 0], step_interval: 0s}",
+            "rollback.step_interval",
+        ),
+        ("{mode: immediate, steps: [10, 0]}", "rollback.steps"),
+        ("{mode: slowly}", "rollback.mode"),
+    ] {
+        let errs = errors_of(&format!("{base}rollback: {rollback}\n"));
+        assert_eq!(errs[0].path, path, "{rollback}: {errs:?}");
+        assert_eq!(errs[0].line, Some(3), "{rollback}: {errs:?}");
+    }
+}
