@@ -295,6 +295,49 @@ fn a_killed_canary_is_recorded_as_errors_and_rolled_back() {
 }
 
 #[test]
+fn a_gradual_rollback_steps_the_proxy_down_and_measures_each_step() {
+    let rt = runtime();
+    let (stable, canary) = (
+        backend("stable", &[]),
+        backend("canary", &["--error-rate", "0.3"]),
+    );
+    let proxy = ProxyUnderTest::start(&rt, &stable, &canary, 0.0);
+    let spec = format!(
+        "{LONG_STAGES}rollback: {{mode: gradual, steps: [10, 5, 0], step_interval: 10s}}\n"
+    );
+    let mut c = controller(policy(&spec), &proxy);
+    let s = Duration::from_secs;
+    rt.block_on(c.start(s(0))).unwrap();
+    proxy.load(&rt, 1000, 8);
+    rt.block_on(c.tick(s(1))).unwrap();
+    assert_eq!(c.report().phase, "rolling_back", "{:#?}", c.report());
+    let mut seen = vec![proxy.handle.weight()];
+    // Each step holds 10 s and the proxy routes it: about that share of
+    // 2,000 requests reaches the canary.
+    for t in [6, 11, 16, 21] {
+        let r = proxy.load(&rt, 2000, 8);
+        let w = proxy.handle.weight();
+        assert!(
+            within(r.by_version[Version::Canary.index()], 2000, w / 100.0, 4.0),
+            "{w} %: {r:?}"
+        );
+        rt.block_on(c.tick(s(t))).unwrap();
+        if proxy.handle.weight() != *seen.last().unwrap() {
+            seen.push(proxy.handle.weight());
+        }
+    }
+    assert_eq!(seen, [10.0, 5.0, 0.0]);
+    let report = c.report();
+    assert_eq!(report.phase, "rolled_back");
+    let logged = report
+        .decisions
+        .iter()
+        .filter(|d| d.action == canary_core::Action::RollbackStep)
+        .count();
+    assert_eq!(logged, 2, "{:#?}", report.decisions);
+}
+
+#[test]
 fn a_slow_canary_is_caught_by_its_latency() {
     let rt = runtime();
     let (stable, canary) = (

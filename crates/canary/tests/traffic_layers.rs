@@ -22,7 +22,36 @@ fn bin() -> &'static str {
 }
 
 const STAGES: &str = "stages:\n  - {weight: 20, duration: 4s}\n  - {weight: 100, duration: 2s}\n\
-                      analysis: {interval: 1s, min_requests: 50}\n";
+                      analysis: {interval: 1s, min_requests: 50}\n\
+                      rollback: {mode: gradual, steps: [10, 5, 0], step_interval: 1s}\n";
+
+/// A bad canary's rollback went 20 → 10 → 5 → 0 through the layer, each
+/// step in the log.
+fn assert_stepped_down(report: &serde_json::Value) {
+    let steps: Vec<(String, f64)> = report["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            d["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("rollback"))
+        })
+        .map(|d| {
+            (
+                d["action"].as_str().unwrap_or("").to_string(),
+                d["weight_after"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    let want = [
+        ("rollback", 10.0),
+        ("rollback_step", 5.0),
+        ("rollback_step", 0.0),
+    ];
+    let want: Vec<(String, f64)> = want.iter().map(|(a, w)| (a.to_string(), *w)).collect();
+    assert_eq!(steps, want, "{report}");
+}
 
 /// Runs `canary run --spec` on `spec` under load sent to `url`; returns
 /// the exit code, the report and stderr.
@@ -89,6 +118,7 @@ fn canary_run_through_haproxy_rolls_back_a_bad_canary_and_promotes_a_good_one() 
         assert!(canary_requests >= 50, "{name}: {report}");
         if phase == "rolled_back" {
             assert_eq!(report["final_weight"], 0.0, "{report}");
+            assert_stepped_down(&report);
         } else {
             assert_eq!(report["final_weight"], 100.0, "{report}");
         }
@@ -131,6 +161,9 @@ fn canary_run_through_nginx_rolls_back_a_bad_canary_and_promotes_a_good_one() {
         assert_eq!(report["phase"], phase, "{name}: {report}\n{stderr}");
         assert_eq!(got, Some(code), "{name}: {stderr}");
         assert!(stderr.contains("traffic through nginx"), "{stderr}");
+        if phase == "rolled_back" {
+            assert_stepped_down(&report);
+        }
         let file = std::fs::read_to_string(&n.config).unwrap();
         let want = if phase == "rolled_back" {
             "0.00 %"
