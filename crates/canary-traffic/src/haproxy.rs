@@ -113,6 +113,42 @@ impl Haproxy {
         }
     }
 
+    /// An HAProxy `backend` section for this spec at weight 0: round robin
+    /// over both versions' servers (their addresses as given, in order),
+    /// and the A/B routes: the header `x-canary` or the cookie `canary`
+    /// with the value `canary` or `stable` forces that version's first
+    /// server (`use-server` holds whatever the server's weight).
+    pub fn backend_snippet(&self, stable: &[String], canary: &[String]) -> String {
+        use std::fmt::Write as _;
+        let h = &self.spec;
+        let mut out = format!(
+            "# The backend canary drives over the runtime API (traffic.haproxy):\n\
+             # `set weight {b}/<server>` moves the split; no reload.\n\
+             backend {b}\n    balance roundrobin\n",
+            b = h.backend
+        );
+        for (side, names) in [("stable", &h.stable), ("canary", &h.canary)] {
+            if let Some(first) = names.first() {
+                for (how, fetch) in [
+                    ("header", "req.hdr(x-canary)"),
+                    ("cookie", "req.cook(canary)"),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "    use-server {first} if {{ {fetch} -m str {side} }}   # A/B route by {how}"
+                    );
+                }
+            }
+        }
+        for (names, addrs, w) in [(&h.stable, stable, 1), (&h.canary, canary, 0)] {
+            for (i, n) in names.iter().enumerate() {
+                let a = addrs.get(i).map_or("ADDRESS:PORT", String::as_str);
+                let _ = writeln!(out, "    server {n} {a} weight {w}");
+            }
+        }
+        out
+    }
+
     fn servers(&self) -> impl Iterator<Item = (bool, &str)> {
         let s = self.spec.stable.iter().map(|s| (false, s.as_str()));
         let c = self.spec.canary.iter().map(|s| (true, s.as_str()));

@@ -123,11 +123,24 @@ impl Nginx {
         replace_file(&path, text.as_bytes()).await.map_err(|e| {
             ActuatorError::permanent(format!("nginx: cannot write {}: {e}", path.display()))
         })?;
+        let mut old_workers = Vec::new();
         for (what, argv) in [
             ("check", self.spec.test_argv()),
             ("reload", self.spec.reload_argv()),
         ] {
-            if let Err(why) = self.command(&argv).await {
+            let mut done = Ok(());
+            if what == "reload" {
+                if let Some(pid) = self.spec.pid_path() {
+                    match master_pid(pid).await {
+                        Ok(m) => old_workers = accepting_workers(m),
+                        Err(e) => done = Err(e),
+                    }
+                }
+            }
+            if done.is_ok() {
+                done = self.command(&argv).await;
+            }
+            if let Err(why) = done {
                 let restored = match &previous {
                     Some(b) => replace_file(&path, b).await,
                     None => tokio::fs::remove_file(&path).await,
@@ -144,6 +157,19 @@ impl Nginx {
                     path.display(),
                 )));
             }
+        }
+        // The weight counts once no worker of the old configuration takes
+        // new requests (they finish the ones they have).
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while old_workers.iter().any(|&w| is_accepting_worker(w)) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ActuatorError::transient(format!(
+                    "nginx: reloaded for {percent} %, but workers of the previous configuration \
+                     still take requests after {:?}",
+                    self.timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
     }
@@ -174,6 +200,49 @@ impl Nginx {
         };
         Err(format!("{}: {}", out.status, last_lines(&said, 4)))
     }
+}
+
+/// The master's PID from nginx's pid file.
+async fn master_pid(path: &str) -> Result<u32, String> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        format!("cannot read nginx's pid file {path} (traffic.nginx.pid_file): {e}")
+    })?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("nginx's pid file {path} holds {:?}, not a PID", text.trim()))
+}
+
+/// The PIDs of `master`'s workers that take requests (Linux: from /proc;
+/// elsewhere none, so reloads are not waited for).
+fn accepting_workers(master: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| parent_of(pid) == Some(master) && is_accepting_worker(pid))
+        .collect()
+}
+
+/// The parent PID of `pid`, from /proc/PID/stat.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` is an nginx worker still taking new requests: its title
+/// is `nginx: worker process` (a worker of an old configuration becomes
+/// `... is shutting down` once it has closed its listeners).
+fn is_accepting_worker(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let title = String::from_utf8_lossy(&c);
+        title.contains("worker process") && !title.contains("shutting down")
+    })
 }
 
 /// The last `n` lines of `s`, joined with ` / `.
@@ -220,6 +289,7 @@ mod tests {
             test_command: None,
             reload_command: None,
             command_timeout: None,
+            pid_file: None,
             route_header: None,
             route_cookie: None,
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use canary_core::spec::{HaproxyTraffic, NginxTraffic};
 
-use crate::Nginx;
+use crate::{Haproxy, Nginx};
 
 /// The first of `paths` that exists. When none does and the environment
 /// variable `require` is set, panics (CI installs the package); otherwise
@@ -124,6 +124,7 @@ pub fn nginx_spec(dir: &Path, bin: &Path, stable: SocketAddr, canary: SocketAddr
         test_command: Some(argv(&["-q", "-t"])),
         reload_command: Some(argv(&["-s", "reload"])),
         command_timeout: None,
+        pid_file: Some(dir.join("nginx.pid").display().to_string()),
         route_header: None,
         route_cookie: None,
     }
@@ -178,9 +179,10 @@ pub fn haproxy_spec(dir: &Path) -> HaproxyTraffic {
     }
 }
 
-/// HAProxy on a free port with backend `app` (round robin over servers
-/// `stable`, weight 1, and `canary`, weight 0) and its runtime API on
-/// `dir/admin.sock`.
+/// HAProxy on a free port with backend `app` as
+/// [`Haproxy::backend_snippet`] writes it (round robin over servers
+/// `stable`, weight 1, and `canary`, weight 0, with the A/B routes) and its
+/// runtime API on `dir/admin.sock`.
 pub fn start_haproxy(bin: &Path, dir: &Path, stable: SocketAddr, canary: SocketAddr) -> Server {
     let port = free_port();
     let d = dir.display();
@@ -196,11 +198,9 @@ pub fn start_haproxy(bin: &Path, dir: &Path, stable: SocketAddr, canary: SocketA
          frontend fe
            bind 127.0.0.1:{port}
            default_backend app
-         backend app
-           balance roundrobin
-           server stable {stable} weight 1
-           server canary {canary} weight 0
-"
+{}",
+        Haproxy::new(&haproxy_spec(dir))
+            .backend_snippet(&[stable.to_string()], &[canary.to_string()])
     );
     std::fs::write(dir.join("haproxy.cfg"), conf).unwrap_or_else(|e| panic!("{e}"));
     let log = dir.join("haproxy.log");

@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use canary_demo::launch::{InProcess, LOOPBACK};
 use canary_demo::BackendConfig;
@@ -76,30 +75,6 @@ async fn backends() -> (InProcess, InProcess) {
     (s, c)
 }
 
-/// Waits until nginx's workers answer from the configuration with the
-/// canary at `percent` (a reload replaces workers asynchronously).
-async fn settle(addr: SocketAddr, percent: f64) {
-    for _ in 0..200 {
-        let mut seen = Vec::new();
-        for _ in 0..20 {
-            seen.push(backend_of(addr, "").await);
-        }
-        let canary = seen.iter().filter(|b| *b == "canary").count();
-        let ok = if percent == 0.0 {
-            canary == 0
-        } else if percent == 100.0 {
-            canary == 20
-        } else {
-            canary > 0 && canary < 20
-        };
-        if ok {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("nginx never served the configuration at {percent} %");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_routes_the_split_it_is_given_and_keeps_its_file_when_a_change_fails() {
     let Some(bin) = nginx_binary() else {
@@ -112,7 +87,6 @@ async fn nginx_routes_the_split_it_is_given_and_keeps_its_file_when_a_change_fai
     let addr = nginx.addr;
     let mut layer = Nginx::new(&spec);
 
-    settle(addr, 0.0).await;
     // A/B routes: the header, then the cookie, force a version at 0 %.
     assert_eq!(backend_of(addr, "x-canary: canary\r\n").await, "canary");
     assert_eq!(
@@ -125,7 +99,6 @@ async fn nginx_routes_the_split_it_is_given_and_keeps_its_file_when_a_change_fai
     );
 
     layer.set_weight(10.0).await.unwrap();
-    settle(addr, 10.0).await;
     let n = 2000;
     let got = canary_share(addr, n).await;
     let (lo, hi) = binomial_999(n, 0.10);
@@ -135,8 +108,9 @@ async fn nginx_routes_the_split_it_is_given_and_keeps_its_file_when_a_change_fai
     );
     eprintln!("nginx at 10 %: {got} of {n} requests to the canary (99.9 % interval [{lo}, {hi}])");
 
+    // Applied means applied: no worker of the 10 % configuration answers
+    // once `set_weight` has returned.
     layer.set_weight(100.0).await.unwrap();
-    settle(addr, 100.0).await;
     assert_eq!(canary_share(addr, 200).await, 200);
     assert_eq!(backend_of(addr, "x-canary: stable\r\n").await, "stable");
     let good = std::fs::read_to_string(&spec.config).unwrap();
@@ -193,6 +167,12 @@ async fn haproxy_sets_weights_reads_them_back_and_counts_per_server() {
         0,
         "weight 0 routes nothing to the canary"
     );
+    // A/B routes: the header or the cookie force a version, whatever the weight.
+    assert_eq!(backend_of(addr, "x-canary: canary\r\n").await, "canary");
+    assert_eq!(
+        backend_of(addr, "cookie: canary=canary\r\n").await,
+        "canary"
+    );
     layer.set_weight(10.0).await.unwrap();
     let n = 2000;
     let got = canary_share(addr, n).await;
@@ -205,12 +185,14 @@ async fn haproxy_sets_weights_reads_them_back_and_counts_per_server() {
         "haproxy at 10 %: {got} of {n} requests to the canary (99.9 % interval [{lo}, {hi}])"
     );
     let w = stats.read_window().await.unwrap();
-    assert_eq!(w.canary.requests + w.baseline.requests, 2100, "{w:?}");
-    assert_eq!(w.canary.requests, got as u64);
+    // The 100 at weight 0, the two A/B requests, the 2,000 at 10 %.
+    assert_eq!(w.canary.requests + w.baseline.requests, 2102, "{w:?}");
+    assert_eq!(w.canary.requests, got as u64 + 2);
     assert_eq!(w.canary.errors + w.baseline.errors, 0);
 
     layer.set_weight(100.0).await.unwrap();
     assert_eq!(canary_share(addr, 50).await, 50);
+    assert_eq!(backend_of(addr, "x-canary: stable\r\n").await, "stable");
 
     // An unknown server: a clear error naming HAProxy and what it tried,
     // and no weight moved.

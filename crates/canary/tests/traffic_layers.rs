@@ -145,7 +145,7 @@ fn canary_run_through_nginx_rolls_back_a_bad_canary_and_promotes_a_good_one() {
             format!("[{}]", quoted.join(", "))
         };
         let spec = format!(
-            "name: ngx-{name}\n{STAGES}traffic:\n  provider: nginx\n  nginx:\n    config: {}\n    upstream: {}\n    stable: [{}]\n    canary: [{}]\n    test_command: {}\n    reload_command: {}\n\
+            "name: ngx-{name}\n{STAGES}traffic:\n  provider: nginx\n  nginx:\n    config: {}\n    upstream: {}\n    stable: [{}]\n    canary: [{}]\n    test_command: {}\n    reload_command: {}\n    pid_file: {}\n\
              metrics:\n  provider: scrape\n  scrape:\n    stable: [{}/metrics]\n    canary: [{}/metrics]\n    preset: http\n",
             n.config,
             n.upstream,
@@ -153,6 +153,7 @@ fn canary_run_through_nginx_rolls_back_a_bad_canary_and_promotes_a_good_one() {
             n.canary[0],
             argv(&n.test_command),
             argv(&n.reload_command),
+            n.pid_file.as_deref().unwrap_or(""),
             stable.url(),
             canary.url()
         );

@@ -35,9 +35,16 @@ pub struct NginxTraffic {
     /// Loads it (default `nginx -s reload`); argv, no shell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload_command: Option<Vec<String>>,
-    /// How long each command may take (default 10s).
+    /// How long each command may take (default 10s); also how long canary
+    /// waits for nginx's old workers to stop taking requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_timeout: Option<HumanDuration>,
+    /// nginx's pid file (default `/run/nginx.pid`): after a reload canary
+    /// waits until every worker of the old configuration has stopped
+    /// taking requests before it counts the weight as applied. `""` skips
+    /// that wait (the weight counts once the reload command returns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<String>,
     /// A/B route: a request header whose value `canary` or `stable` forces
     /// that version (default `x-canary`; `""` turns it off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +68,12 @@ impl NginxTraffic {
         self.reload_command
             .clone()
             .unwrap_or_else(|| vec!["nginx".into(), "-s".into(), "reload".into()])
+    }
+
+    /// The pid file to confirm reloads with, unless turned off.
+    pub fn pid_path(&self) -> Option<&str> {
+        let p = self.pid_file.as_deref().unwrap_or("/run/nginx.pid");
+        (!p.is_empty()).then_some(p)
     }
 
     /// The A/B header, lower case, unless turned off.
@@ -263,6 +276,15 @@ pub(super) fn check_nginx(n: &NginxTraffic, found: &mut Findings) {
                     "must be a command and its arguments, e.g. [nginx, -t]".into(),
                 );
             }
+        }
+    }
+    if let Some(p) = &n.pid_file {
+        if p.chars().any(char::is_control) || !(p.is_empty() || p.starts_with('/')) {
+            found.add(
+                "traffic.nginx.pid_file".into(),
+                format!("{p:?}"),
+                "must be an absolute path (or \"\" to skip confirming reloads)".into(),
+            );
         }
     }
     if let Some(t) = n.command_timeout {
