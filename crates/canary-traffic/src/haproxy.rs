@@ -127,12 +127,13 @@ impl Haproxy {
              backend {b}\n    balance roundrobin\n",
             b = h.backend
         );
-        for (side, names) in [("stable", &h.stable), ("canary", &h.canary)] {
-            if let Some(first) = names.first() {
-                for (how, fetch) in [
-                    ("header", "req.hdr(x-canary)"),
-                    ("cookie", "req.cook(canary)"),
-                ] {
+        // The header's rules first: the header wins over the cookie.
+        for (how, fetch) in [
+            ("header", "req.hdr(x-canary)"),
+            ("cookie", "req.cook(canary)"),
+        ] {
+            for (side, names) in [("stable", &h.stable), ("canary", &h.canary)] {
+                if let Some(first) = names.first() {
                     let _ = writeln!(
                         out,
                         "    use-server {first} if {{ {fetch} -m str {side} }}   # A/B route by {how}"

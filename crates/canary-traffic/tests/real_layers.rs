@@ -193,6 +193,17 @@ async fn haproxy_sets_weights_reads_them_back_and_counts_per_server() {
     layer.set_weight(100.0).await.unwrap();
     assert_eq!(canary_share(addr, 50).await, 50);
     assert_eq!(backend_of(addr, "x-canary: stable\r\n").await, "stable");
+    // The header wins over the cookie.
+    assert_eq!(
+        backend_of(addr, "x-canary: stable\r\ncookie: canary=canary\r\n").await,
+        "stable"
+    );
+    layer.set_weight(0.0).await.unwrap();
+    assert_eq!(
+        backend_of(addr, "x-canary: canary\r\ncookie: canary=stable\r\n").await,
+        "canary"
+    );
+    layer.set_weight(100.0).await.unwrap();
 
     // An unknown server: a clear error naming HAProxy and what it tried,
     // and no weight moved.

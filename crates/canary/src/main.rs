@@ -21,6 +21,7 @@ mod rollouts;
 mod run;
 mod serve;
 mod simulate;
+mod traffic;
 mod validate;
 
 /// Progressive delivery with statistical canary analysis.
@@ -43,6 +44,7 @@ enum Command {
     DemoBackend(demo_backend::Args),
     Evaluate(evaluate::Args),
     Proxy(proxy::Args),
+    Traffic(traffic::Args),
     Validate(validate::Args),
 }
 
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::DemoBackend(a) => demo_backend::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Proxy(a) => proxy::run(a),
+        Command::Traffic(a) => traffic::run(a),
         Command::Validate(a) => validate::run(a),
     };
     match result {

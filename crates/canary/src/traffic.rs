@@ -1,0 +1,131 @@
+//! `canary traffic`: the traffic layer a spec names, outside a rollout:
+//! print the configuration canary expects (`render`) or set a weight by
+//! hand (`set`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Result};
+use canary_core::{Policy, TrafficProvider};
+use canary_engine::TrafficActuator;
+
+use crate::common::{load_policy, write_stdout};
+use crate::live::runtime;
+
+/// Print the nginx or HAProxy configuration a spec's traffic section needs,
+/// or set its weight by hand.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  canary traffic render --spec rollout.yaml > /etc/nginx/conf.d/canary-app.conf
+  canary traffic render --spec rollout.yaml            # HAProxy: the backend section to paste
+  canary traffic set --spec rollout.yaml --weight 0    # send everything back to stable, now
+
+`render` prints, for nginx, the include file at the given weight (write it
+before nginx first loads it: `proxy_pass http://$<upstream>_route;` needs
+it); for HAProxy, the backend section with both versions' servers and the
+A/B routes (`--stable`/`--canary` fill in the servers' addresses).
+`set` writes, checks and reloads nginx, or sets HAProxy's server weights
+over the runtime API and reads them back; it prints the split applied.")]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Print the configuration for the spec's traffic layer.
+    Render {
+        /// Rollout spec with a `traffic` section (nginx or haproxy).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// The canary's weight, percent (nginx).
+        #[arg(long, default_value_t = 0.0)]
+        weight: f64,
+        /// HAProxy: the stable servers' addresses, in the order of
+        /// `traffic.haproxy.stable`.
+        #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+        stable: Vec<String>,
+        /// HAProxy: the canary servers' addresses.
+        #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+        canary: Vec<String>,
+    },
+    /// Set the canary's weight on the spec's traffic layer now.
+    Set {
+        /// Rollout spec with a `traffic` section (nginx or haproxy).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// The canary's weight, percent, in [0, 100].
+        #[arg(long)]
+        weight: f64,
+    },
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.action {
+        Action::Render {
+            spec,
+            weight,
+            stable,
+            canary,
+        } => {
+            let policy = load_policy(Some(&spec))?;
+            check_weight(weight)?;
+            let text = match layer_of(&policy, &spec)? {
+                Layer::Nginx(n) => canary_traffic::Nginx::new(n).render(weight),
+                Layer::Haproxy(h) => {
+                    canary_traffic::Haproxy::new(h).backend_snippet(&stable, &canary)
+                }
+            };
+            write_stdout(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Set { spec, weight } => {
+            let policy = load_policy(Some(&spec))?;
+            check_weight(weight)?;
+            let rt = runtime(Some(1))?;
+            let (name, result) = match layer_of(&policy, &spec)? {
+                Layer::Nginx(n) => (
+                    "nginx",
+                    rt.block_on(canary_traffic::Nginx::new(n).set_weight(weight)),
+                ),
+                Layer::Haproxy(h) => (
+                    "haproxy",
+                    rt.block_on(canary_traffic::Haproxy::new(h).set_weight(weight)),
+                ),
+            };
+            result.map_err(|e| anyhow!("{}: {e}", spec.display()))?;
+            write_stdout(&format!("{name}: {weight} % to the canary, applied\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+enum Layer<'a> {
+    Nginx(&'a canary_core::spec::NginxTraffic),
+    Haproxy(&'a canary_core::spec::HaproxyTraffic),
+}
+
+fn layer_of<'a>(policy: &'a Policy, spec: &std::path::Path) -> Result<Layer<'a>> {
+    let t = policy
+        .traffic
+        .as_ref()
+        .ok_or_else(|| anyhow!("{}: no traffic section", spec.display()))?;
+    match (t.provider, &t.nginx, &t.haproxy) {
+        (TrafficProvider::Nginx, Some(n), _) => Ok(Layer::Nginx(n)),
+        (TrafficProvider::Haproxy, _, Some(h)) => Ok(Layer::Haproxy(h)),
+        (p, _, _) => bail!(
+            "{}: traffic.provider: `{}`: `canary traffic` works on nginx and haproxy",
+            spec.display(),
+            p.name()
+        ),
+    }
+}
+
+fn check_weight(w: f64) -> Result<()> {
+    if !(0.0..=100.0).contains(&w) {
+        bail!("--weight {w}: must be a percentage in [0, 100]");
+    }
+    Ok(())
+}
