@@ -87,13 +87,12 @@ impl ApiError {
         }
     }
 
+    /// For the counters every failure is a look without numbers (skipped,
+    /// never judged; after `analysis.metrics_unavailable_after` of them
+    /// `on_metrics_unavailable` applies): the same HAProxy's runtime API
+    /// also refuses the weight, and that refusal is what pauses the rollout.
     fn source(self) -> SourceError {
-        let m = format!("haproxy: {}", self.message);
-        if self.permanent {
-            SourceError::permanent(m)
-        } else {
-            SourceError::transient(m)
-        }
+        SourceError::transient(format!("haproxy: {}", self.message))
     }
 }
 
@@ -357,8 +356,10 @@ impl HaproxyStats {
         let sum = |names: &[String]| {
             let mut total = ServerCounters::default();
             for n in names {
+                // Transient: a reload of HAProxy's configuration can add
+                // it; meanwhile the look is skipped (never judged).
                 let Some(c) = rows.get(n) else {
-                    return Err(SourceError::permanent(format!(
+                    return Err(SourceError::transient(format!(
                         "haproxy: `show stat` on {} has no server {}/{n}",
                         self.api.socket, self.spec.backend
                     )));

@@ -745,3 +745,84 @@ fn serve_judges_on_the_metrics_section_it_is_given() {
         }
     }
 }
+
+#[test]
+fn serve_pauses_a_rollout_whose_traffic_layer_refuses_and_moves_nothing() {
+    use canary_traffic::testing::{haproxy_binary, haproxy_spec, start_haproxy};
+    let Some(haproxy) = haproxy_binary() else {
+        return;
+    };
+    let dir = TempDir::new("refused");
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let base = srv.base.clone();
+    let stable = ChildBackend::start(bin(), "stable", &[]).unwrap();
+    let canary = ChildBackend::start(bin(), "canary", &[]).unwrap();
+    let hap = dir.0.join("hap");
+    std::fs::create_dir_all(&hap).unwrap();
+    let server = start_haproxy(&haproxy, &hap, stable.addr(), canary.addr());
+    let h = haproxy_spec(&hap);
+    let stages = "stages:\n  - {weight: 20, duration: 2s}\n  - {weight: 100, duration: 2s}\n\
+                  analysis: {interval: 1s, min_requests: 10}\n";
+    for (name, socket, server, want) in [
+        // A server the backend does not have.
+        (
+            "unknown-server",
+            h.socket.clone(),
+            "nope",
+            "`get weight app/nope`",
+        ),
+        // A runtime-API socket that does not exist.
+        (
+            "no-socket",
+            hap.join("gone.sock").display().to_string(),
+            "canary",
+            "gone.sock",
+        ),
+    ] {
+        let spec = format!(
+            "name: {name}\n{stages}traffic:\n  provider: haproxy\n  haproxy: {{socket: {socket}, backend: app, stable: [stable], canary: [{server}]}}\n"
+        );
+        let (s, v) = post(&base, "/api/v1/rollouts", &spec);
+        assert_eq!(s, 201, "{v}");
+        let v = wait_for(&base, name, Duration::from_secs(20), |v| {
+            v["phase"] != "pending" && v["phase"] != "progressing"
+        });
+        assert_eq!(v["phase"], "paused", "{name}: {v}");
+        let why = v["reason"].as_str().unwrap_or("");
+        assert!(why.contains("haproxy") && why.contains(want), "{name}: {v}");
+        assert_eq!(v["applied_weight"], 0.0, "{name}: {v}");
+        // Still paused a few ticks later: never promoted.
+        std::thread::sleep(Duration::from_secs(3));
+        let (_, v) = get(&base, &format!("/api/v1/rollouts/{name}"));
+        assert_eq!(v["phase"], "paused", "{name}: {v}");
+    }
+    // nginx whose reload fails: paused, and the file it tried is not left.
+    let conf = dir.0.join("canary-app.conf");
+    let spec = format!(
+        "name: nginx-reload-fails\n{stages}traffic:\n  provider: nginx\n  nginx:\n    config: {}\n    upstream: app\n    stable: [{}]\n    canary: [{}]\n    test_command: [/bin/true]\n    reload_command: [/bin/false]\n    pid_file: \"\"\n\
+         metrics:\n  provider: scrape\n  scrape: {{stable: [{}/metrics], canary: [{}/metrics], preset: http}}\n",
+        conf.display(),
+        stable.addr(),
+        canary.addr(),
+        stable.url(),
+        canary.url()
+    );
+    let (s, v) = post(&base, "/api/v1/rollouts", &spec);
+    assert_eq!(s, 201, "{v}");
+    let v = wait_for(&base, "nginx-reload-fails", Duration::from_secs(20), |v| {
+        v["phase"] != "pending" && v["phase"] != "progressing"
+    });
+    assert_eq!(v["phase"], "paused", "{v}");
+    let why = v["reason"].as_str().unwrap_or("");
+    assert!(
+        why.contains("nginx: the reload command `/bin/false` failed"),
+        "{v}"
+    );
+    assert!(!conf.exists(), "nothing half-written");
+
+    // HAProxy's weights did not move: everything still goes to stable.
+    for _ in 0..20 {
+        let (code, body) = support::http_get(server.addr, "/").unwrap();
+        assert_eq!((code, body.trim()), (200, "stable"));
+    }
+}
