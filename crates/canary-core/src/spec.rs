@@ -233,6 +233,12 @@ pub struct AnalysisSpec {
     /// applies (default 3); before that, time passes and nothing is
     /// promoted.
     pub metrics_unavailable_after: u32,
+    /// The traffic the service is expected to get, requests per second
+    /// (both versions): `canary validate` then warns about every stage that
+    /// cannot gather its `min_requests` before its timeout (`canary plan`
+    /// says more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_rate: Option<f64>,
 }
 
 /// Margins of practical significance, as written (`analysis.margins`): a
@@ -313,6 +319,7 @@ impl Default for AnalysisSpec {
             margins: MarginsSpec::default(),
             on_metrics_unavailable: OnMetricsUnavailable::default(),
             metrics_unavailable_after: 3,
+            expected_rate: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod evaluate;
 pub mod live;
+pub mod plan;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod report;

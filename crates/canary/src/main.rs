@@ -16,6 +16,7 @@ mod demo;
 mod demo_backend;
 mod evaluate;
 mod live;
+mod plan;
 mod proxy;
 mod rollouts;
 mod run;
@@ -37,6 +38,7 @@ enum Command {
     Analyze(analyze::Args),
     Simulate(simulate::Args),
     Backtest(backtest::Args),
+    Plan(plan::Args),
     Run(run::Args),
     Serve(serve::Args),
     Rollouts(rollouts::Args),
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Analyze(a) => analyze::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Backtest(a) => backtest::run(a),
+        Command::Plan(a) => plan::run(a),
         Command::Run(a) => run::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Rollouts(a) => rollouts::run(a),

@@ -28,6 +28,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 p.stages.len(),
                 p.analysis.judge
             ))?;
+            // At the traffic the spec expects, a stage that cannot gather
+            // its min_requests in time decides nothing: a warning, not an
+            // error (`canary plan` says more).
+            if let Some(rate) = p.analysis.expected_rate {
+                for (_, w) in canary_sim::plan::rate_warnings(&p, rate) {
+                    eprintln!("{}: warning: {w}", args.file.display());
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

@@ -165,3 +165,48 @@ fn help_has_examples() {
         assert!(stdout(&o).contains("Examples:"), "{sub}");
     }
 }
+
+#[test]
+fn plan_warns_about_a_stage_that_cannot_decide_and_is_reproducible() {
+    let spec = file(
+        "plan-low.yaml",
+        "name: low\nstages: [{weight: 1, duration: 5m}, {weight: 100, duration: 5m}]\nanalysis: {expected_rate: 5}\n",
+    );
+    let spec = spec.to_str().unwrap();
+    let args = [
+        "plan", "--spec", spec, "--rate", "5", "--runs", "20", "--json",
+    ];
+    let o = canary(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: stage 0 (1 %)"),
+        "{}",
+        stderr(&o)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["stages"][0]["seconds_to_min_requests"], 2000.0);
+    assert!(plan["stages"][0]["warning"].is_string());
+    assert!(plan["stages"][1]["warning"].is_null());
+    // Nothing passes stage 0 at 5 req/s: no healthy canary is promoted.
+    assert_eq!(plan["healthy"]["promoted"], 0.0);
+    assert_eq!(canary(&args).stdout, o.stdout, "same seed, same plan");
+    // validate says the same when the spec states its rate.
+    let v = canary(&["validate", spec]);
+    assert_eq!(v.status.code(), Some(0));
+    assert!(
+        stderr(&v).contains("warning: stage 0 (1 %)"),
+        "{}",
+        stderr(&v)
+    );
+    // At enough traffic nothing is warned about and a healthy canary passes.
+    let o = canary(&["plan", "--spec", spec, "--rate", "500", "--runs", "20"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("healthy canary: promoted"),
+        "{}",
+        stdout(&o)
+    );
+    let o = canary(&["plan", "--rate", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--rate 0"), "{}", stderr(&o));
+}

@@ -56,6 +56,8 @@ pub struct Analysis {
     pub on_metrics_unavailable: OnMetricsUnavailable,
     /// Looks in a row without numbers before it applies.
     pub metrics_unavailable_after: u32,
+    /// The traffic expected, requests per second, if stated.
+    pub expected_rate: Option<f64>,
 }
 
 /// Validated margins of practical significance (see
@@ -306,6 +308,7 @@ impl RolloutSpec {
                 },
                 on_metrics_unavailable: a.on_metrics_unavailable,
                 metrics_unavailable_after: a.metrics_unavailable_after,
+                expected_rate: a.expected_rate,
             },
             traffic: self.traffic.clone(),
             metrics: self.metrics.clone(),
@@ -466,6 +469,15 @@ fn check_analysis(a: &AnalysisSpec, found: &mut Findings) {
             fmt_f64(a.timeout_factor),
             "the timeout factor must be a finite number ≥ 1".into(),
         );
+    }
+    if let Some(r) = a.expected_rate {
+        if !(r.is_finite() && r > 0.0 && r <= 1e6) {
+            found.add(
+                "analysis.expected_rate".into(),
+                fmt_f64(r),
+                "must be a number of requests per second in (0, 1000000]".into(),
+            );
+        }
     }
     if a.metrics_unavailable_after == 0 {
         found.add(
