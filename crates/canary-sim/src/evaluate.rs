@@ -297,6 +297,14 @@ pub struct PairResult {
     pub rollback_stages: Vec<u64>,
     /// The policy's stage weights, for reading `rollback_stages`.
     pub stage_weights: Vec<f64>,
+    /// The information limit, for a constant regression: the canary
+    /// requests Wald's SPRT, knowing both versions exactly, needs on average
+    /// to reject at the policy's alpha with 99 % power ([`oracle_requests`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oracle_requests: Option<f64>,
+    /// The median exposure of the rolled-back runs over `oracle_requests`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposure_vs_oracle: Option<f64>,
     /// Requests simulated over all runs, both versions.
     pub simulated_requests: u64,
     /// A caveat about this judge's numbers, when there is one.
@@ -340,6 +348,12 @@ impl PairResult {
                 *c += 1;
             }
         }
+        let oracle = oracle_requests(scenario, policy.analysis.alpha, 0.99);
+        let exposure = Stat::of(
+            pick(&|r| rolled(r).then_some(r.canary_requests as f64)),
+            s(0),
+        );
+        let vs_oracle = oracle.zip(exposure.median).map(|(o, m)| m / o);
         PairResult {
             scenario: scenario.name.clone(),
             healthy: scenario.is_healthy(),
@@ -356,10 +370,7 @@ impl PairResult {
             promoted_ci: pr.ci,
             inconclusive: inc.rate,
             inconclusive_ci: inc.ci,
-            exposure_requests: Stat::of(
-                pick(&|r| rolled(r).then_some(r.canary_requests as f64)),
-                s(0),
-            ),
+            exposure_requests: exposure,
             exposure_errors: Stat::of(pick(&|r| rolled(r).then_some(r.canary_errors as f64)), s(1)),
             exposure_requests_all_runs: Stat::of(pick(&|r| Some(r.canary_requests as f64)), s(2)),
             exposure_errors_all_runs: Stat::of(pick(&|r| Some(r.canary_errors as f64)), s(3)),
@@ -374,10 +385,48 @@ impl PairResult {
             ),
             rollback_stages: stages,
             stage_weights: policy.stages.iter().map(|s| s.weight).collect(),
+            oracle_requests: oracle,
+            exposure_vs_oracle: vs_oracle,
             simulated_requests: runs.iter().map(|r| r.simulated_requests).sum(),
             note: judge_note(policy.analysis.judge).map(str::to_string),
         }
     }
+}
+
+/// The information limit of a scenario with a constant regression (an
+/// error-rate and/or latency multiplier, nothing that changes with time or
+/// weight): the expected canary requests of Wald's SPRT, which knows both
+/// versions exactly, to reject "no regression" at `alpha` with power
+/// `power`: ((1−β)·ln((1−β)/α) + β·ln(β/(1−α))) / KL, where KL is the
+/// Kullback–Leibler divergence per canary request, Bernoulli error rates
+/// plus log-normal latencies ((ln m)²/2σ²). No test that must also measure
+/// the baseline can do better on average. `None` for a healthy or
+/// time-varying scenario.
+pub fn oracle_requests(scenario: &Scenario, alpha: f64, power: f64) -> Option<f64> {
+    let c = &scenario.canary;
+    let constant = c.error_growth_per_minute == 0.0 && c.burst.is_none() && c.load_fault.is_none();
+    if !constant || scenario.is_healthy() {
+        return None;
+    }
+    let p0 = scenario.baseline.error_rate;
+    let p1 = (p0 * c.error_multiplier).min(1.0);
+    let kl_err = if c.error_multiplier == 1.0 {
+        0.0
+    } else if p0 <= 0.0 || p1 >= 1.0 {
+        return None;
+    } else {
+        p1 * (p1 / p0).ln() + (1.0 - p1) * ((1.0 - p1) / (1.0 - p0)).ln()
+    };
+    let sigma = scenario.baseline.latency_sigma;
+    let kl_lat = if c.latency_multiplier == 1.0 || sigma <= 0.0 {
+        0.0
+    } else {
+        c.latency_multiplier.ln().powi(2) / (2.0 * sigma * sigma)
+    };
+    let kl = kl_err + kl_lat;
+    let beta = 1.0 - power;
+    let num = power * (power / alpha).ln() + beta * (beta / (1.0 - alpha)).ln();
+    (kl > 0.0).then(|| num / kl)
 }
 
 /// What to evaluate.

@@ -160,6 +160,34 @@ pub fn table(e: &Evaluation) -> String {
             let _ = writeln!(out, "{}", "-".repeat(total));
         }
     }
+    let limits: Vec<&PairResult> = e
+        .results
+        .iter()
+        .filter(|r| r.oracle_requests.is_some())
+        .collect();
+    if !limits.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ninformation limit: canary requests Wald's SPRT needs on average (knowing both \
+             versions exactly; alpha {}, 99 % power), beside the median exposure",
+            e.alpha
+        );
+        for r in limits {
+            let o = r.oracle_requests.unwrap_or(f64::NAN);
+            let vs = r
+                .exposure_vs_oracle
+                .map_or("no rollback to compare".to_string(), |x| {
+                    format!("{x:.2}× the limit")
+                });
+            let _ = writeln!(
+                out,
+                "  {} / {}: limit {o:.0}; exposure {} ({vs})",
+                r.scenario,
+                judge_label(r),
+                opt(r.exposure_requests.median),
+            );
+        }
+    }
     if e.results.iter().any(|r| r.note.is_some()) {
         let _ = writeln!(out);
         let mut seen = Vec::new();

@@ -109,3 +109,15 @@ fn ztest_results_carry_the_one_look_caveat() {
     assert!(judge_note(JudgeKind::Ztest).unwrap().contains("one look"));
     assert!(judge_note(JudgeKind::Sequential).is_none());
 }
+
+#[test]
+fn the_oracle_matches_the_worked_figures() {
+    let at = |name: &str| oracle_requests(&Scenario::built_in(name).unwrap(), 0.05, 0.99);
+    // docs/tuning.md: KL(Bernoulli(0.02) ‖ Bernoulli(0.01)) = 0.003914 nats, 744 requests.
+    assert_eq!(at("errors-2x").map(f64::round), Some(744.0));
+    assert!(at("errors-5x").unwrap() < at("errors-2x").unwrap());
+    assert!(at("latency-20pct").unwrap() < 100.0);
+    for none in ["healthy", "memory-leak", "burst", "load-dependent"] {
+        assert_eq!(at(none), None, "{none}");
+    }
+}
