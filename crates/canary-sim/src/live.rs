@@ -57,7 +57,7 @@ impl MetricsSource for SimulatedService {
         let now = (self.clock)();
         let dt = now.saturating_sub(self.last_read);
         self.last_read = now;
-        let expected = self.scenario.request_rate * dt.as_secs_f64();
+        let expected = self.scenario.rate_at(now) * dt.as_secs_f64();
         Ok(draw_window(
             &mut self.rng,
             &self.scenario,

@@ -147,6 +147,11 @@ pub fn plan(
         baseline: cfg.baseline.clone(),
         canary,
         latency_buckets_ms: Vec::new(),
+        incidents: Vec::new(),
+        rate_changes: Vec::new(),
+        tick_noise: None,
+        version_noise: None,
+        latency_tail: None,
     };
     let n_stages = policy.stages.len();
     // For each regression, per stage: runs rolled back by its end.

@@ -120,7 +120,7 @@ pub fn time_limit(policy: &Policy, scenario: &Scenario) -> Result<Duration, SimE
             canary_core::HumanDuration(dt),
         )));
     }
-    let requests = scenario.request_rate * secs;
+    let requests = scenario.max_rate() * secs;
     if requests > MAX_REQUESTS {
         return Err(SimError::TooMuchWork(format!(
             "scenario `{}`: {} requests/s over a rollout of up to {} would simulate about              {requests:.3e} requests; a simulated rollout may draw at most {MAX_REQUESTS:.0e}:              lower request_rate or shorten the stages",
@@ -144,20 +144,30 @@ pub(crate) fn draw_window<R: Rng + rand::RngCore>(
 ) -> Pair<VersionStats> {
     let b = &scenario.baseline;
     let (p_canary, lat_mult) = scenario.canary_at(elapsed, weight);
+    // Realism: what both versions share this tick (an incident, shared
+    // noise), then each version's own noise. No draw is made for a field
+    // the scenario does not set, so older scenarios draw what they drew.
+    let (inc_e, inc_l) = scenario.incident_at(elapsed);
+    let shared = noise(rng, scenario.tick_noise.as_ref());
+    let own_b = noise(rng, scenario.version_noise.as_ref());
+    let own_c = noise(rng, scenario.version_noise.as_ref());
+    let tail = scenario.latency_tail.as_ref();
     let mut w = Pair {
         baseline: draw_version(
             rng,
             expected * (1.0 - weight / 100.0),
-            b.error_rate,
-            b.latency_median_ms,
+            b.error_rate * inc_e * shared.0 * own_b.0,
+            b.latency_median_ms * inc_l * shared.1 * own_b.1,
             b.latency_sigma,
+            tail,
         ),
         canary: draw_version(
             rng,
             expected * weight / 100.0,
-            p_canary,
-            b.latency_median_ms * lat_mult,
+            p_canary * inc_e * shared.0 * own_c.0,
+            b.latency_median_ms * lat_mult * inc_l * shared.1 * own_c.1,
             b.latency_sigma,
+            tail,
         ),
     };
     if !scenario.latency_buckets_ms.is_empty() {
@@ -168,14 +178,38 @@ pub(crate) fn draw_window<R: Rng + rand::RngCore>(
     w
 }
 
+/// One tick's (error, latency) multipliers: mean-one log-normal draws
+/// exp(σZ − σ²/2), or (1, 1) without drawing when there is no noise.
+fn noise<R: Rng + rand::RngCore>(
+    rng: &mut R,
+    n: Option<&crate::scenario::TickNoise>,
+) -> (f64, f64) {
+    let Some(n) = n else {
+        return (1.0, 1.0);
+    };
+    let mut one = |sigma: f64| {
+        let z: f64 = StandardNormal.sample(rng);
+        (sigma * z - sigma * sigma / 2.0).exp()
+    };
+    let e = one(n.error_sigma);
+    let l = one(n.latency_sigma);
+    (e, l)
+}
+
+/// z of the 99th percentile of the standard normal.
+const Z99: f64 = 2.326_347_874_040_841;
+
 /// Draws one version's window: `mean` expected requests, error rate `p`,
-/// log-normal latency with median `median_ms`, shape `sigma`.
+/// log-normal latency with median `median_ms`, shape `sigma`, and when
+/// `tail` is given, its share of requests from a Pareto tail above the
+/// log-normal's 99th percentile.
 fn draw_version<R: Rng + rand::RngCore>(
     rng: &mut R,
     mean: f64,
     p: f64,
     median_ms: f64,
     sigma: f64,
+    tail: Option<&crate::scenario::LatencyTail>,
 ) -> VersionStats {
     let mut v = VersionStats::default();
     if mean <= 0.0 {
@@ -191,6 +225,17 @@ fn draw_version<R: Rng + rand::RngCore>(
         Err(_) => 0,
     };
     let mu = median_ms.ln();
+    let mut n = n;
+    if let Some(t) = tail.filter(|t| t.share > 0.0) {
+        let k = Binomial::new(n, t.share).map_or(0, |d| d.sample(rng));
+        let ln_xm = mu + Z99 * sigma;
+        for _ in 0..k {
+            // Pareto above x_m: ln x = ln x_m − ln(U) / shape.
+            let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+            v.latency.record_ln(ln_xm - u.ln() / t.shape);
+        }
+        n -= k;
+    }
     // Draw each request's bucket from an alias table (same bucket counts,
     // a fraction of the cost: see `sampler`); per-request log-normal draws
     // only for shapes the table cannot cover.
@@ -234,7 +279,6 @@ pub fn simulate(
     let mut engine = Engine::new(policy.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dt = policy.analysis.interval;
-    let rate = scenario.request_rate;
     let mut now = Duration::ZERO;
     let mut timeline = Vec::new();
     engine.apply(Event::Start, now)?;
@@ -255,6 +299,7 @@ pub fn simulate(
             break;
         }
         let w = engine.state().weight;
+        let rate = scenario.rate_at(now);
         let window = draw_window(&mut rng, scenario, rate * dt.as_secs_f64(), w, now);
         now += dt;
         let summary = opts
@@ -318,7 +363,7 @@ mod tests {
     #[test]
     fn drawn_traffic_follows_the_weight_and_error_rate() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let v = draw_version(&mut rng, 100_000.0, 0.02, 100.0, 0.5);
+        let v = draw_version(&mut rng, 100_000.0, 0.02, 100.0, 0.5, None);
         // Poisson(1e5): sd 316; Binomial: sd ≈ 44; 5 sd bounds.
         assert!(
             (v.requests as f64 - 1e5).abs() < 5.0 * 316.0,
@@ -332,7 +377,7 @@ mod tests {
         );
         let med = v.latency.quantile(0.5).unwrap();
         assert!((med - 100.0).abs() < 2.5, "{med}");
-        assert_eq!(draw_version(&mut rng, 0.0, 0.5, 1.0, 1.0).requests, 0);
+        assert_eq!(draw_version(&mut rng, 0.0, 0.5, 1.0, 1.0, None).requests, 0);
     }
 
     #[test]
@@ -475,5 +520,106 @@ mod tests {
                 assert!(seen.insert(run_seed(s, i)));
             }
         }
+    }
+
+    fn realism(text: &str) -> Scenario {
+        Scenario::from_text(&format!("name: r\nrequest_rate: 1000\n{text}")).unwrap()
+    }
+
+    fn windows(s: &Scenario, seed: u64, ticks: u64) -> Vec<Pair<VersionStats>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..ticks)
+            .map(|t| draw_window(&mut rng, s, 10_000.0, 50.0, Duration::from_secs(10 * t)))
+            .collect()
+    }
+
+    #[test]
+    fn an_incident_hits_both_versions_for_its_length_only() {
+        let s = realism(
+            "incidents: [{at: 100s, length: 50s, error_multiplier: 10, latency_multiplier: 3}]\n",
+        );
+        let w = windows(&s, 1, 20);
+        for (t, x) in w.iter().enumerate() {
+            let during = (10..15).contains(&t);
+            for v in [&x.baseline, &x.canary] {
+                let rate = v.errors as f64 / v.requests as f64;
+                let p50 = v.latency.quantile(0.5).unwrap();
+                if during {
+                    assert!(rate > 0.06 && p50 > 200.0, "tick {t}: {rate} {p50}");
+                } else {
+                    assert!(rate < 0.03 && p50 < 150.0, "tick {t}: {rate} {p50}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shared_noise_moves_both_versions_together_and_own_noise_apart() {
+        let corr = |s: &Scenario| {
+            let w = windows(s, 2, 400);
+            let xs: Vec<(f64, f64)> = w
+                .iter()
+                .map(|x| {
+                    let m = |v: &VersionStats| v.latency.quantile(0.5).unwrap().ln();
+                    (m(&x.baseline), m(&x.canary))
+                })
+                .collect();
+            let n = xs.len() as f64;
+            let (ma, mb) = (
+                xs.iter().map(|x| x.0).sum::<f64>() / n,
+                xs.iter().map(|x| x.1).sum::<f64>() / n,
+            );
+            let cov = xs.iter().map(|x| (x.0 - ma) * (x.1 - mb)).sum::<f64>();
+            let va = xs.iter().map(|x| (x.0 - ma).powi(2)).sum::<f64>();
+            let vb = xs.iter().map(|x| (x.1 - mb).powi(2)).sum::<f64>();
+            cov / (va * vb).sqrt()
+        };
+        let shared = corr(&realism("tick_noise: {latency_sigma: 0.3}\n"));
+        let own = corr(&realism("version_noise: {latency_sigma: 0.3}\n"));
+        assert!(shared > 0.9, "shared noise: correlation {shared}");
+        assert!(own.abs() < 0.2, "own noise: correlation {own}");
+    }
+
+    #[test]
+    fn a_heavy_tail_lifts_the_top_percentiles_not_the_median() {
+        let plain = windows(&realism(""), 3, 5);
+        let tailed = windows(&realism("latency_tail: {share: 0.02, shape: 1.2}\n"), 3, 5);
+        let q = |w: &[Pair<VersionStats>], p: f64| {
+            let mut h = canary_core::LatencyHistogram::new();
+            for x in w {
+                h.merge(&x.baseline.latency);
+            }
+            h.quantile(p).unwrap()
+        };
+        assert!((q(&tailed, 0.5) / q(&plain, 0.5) - 1.0).abs() < 0.05);
+        assert!(q(&tailed, 0.999) > 3.0 * q(&plain, 0.999));
+    }
+
+    #[test]
+    fn the_rate_follows_its_changes() {
+        let s = realism("rate_changes: [{at: 60s, rate: 4000}]\n");
+        assert_eq!(s.rate_at(Duration::from_secs(59)), 1000.0);
+        assert_eq!(s.rate_at(Duration::from_secs(60)), 4000.0);
+        assert_eq!(s.max_rate(), 4000.0);
+        // In a simulated rollout the requests per tick follow it.
+        let p = Policy::from_text(
+            "name: p\nstages: [{weight: 50, duration: 2m}]\nanalysis: {interval: 10s}\n",
+        )
+        .unwrap();
+        let sim = simulate(
+            &p,
+            &s,
+            1,
+            &SimOptions {
+                timeline: true,
+                ..SimOptions::default()
+            },
+        )
+        .unwrap();
+        let per_tick = |t: &TickRecord| t.baseline.requests + t.canary.requests;
+        let early = per_tick(&sim.timeline[2]) as f64;
+        let late = per_tick(&sim.timeline[9]) as f64;
+        assert!((9_000.0..11_000.0).contains(&early), "{early}");
+        assert!((38_000.0..42_000.0).contains(&late), "{late}");
     }
 }

@@ -117,6 +117,76 @@ pub struct Scenario {
     /// default): per-request latencies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_buckets_ms: Vec<f64>,
+    /// Common-mode incidents: for a while both versions' error rate and/or
+    /// latency are multiplied (a dependency failing for everyone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<Incident>,
+    /// Changes of `request_rate` over time (traffic ramping during the
+    /// rollout): from `at` on, `rate` requests per second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_changes: Vec<RateChange>,
+    /// Per-tick noise shared by both versions (GC pauses, caches, noisy
+    /// neighbours): each tick both versions' error rate and latency are
+    /// multiplied by the same mean-one log-normal draws.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick_noise: Option<TickNoise>,
+    /// Per-tick noise of each version on its own (a canary on few pods):
+    /// independent draws for each version and tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_noise: Option<TickNoise>,
+    /// A heavy latency tail: this share of requests (both versions) is
+    /// drawn from a Pareto distribution above the log-normal body's 99th
+    /// percentile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_tail: Option<LatencyTail>,
+}
+
+/// A common-mode incident: both versions degrade together for a while.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incident {
+    /// When it begins, since the rollout's start.
+    pub at: HumanDuration,
+    /// How long it lasts.
+    pub length: HumanDuration,
+    /// Both versions' error rates are multiplied by this.
+    #[serde(default = "one")]
+    pub error_multiplier: f64,
+    /// Both versions' latencies are multiplied by this.
+    #[serde(default = "one")]
+    pub latency_multiplier: f64,
+}
+
+/// From `at` on, the service gets `rate` requests per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateChange {
+    /// When, since the rollout's start.
+    pub at: HumanDuration,
+    /// Requests per second from then on, both versions.
+    pub rate: f64,
+}
+
+/// Multiplicative per-tick noise: σ of the log of mean-one log-normal
+/// multipliers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TickNoise {
+    /// On the error rate.
+    pub error_sigma: f64,
+    /// On the latency.
+    pub latency_sigma: f64,
+}
+
+/// A Pareto tail on the latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyTail {
+    /// The share of requests in the tail, in [0, 1).
+    pub share: f64,
+    /// The Pareto shape (smaller: heavier; below 2 the variance is
+    /// infinite).
+    pub shape: f64,
 }
 
 fn default_rate() -> f64 {
@@ -191,6 +261,11 @@ impl Scenario {
             baseline: BaselineModel::default(),
             canary,
             latency_buckets_ms: Vec::new(),
+            incidents: Vec::new(),
+            rate_changes: Vec::new(),
+            tick_noise: None,
+            version_noise: None,
+            latency_tail: None,
         })
     }
 
@@ -299,6 +374,73 @@ impl Scenario {
                 "must be a positive duration",
             );
         }
+        for (i, inc) in s.incidents.iter().enumerate() {
+            check(
+                &format!("incidents[{i}].length"),
+                !inc.length.0.is_zero(),
+                inc.length.0.as_secs_f64(),
+                "must be a positive duration",
+            );
+            check(
+                &format!("incidents[{i}].error_multiplier"),
+                non_negative(inc.error_multiplier),
+                inc.error_multiplier,
+                "must be ≥ 0",
+            );
+            check(
+                &format!("incidents[{i}].latency_multiplier"),
+                positive(inc.latency_multiplier),
+                inc.latency_multiplier,
+                "must be > 0",
+            );
+        }
+        for (i, r) in s.rate_changes.iter().enumerate() {
+            let after = i.checked_sub(1).map(|j| s.rate_changes[j].at.0);
+            check(
+                &format!("rate_changes[{i}].rate"),
+                positive(r.rate),
+                r.rate,
+                "must be > 0 requests per second",
+            );
+            check(
+                &format!("rate_changes[{i}].at"),
+                after.is_none_or(|a| r.at.0 > a),
+                r.at.0.as_secs_f64(),
+                "changes are in time order, each later than the one before",
+            );
+        }
+        for (field, noise) in [
+            ("tick_noise", &s.tick_noise),
+            ("version_noise", &s.version_noise),
+        ] {
+            if let Some(n) = noise {
+                for (k, v) in [
+                    ("error_sigma", n.error_sigma),
+                    ("latency_sigma", n.latency_sigma),
+                ] {
+                    check(
+                        &format!("{field}.{k}"),
+                        non_negative(v) && v <= 3.0,
+                        v,
+                        "σ of the log of the multiplier, in [0, 3]",
+                    );
+                }
+            }
+        }
+        if let Some(t) = &s.latency_tail {
+            check(
+                "latency_tail.share",
+                (0.0..1.0).contains(&t.share),
+                t.share,
+                "a share of requests in [0, 1)",
+            );
+            check(
+                "latency_tail.shape",
+                t.shape > 0.5 && t.shape.is_finite(),
+                t.shape,
+                "the Pareto shape must be > 0.5",
+            );
+        }
         if let Some(f) = &s.canary.load_fault {
             check(
                 "canary.load_fault.above_weight",
@@ -324,6 +466,33 @@ impl Scenario {
         } else {
             Err(SpecErrors(errors))
         }
+    }
+
+    /// The request rate at `elapsed` since the rollout began.
+    pub fn rate_at(&self, elapsed: Duration) -> f64 {
+        self.rate_changes
+            .iter()
+            .rev()
+            .find(|c| elapsed >= c.at.0)
+            .map_or(self.request_rate, |c| c.rate)
+    }
+
+    /// The highest request rate the scenario reaches.
+    pub fn max_rate(&self) -> f64 {
+        self.rate_changes
+            .iter()
+            .map(|c| c.rate)
+            .fold(self.request_rate, f64::max)
+    }
+
+    /// The common-mode (error, latency) multipliers at `elapsed`.
+    pub fn incident_at(&self, elapsed: Duration) -> (f64, f64) {
+        self.incidents
+            .iter()
+            .filter(|i| elapsed >= i.at.0 && elapsed < i.at.0 + i.length.0)
+            .fold((1.0, 1.0), |(e, l), i| {
+                (e * i.error_multiplier, l * i.latency_multiplier)
+            })
     }
 
     /// The canary's error rate and latency multiplier at `elapsed` since the
@@ -398,6 +567,36 @@ mod tests {
         assert_eq!(e.0[0].path, "canary.eror_multiplier");
         assert_eq!(e.0[0].line, Some(3));
         assert!(e.0[0].rule.contains("unknown field"), "{}", e.0[0].rule);
+    }
+
+    #[test]
+    fn realism_fields_are_checked_with_their_paths() {
+        for (text, path) in [
+            ("incidents: [{at: 1m, length: 0s}]", "incidents[0].length"),
+            (
+                "incidents: [{at: 1m, length: 1m, latency_multiplier: 0}]",
+                "incidents[0].latency_multiplier",
+            ),
+            (
+                "rate_changes: [{at: 2m, rate: 10}, {at: 1m, rate: 20}]",
+                "rate_changes[1].at",
+            ),
+            ("rate_changes: [{at: 2m, rate: 0}]", "rate_changes[0].rate"),
+            ("tick_noise: {error_sigma: -1}", "tick_noise.error_sigma"),
+            (
+                "version_noise: {latency_sigma: 9}",
+                "version_noise.latency_sigma",
+            ),
+            ("latency_tail: {share: 1, shape: 2}", "latency_tail.share"),
+            (
+                "latency_tail: {share: 0.01, shape: 0.1}",
+                "latency_tail.shape",
+            ),
+        ] {
+            let e = Scenario::from_text(&format!("name: x\n{text}\n")).unwrap_err();
+            assert_eq!(e.0[0].path, path, "{text}: {e}");
+            assert_eq!(e.0[0].line, Some(2), "{text}: {e}");
+        }
     }
 
     #[test]
