@@ -28,7 +28,7 @@ pub use machine::{
     step, Action, Command, Decision, Event, PauseReason, Phase, RolloutState, Transition,
     TransitionError,
 };
-pub use observations::{LatencyHistogram, Observations, Pair, VersionStats, VersionSummary};
+pub use observations::{LatencyHistogram, Observations, Pair, Ratio, VersionStats, VersionSummary};
 pub use spec::{
     JudgeKind, MetricsProvider, MetricsSpec, Mode, Policy, RolloutSpec, Stage, TrafficProvider,
     TrafficSpec,

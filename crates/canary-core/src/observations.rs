@@ -2,6 +2,8 @@
 //! mergeable latency histogram, for the last window, the current stage and
 //! the whole rollout.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Buckets per doubling of the latency: 32 gives buckets 2.2 % wide, so a
@@ -396,6 +398,30 @@ pub struct VersionStats {
     pub errors: u64,
     /// Latency of the requests.
     pub latency: LatencyHistogram,
+    /// The business metrics' counts (`metrics.business`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub business: BTreeMap<String, Ratio>,
+    /// The threshold metrics' latest readings (`metrics.thresholds`), by
+    /// name; only the canary's side has them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gauges: BTreeMap<String, f64>,
+}
+
+/// A business metric's counts over some span: `numerator` events among
+/// `denominator` (checkouts among sessions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ratio {
+    /// The counted events (at most `denominator`).
+    pub numerator: u64,
+    /// The events they are counted among.
+    pub denominator: u64,
+}
+
+impl Ratio {
+    /// numerator / denominator, or `None` without a denominator.
+    pub fn value(&self) -> Option<f64> {
+        (self.denominator > 0).then(|| self.numerator as f64 / self.denominator as f64)
+    }
 }
 
 impl VersionStats {
@@ -409,6 +435,14 @@ impl VersionStats {
         self.requests += other.requests;
         self.errors += other.errors;
         self.latency.merge(&other.latency);
+        for (name, r) in &other.business {
+            let mine = self.business.entry(name.clone()).or_default();
+            mine.numerator += r.numerator;
+            mine.denominator += r.denominator;
+        }
+        for (name, v) in &other.gauges {
+            self.gauges.insert(name.clone(), *v);
+        }
     }
 
     /// A short summary for reports.
@@ -419,6 +453,8 @@ impl VersionStats {
             error_rate: self.error_rate(),
             latency_p50_ms: self.latency.quantile(0.5),
             latency_p99_ms: self.latency.quantile(0.99),
+            business: self.business.clone(),
+            gauges: self.gauges.clone(),
         }
     }
 }
@@ -436,6 +472,12 @@ pub struct VersionSummary {
     pub latency_p50_ms: Option<f64>,
     /// 99th percentile latency, ms.
     pub latency_p99_ms: Option<f64>,
+    /// The business metrics' counts, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub business: BTreeMap<String, Ratio>,
+    /// The threshold metrics' latest readings, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gauges: BTreeMap<String, f64>,
 }
 
 /// A value for the baseline (stable) and for the canary.
@@ -666,7 +708,7 @@ mod tests {
             baseline: VersionStats {
                 requests: n,
                 errors: 1,
-                latency: LatencyHistogram::new(),
+                ..VersionStats::default()
             },
             canary: VersionStats::default(),
         };

@@ -20,8 +20,8 @@ use crate::document::{deserialize_all, SourceDoc};
 pub use crate::document::{parse_document, SpecError, SpecErrors};
 use crate::duration::HumanDuration;
 pub use metrics::{
-    is_label_name, MetricsProvider, MetricsSpec, OnMetricsUnavailable, Preset, PrometheusSpec,
-    ScrapeSpec, VersionValues,
+    is_label_name, BusinessMetric, Direction, MetricsProvider, MetricsSpec, OnMetricsUnavailable,
+    Preset, PrometheusSpec, ScrapeSpec, ThresholdMetric, VersionValues, RESERVED_METRIC_NAMES,
 };
 pub use policy::{default_error_delta, Analysis, Guardrails, Margins, Policy, Rollback, Stage};
 pub use traffic::{integer_split, HaproxyTraffic, IntegerSplit, NginxTraffic, HAPROXY_MAX_WEIGHT};

@@ -14,15 +14,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::judge::{for_policy, Judge};
 use crate::report::{RolloutReport, StageRecord};
+use canary_core::spec::{BusinessMetric, Direction};
 use canary_core::{
-    step, Command, Decision, Event, Observations, Pair, Phase, Policy, RolloutState,
-    TransitionError, Verdict, VersionStats,
+    step, Command, Decision, Event, MetricEvidence, Observations, Outcome, Pair, Phase, Policy,
+    RolloutState, TransitionError, Verdict, VersionStats,
 };
 
 /// One input of an engine: everything that changes it is one of these, so
 /// a rollout's inputs, stored in order, rebuild it exactly
 /// ([`Engine::replay`]) — the judge's evidence included, so a restart does
 /// not begin a fresh test that spends α again.
+// An input lives only until it is applied or stored; the size of a window
+// in it costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
@@ -58,14 +62,63 @@ pub struct Engine {
     now: Duration,
     /// Looks in a row without a window.
     missing: u32,
+    /// One judge per business metric (`metrics.business`), of the policy's
+    /// kind, fed the metric's counts as requests and bad events.
+    business: Vec<(BusinessMetric, Box<dyn Judge>)>,
+    /// Per threshold metric, its readings out of bounds in a row.
+    streaks: Vec<u32>,
+}
+
+/// A business metric's counts as a judge reads requests and errors: the
+/// denominator as requests, the bad events (the numerator when lower is
+/// better, the rest when higher is better) as errors.
+fn as_counts(v: &VersionStats, b: &BusinessMetric) -> VersionStats {
+    let r = v.business.get(&b.name).copied().unwrap_or_default();
+    let bad = match b.direction {
+        Direction::LowerIsBetter => r.numerator,
+        Direction::HigherIsBetter => r.denominator.saturating_sub(r.numerator),
+    };
+    VersionStats {
+        requests: r.denominator,
+        errors: bad.min(r.denominator),
+        ..VersionStats::default()
+    }
+}
+
+/// The observations a business metric's judge is shown.
+fn business_obs(obs: &Observations, b: &BusinessMetric) -> Observations {
+    let pair = |p: &Pair<VersionStats>| Pair {
+        baseline: as_counts(&p.baseline, b),
+        canary: as_counts(&p.canary, b),
+    };
+    Observations {
+        canary_weight: obs.canary_weight,
+        window: pair(&obs.window),
+        stage: pair(&obs.stage),
+        rollout: pair(&obs.rollout),
+    }
 }
 
 impl Engine {
     /// A pending rollout of `policy`, judged by the judge its
     /// `analysis.judge` names with its `analysis` settings.
     pub fn new(policy: Policy) -> Self {
+        // With m business metrics every judge runs at α/(m+1) (Bonferroni):
+        // the rollout's false-alarm rate stays at α over all of them.
+        let (business, thresholds) = policy
+            .metrics
+            .as_ref()
+            .map(|m| (m.business.clone(), m.thresholds.len()))
+            .unwrap_or_default();
+        let mut judged = policy.clone();
+        judged.analysis.alpha /= (business.len() + 1) as f64;
         Self {
-            judge: for_policy(&policy),
+            judge: for_policy(&judged),
+            business: business
+                .into_iter()
+                .map(|b| (b, for_policy(&judged)))
+                .collect(),
+            streaks: vec![0; thresholds],
             policy,
             state: RolloutState::new(),
             obs: Observations::new(),
@@ -159,6 +212,9 @@ impl Engine {
                     self.close_stage(None);
                     self.obs.start_stage();
                     self.judge.start_stage(*stage, &self.policy.stages[*stage]);
+                    for (_, j) in &mut self.business {
+                        j.start_stage(*stage, &self.policy.stages[*stage]);
+                    }
                     self.last_verdict = None;
                     self.stages.push(StageRecord {
                         index: *stage,
@@ -219,6 +275,7 @@ impl Engine {
             (_, _) => return self.apply(Event::Tick, now),
         };
         let mut verdict = self.judge.judge(&self.policy.stages[stage], &self.obs);
+        self.judge_extras(stage, &mut verdict);
         verdict.guardrail = self
             .policy
             .analysis
@@ -229,6 +286,101 @@ impl Engine {
             rec.verdict = Some(verdict.clone());
         }
         self.apply(Event::Verdict(verdict), now)
+    }
+
+    /// Adds the business and threshold metrics' evidence to `verdict`: a
+    /// business metric that fails, or a threshold metric out of bounds for
+    /// its `consecutive` readings, fails it; a threshold reading out of
+    /// bounds fewer times (or missing) holds a passing stage. A business
+    /// metric without evidence either way does not hold it (business counts
+    /// are small; the stage's own tests decide).
+    fn judge_extras(&mut self, stage: usize, verdict: &mut Verdict) {
+        let st = &self.policy.stages[stage];
+        let mut failed: Vec<String> = Vec::new();
+        let mut held: Vec<String> = Vec::new();
+        for (b, judge) in &mut self.business {
+            let v = judge.judge(st, &business_obs(&self.obs, b));
+            let Some(mut ev) = v.metrics.into_iter().find(|m| m.name == "error_rate") else {
+                continue;
+            };
+            let bad = match b.direction {
+                Direction::LowerIsBetter => "numerator events",
+                Direction::HigherIsBetter => "denominator events without a numerator event",
+            };
+            ev.name = b.name.clone();
+            ev.reason = format!(
+                "{} ({}; tested as the rate of {bad}): {}",
+                b.name,
+                b.direction.name(),
+                ev.reason
+            );
+            if ev.outcome == Outcome::Fail {
+                failed.push(ev.reason.clone());
+            }
+            verdict.metrics.push(ev);
+        }
+        let thresholds = self
+            .policy
+            .metrics
+            .as_ref()
+            .map(|m| m.thresholds.clone())
+            .unwrap_or_default();
+        for (i, t) in thresholds.iter().enumerate() {
+            let reading = self.obs.window.canary.gauges.get(&t.name).copied();
+            let (outcome, reason) = match reading {
+                None => (Outcome::Inconclusive, "no reading this look".to_string()),
+                Some(x) if t.holds(x) => {
+                    self.streaks[i] = 0;
+                    (Outcome::Pass, format!("{x} is within {}", t.bounds()))
+                }
+                Some(x) => {
+                    self.streaks[i] += 1;
+                    let n = self.streaks[i];
+                    if n >= t.consecutive {
+                        (
+                            Outcome::Fail,
+                            format!("{x} is outside {} for {n} readings in a row", t.bounds()),
+                        )
+                    } else {
+                        (
+                            Outcome::Inconclusive,
+                            format!(
+                                "{x} is outside {} ({n} of {} readings in a row that fail)",
+                                t.bounds(),
+                                t.consecutive
+                            ),
+                        )
+                    }
+                }
+            };
+            let text = format!("{}: {reason}", t.name);
+            match outcome {
+                Outcome::Fail => failed.push(text),
+                Outcome::Inconclusive => held.push(text),
+                Outcome::Pass => {}
+            }
+            verdict.metrics.push(MetricEvidence {
+                name: t.name.clone(),
+                outcome,
+                statistic: reading,
+                threshold: t.max.or(t.min),
+                p_value: None,
+                e_value: None,
+                interval: None,
+                interval_of: None,
+                n_baseline: 0,
+                n_canary: self.obs.window.canary.requests,
+                reason,
+            });
+        }
+        if !failed.is_empty() {
+            let own = (verdict.outcome == Outcome::Fail).then(|| verdict.reason.clone());
+            verdict.outcome = Outcome::Fail;
+            verdict.reason = own.into_iter().chain(failed).collect::<Vec<_>>().join("; ");
+        } else if !held.is_empty() && verdict.outcome == Outcome::Pass {
+            verdict.outcome = Outcome::Inconclusive;
+            verdict.reason = held.join("; ");
+        }
     }
 
     /// A tick without numbers, because of `why` (what the source said):
@@ -527,5 +679,142 @@ mod tests {
         e.observe(None, Duration::from_secs(20)).unwrap();
         assert_eq!(e.state().phase.name(), "rolled_back");
         assert_eq!(e.state().weight, 0.0);
+    }
+
+    const EXTRAS: &str = "metrics:
+  provider: prometheus
+  prometheus: {address: http://127.0.0.1:9090, preset: http}
+  business:
+    - {name: conversion, numerator: 'sum(increase(checkouts_total{version=\"$version\"}[$window]))', denominator: 'sum(increase(sessions_total{version=\"$version\"}[$window]))', direction: higher_is_better}
+  thresholds:
+    - {name: memory, query: 'max(process_resident_memory_bytes{version=\"$version\"})', max: 1000, consecutive: 3}
+";
+
+    fn with_extras(judge: &str) -> Engine {
+        let p = Policy::from_text(&format!(
+            "name: b\nstages:\n  - {{weight: 50, duration: 60s, min_requests: 10}}\n  - {{weight: 100, duration: 60s, min_requests: 10}}\nanalysis: {{judge: {judge}, interval: 10s}}\n{EXTRAS}"
+        ))
+        .unwrap();
+        Engine::new(p)
+    }
+
+    /// A healthy window with `conv` (canary) and 0.3 (stable) conversion
+    /// over 1000 sessions each, and a canary memory reading.
+    fn business_window(conv: f64, memory: f64) -> Pair<VersionStats> {
+        let mut w = window(1000, 5, 1000, 5);
+        let ratio = |c: f64| canary_core::Ratio {
+            numerator: (c * 1000.0) as u64,
+            denominator: 1000,
+        };
+        w.baseline.business.insert("conversion".into(), ratio(0.3));
+        w.canary.business.insert("conversion".into(), ratio(conv));
+        w.canary.gauges.insert("memory".into(), memory);
+        w
+    }
+
+    fn run(e: &mut Engine, w: impl Fn(u64) -> Pair<VersionStats>) -> RolloutReport {
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        let mut t = 0;
+        while !e.state().phase.is_terminal() && t < 600 {
+            t += 10;
+            e.observe(Some(w(t)), Duration::from_secs(t)).unwrap();
+        }
+        e.report()
+    }
+
+    #[test]
+    fn a_business_metric_that_drops_rolls_back_and_an_unchanged_one_does_not() {
+        for judge in ["sequential", "threshold"] {
+            let mut e = with_extras(judge);
+            let r = run(&mut e, |_| business_window(0.3, 500.0));
+            assert_eq!(r.phase, "succeeded", "{judge}: {r:#?}");
+            let v = r.stages[0].verdict.as_ref().unwrap();
+            assert!(v.metrics.iter().any(|m| m.name == "conversion"), "{v:?}");
+            assert!(v
+                .metrics
+                .iter()
+                .any(|m| m.name == "memory" && m.outcome == Outcome::Pass));
+
+            // Conversion down from 30 % to 20 %: errors and latency as healthy.
+            let mut e = with_extras(judge);
+            let r = run(&mut e, |_| business_window(0.2, 500.0));
+            assert_eq!(r.phase, "rolled_back", "{judge}: {r:#?}");
+            assert!(
+                r.rollback_reason.contains("conversion"),
+                "{}",
+                r.rollback_reason
+            );
+        }
+    }
+
+    #[test]
+    fn a_threshold_breach_holds_until_it_has_lasted_its_readings_then_fails() {
+        let mut e = with_extras("sequential");
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        // Two readings out of bounds: held, not failed.
+        for t in [10, 20] {
+            e.observe(Some(business_window(0.3, 5000.0)), Duration::from_secs(t))
+                .unwrap();
+            let v = e.last_verdict().unwrap();
+            assert_eq!(v.outcome, Outcome::Inconclusive, "{v:?}");
+            assert!(v.reason.contains("memory"), "{}", v.reason);
+        }
+        // Back in bounds: the count starts again.
+        e.observe(Some(business_window(0.3, 10.0)), Duration::from_secs(30))
+            .unwrap();
+        for t in [40, 50] {
+            e.observe(Some(business_window(0.3, 5000.0)), Duration::from_secs(t))
+                .unwrap();
+            assert_eq!(e.state().phase.name(), "progressing");
+        }
+        e.observe(Some(business_window(0.3, 5000.0)), Duration::from_secs(60))
+            .unwrap();
+        let r = e.report();
+        assert_eq!(r.phase, "rolled_back", "{r:#?}");
+        assert!(
+            r.rollback_reason
+                .contains("memory: 5000 is outside <= 1000 for 3 readings"),
+            "{}",
+            r.rollback_reason
+        );
+    }
+
+    #[test]
+    fn business_metrics_share_alpha_with_the_judges() {
+        // With one business metric every judge runs at α/2.
+        let mut e = with_extras("sequential");
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        e.observe(Some(business_window(0.3, 10.0)), Duration::from_secs(10))
+            .unwrap();
+        let threshold = |e: &Engine, name: &str| {
+            let v = e.last_verdict().unwrap();
+            v.metrics
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap()
+                .threshold
+                .unwrap()
+        };
+        let mut plain = Engine::new(
+            Policy::from_text(
+                "name: b\nstages:\n  - {weight: 50, duration: 60s, min_requests: 10}\n  - {weight: 100, duration: 60s, min_requests: 10}\nanalysis: {interval: 10s}\n",
+            )
+            .unwrap(),
+        );
+        plain.apply(Event::Start, Duration::ZERO).unwrap();
+        plain
+            .observe(Some(business_window(0.3, 10.0)), Duration::from_secs(10))
+            .unwrap();
+        // The e-value thresholds are ln(1/α'): halving α adds ln 2.
+        let base = threshold(&plain, "error_rate");
+        for name in ["error_rate", "conversion"] {
+            let t = threshold(&e, name);
+            assert!((t - base - 2f64.ln()).abs() < 1e-9, "{name}: {t} vs {base}");
+        }
+        assert_eq!(
+            e.policy().analysis.alpha,
+            0.05,
+            "the policy as written is kept"
+        );
     }
 }

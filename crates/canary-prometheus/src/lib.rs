@@ -102,6 +102,22 @@ pub fn check(m: &MetricsSpec) -> Vec<(String, String, String)> {
             ));
         }
     };
+    if m.provider == MetricsProvider::Scrape {
+        for (f, n) in [
+            ("business", m.business.len()),
+            ("thresholds", m.thresholds.len()),
+        ] {
+            if n > 0 {
+                out.push((
+                    format!("metrics.{f}"),
+                    format!("({n} metrics)"),
+                    "not read by `provider: scrape` in this build yet: use `provider: \
+                     prometheus` for business and threshold metrics"
+                        .into(),
+                ));
+            }
+        }
+    }
     match m.provider {
         MetricsProvider::Proxy => {}
         MetricsProvider::Prometheus => {
@@ -154,7 +170,7 @@ impl Source {
         }
         Ok(match (m.provider, &m.prometheus, &m.scrape) {
             (MetricsProvider::Prometheus, Some(p), _) => Some(Source::Prometheus(Box::new(
-                PrometheusSource::new(p, clock, interval),
+                PrometheusSource::new(p, clock, interval).with_metrics(&m.business, &m.thresholds),
             ))),
             (MetricsProvider::Scrape, _, Some(s)) => Some(Source::Scrape(Box::new(
                 ScrapeSource::new(s).map_err(|(p, e)| format!("{p}: {e}"))?,

@@ -18,8 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use canary_core::spec::{Preset, PrometheusSpec};
-use canary_core::{Pair, VersionStats};
+use canary_core::spec::{BusinessMetric, Preset, PrometheusSpec, ThresholdMetric};
+use canary_core::{Pair, Ratio, VersionStats};
 use canary_engine::{MetricsSource, SourceError};
 use serde_json::Value;
 
@@ -90,6 +90,10 @@ pub struct PrometheusSource {
     last: Option<f64>,
     /// The first window's length, seconds.
     first_window: f64,
+    /// `metrics.business`: numerator and denominator queries per version.
+    business: Vec<BusinessMetric>,
+    /// `metrics.thresholds`: one query for the canary.
+    thresholds: Vec<ThresholdMetric>,
 }
 
 /// One query's result: a number, or one number per `le`.
@@ -119,7 +123,23 @@ impl PrometheusSource {
             clock,
             last: None,
             first_window: first_window.as_secs_f64().max(1.0),
+            business: Vec::new(),
+            thresholds: Vec::new(),
         }
+    }
+
+    /// The same source, also reading `business` (numerator and denominator
+    /// per version over each window) and `thresholds` (the canary's reading
+    /// at each window's end).
+    #[must_use]
+    pub fn with_metrics(
+        mut self,
+        business: &[BusinessMetric],
+        thresholds: &[ThresholdMetric],
+    ) -> Self {
+        self.business = business.to_vec();
+        self.thresholds = thresholds.to_vec();
+        self
     }
 
     /// The queries this source runs (templates).
@@ -186,6 +206,8 @@ impl PrometheusSource {
         let timeout = self.timeout;
         let q = self.queries.clone();
         let versions = self.versions.clone();
+        let business = self.business.clone();
+        let thresholds = self.thresholds.clone();
         tokio::task::spawn_blocking(move || {
             let agent = crate::agent(timeout);
             let run = |template: &str, version: &str, shape: Shape| {
@@ -234,6 +256,48 @@ impl PrometheusSource {
                             })?;
                         }
                     }
+                }
+                // A numerator without series counts 0 (a counter appears
+                // with its first event); a denominator without series is
+                // missing data, never a zero.
+                for b in &business {
+                    let one = |template: &str| match run(template, v, Shape::One)? {
+                        Answer::One(n) => Ok(n),
+                        Answer::Buckets(_) => unreachable!("asked for one"),
+                    };
+                    let numerator = one(&b.numerator)?.unwrap_or(0.0);
+                    let Some(denominator) = one(&b.denominator)? else {
+                        return Err(SourceError::transient(format!(
+                            "business metric {} of `{v}`: the denominator query returned no \
+                             series: {}",
+                            b.name,
+                            render(&b.denominator, v, window_ms)
+                        )));
+                    };
+                    let den = denominator.round().max(0.0) as u64;
+                    stats.business.insert(
+                        b.name.clone(),
+                        Ratio {
+                            numerator: (numerator.round().max(0.0) as u64).min(den),
+                            denominator: den,
+                        },
+                    );
+                }
+            }
+            for t in &thresholds {
+                let v = &versions.canary;
+                match run(&t.query, v, Shape::One)? {
+                    Answer::One(Some(x)) => {
+                        out.canary.gauges.insert(t.name.clone(), x);
+                    }
+                    Answer::One(None) => {
+                        return Err(SourceError::transient(format!(
+                            "threshold metric {} of `{v}`: the query returned no series: {}",
+                            t.name,
+                            render(&t.query, v, window_ms)
+                        )))
+                    }
+                    Answer::Buckets(_) => unreachable!("asked for one"),
                 }
             }
             Ok(out)

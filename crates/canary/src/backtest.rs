@@ -158,6 +158,8 @@ fn prometheus_spec(policy: &Policy, address: Option<&str>) -> Result<PrometheusS
         provider: MetricsProvider::Prometheus,
         prometheus: Some(spec.clone()),
         scrape: None,
+        business: Vec::new(),
+        thresholds: Vec::new(),
     };
     if let Some((path, value, rule)) = canary_prometheus::check(&m).into_iter().next() {
         bail!("{path}: `{value}`: {rule}");
@@ -190,7 +192,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     // Evaluation times are given per window; the clock is never read.
     let clock: canary_prometheus::UnixClock = Arc::new(|| 0.0);
-    let source = PrometheusSource::new(&spec, clock, policy.analysis.interval);
+    let (business, thresholds) = policy
+        .metrics
+        .as_ref()
+        .map(|m| (m.business.clone(), m.thresholds.clone()))
+        .unwrap_or_default();
+    let source = PrometheusSource::new(&spec, clock, policy.analysis.interval)
+        .with_metrics(&business, &thresholds);
     let version = source.probe().map_err(|e| anyhow!("{e}"))?;
     eprintln!(
         "backtest of {} against Prometheus {version} at {}: {} → {}",

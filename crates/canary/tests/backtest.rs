@@ -31,6 +31,43 @@ const JUMP_MINUTE: u64 = 12;
 fn history() -> String {
     let mut out = String::from("# TYPE http_requests counter\n");
     let mut hist = String::from("# TYPE http_request_duration_seconds histogram\n");
+    let mut sessions = String::from("# TYPE sessions counter\n");
+    let mut checkouts = String::from("# TYPE checkouts counter\n");
+    let mut memory = String::from("# TYPE memory_bytes gauge\n");
+    // Business counters and a memory gauge for every app: 30 % of sessions
+    // check out, memory stays at 400 MB; from `JUMP_MINUTE` on, `conv`'s
+    // canary converts 15 %, `mem`'s canary uses 2 GB.
+    for app in ["bad", "good", "conv", "mem"] {
+        let (mut ss, mut sc, mut cs, mut cc) = (0u64, 0u64, 0u64, 0u64);
+        for i in 0..=SAMPLES {
+            let t = T0 + i * STEP;
+            let after = i * STEP >= JUMP_MINUTE * 60;
+            for (v, n, k) in [("stable", ss, sc), ("canary", cs, cc)] {
+                let _ = writeln!(
+                    sessions,
+                    "sessions_total{{app=\"{app}\",version=\"{v}\"}} {n} {t}"
+                );
+                let _ = writeln!(
+                    checkouts,
+                    "checkouts_total{{app=\"{app}\",version=\"{v}\"}} {k} {t}"
+                );
+                let mb = if app == "mem" && v == "canary" && after {
+                    2000
+                } else {
+                    400
+                };
+                let _ = writeln!(
+                    memory,
+                    "memory_bytes{{app=\"{app}\",version=\"{v}\"}} {} {t}",
+                    mb * 1_000_000
+                );
+            }
+            ss += 100;
+            sc += 30;
+            cs += 20;
+            cc += if app == "conv" && after { 3 } else { 6 };
+        }
+    }
     for app in ["bad", "good"] {
         let (mut sr, mut se, mut cr, mut ce) = (0u64, 0u64, 0u64, 0u64);
         for i in 0..=SAMPLES {
@@ -79,6 +116,9 @@ fn history() -> String {
         }
     }
     out.push_str(&hist);
+    out.push_str(&sessions);
+    out.push_str(&checkouts);
+    out.push_str(&memory);
     out.push_str("# EOF\n");
     out
 }
@@ -291,4 +331,58 @@ fn a_query_prometheus_rejects_fails_the_backtest_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("parse error"), "{err}");
     assert!(err.contains("http_requests_total"), "{err}");
+}
+
+#[test]
+fn a_backtest_judges_business_and_threshold_metrics() {
+    let Some((prom, dir)) = prometheus_on_history("backtest-business") else {
+        return;
+    };
+    let business = |app: &str| {
+        format!(
+            "  business:\n    - name: conversion\n      numerator: 'sum(increase(checkouts_total{{app=\"{app}\",version=\"$version\"}}[$window]))'\n      denominator: 'sum(increase(sessions_total{{app=\"{app}\",version=\"$version\"}}[$window]))'\n      direction: higher_is_better\n"
+        )
+    };
+    let memory = |app: &str| {
+        format!(
+            "  thresholds:\n    - {{name: memory, query: 'max(memory_bytes{{app=\"{app}\",version=\"$version\"}})', max: 1e9, consecutive: 2}}\n"
+        )
+    };
+    let args: Vec<&str> = HOUR.iter().copied().chain(["--json"]).collect();
+    // Requests, errors and latencies of these apps are healthy: only the
+    // business or threshold metric can stop them. The request counters of
+    // `good` serve them all.
+    let run = |name: &str, extra: String| {
+        let spec = write_spec(&dir, &format!("{name}.yaml"), "good", &prom.url(), &extra);
+        let text = std::fs::read_to_string(&spec).unwrap().replacen(
+            "name: good",
+            &format!("name: {name}"),
+            1,
+        );
+        std::fs::write(&spec, text).unwrap();
+        json(&backtest(&spec, &args))
+    };
+    let conv = run("conv", business("conv"));
+    assert_eq!(conv["phase"], "rolled_back", "{conv}");
+    let why = conv["rollback_reason"].as_str().unwrap();
+    assert!(why.contains("conversion (higher_is_better"), "{why}");
+    let at = conv["elapsed_seconds"].as_f64().unwrap();
+    assert!(
+        at > (JUMP_MINUTE * 60) as f64,
+        "rolled back at {at} s, before the drop"
+    );
+
+    let same = run("conv-ok", business("good"));
+    assert_eq!(same["phase"], "succeeded", "{same}");
+
+    let mem = run("mem", memory("mem"));
+    assert_eq!(mem["phase"], "rolled_back", "{mem}");
+    let why = mem["rollback_reason"].as_str().unwrap();
+    assert!(
+        why.contains("memory: 2000000000 is outside <= 1000000000 for 2 readings"),
+        "{why}"
+    );
+
+    let ok = run("mem-ok", memory("good"));
+    assert_eq!(ok["phase"], "succeeded", "{ok}");
 }

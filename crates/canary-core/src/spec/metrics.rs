@@ -27,7 +27,113 @@ pub struct MetricsSpec {
     /// `provider: scrape`: each version's endpoints and the metric names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrape: Option<ScrapeSpec>,
+    /// Business metrics: a ratio of two counters per version (checkouts
+    /// per session, ...), judged by the chosen judge against the stable
+    /// version's, as it judges the error rate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub business: Vec<BusinessMetric>,
+    /// Threshold metrics: one number about the canary (memory, saturation,
+    /// queue depth, ...) held to a `max` or `min`, without a baseline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<ThresholdMetric>,
 }
+
+/// A business metric (`metrics.business[i]`): per version, `numerator`
+/// events among `denominator` events over each window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessMetric {
+    /// The metric's name in the evidence, the report and the log
+    /// (`[a-z_][a-z0-9_]*`).
+    pub name: String,
+    /// The counted events, e.g. checkouts: with `provider: prometheus` a
+    /// PromQL query giving one number with `$version` and `$window`
+    /// placeholders (`sum(increase(checkouts_total{version="$version"}[$window]))`);
+    /// with `provider: scrape` a counter selector (`checkouts_total`).
+    pub numerator: String,
+    /// The events they are counted among, e.g. sessions, the same way.
+    pub denominator: String,
+    /// Whether a higher ratio is better (conversion) or worse (refunds).
+    pub direction: Direction,
+}
+
+/// Which way a business metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// A canary with a lower ratio is worse (conversion, sign-ups).
+    HigherIsBetter,
+    /// A canary with a higher ratio is worse (refunds, abandoned carts).
+    LowerIsBetter,
+}
+
+impl Direction {
+    /// The direction as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::HigherIsBetter => "higher_is_better",
+            Direction::LowerIsBetter => "lower_is_better",
+        }
+    }
+}
+
+/// A threshold metric (`metrics.thresholds[i]`): the canary's reading at
+/// each look, held to `max` and/or `min`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdMetric {
+    /// The metric's name in the evidence, the report and the log.
+    pub name: String,
+    /// With `provider: prometheus` a PromQL query giving one number
+    /// (`$version` is the canary's label value, `$window` the window);
+    /// with `provider: scrape` a gauge selector read from the canary's
+    /// endpoints (matching series added up).
+    pub query: String,
+    /// The largest acceptable reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The smallest acceptable reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Readings in a row out of bounds that fail the canary (default 1).
+    /// Fewer hold the stage: it does not pass while the last reading is
+    /// out of bounds.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub consecutive: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+impl ThresholdMetric {
+    /// Whether `value` is within the bounds.
+    pub fn holds(&self, value: f64) -> bool {
+        value.is_finite()
+            && self.max.is_none_or(|m| value <= m)
+            && self.min.is_none_or(|m| value >= m)
+    }
+
+    /// The bounds in words, e.g. `≤ 5e8`, `≥ 10 and ≤ 90`.
+    pub fn bounds(&self) -> String {
+        match (self.min, self.max) {
+            (Some(lo), Some(hi)) => format!(">= {lo} and <= {hi}"),
+            (Some(lo), None) => format!(">= {lo}"),
+            (None, Some(hi)) => format!("<= {hi}"),
+            (None, None) => "(no bounds)".into(),
+        }
+    }
+}
+
+/// Names the judges' own evidence uses, which a business or threshold
+/// metric may not take.
+pub const RESERVED_METRIC_NAMES: [&str; 4] =
+    ["error_rate", "latency", "latency_distribution", "guardrail"];
 
 /// What supplies the numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +354,7 @@ pub(super) fn check_metrics(m: &MetricsSpec, found: &mut Findings) {
     if m.provider != MetricsProvider::Scrape && m.scrape.is_some() {
         only(found, "scrape", "scrape");
     }
+    check_business(m, found);
     match m.provider {
         MetricsProvider::Proxy => {}
         MetricsProvider::Prometheus => match &m.prometheus {
@@ -439,6 +546,125 @@ fn check_scrape(s: &ScrapeSpec, found: &mut Findings) {
                     "must not be empty".into(),
                 );
             }
+        }
+    }
+}
+
+fn is_metric_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_lowercase() || f == '_')
+        && c.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Checks `metrics.business` and `metrics.thresholds`: names, queries,
+/// bounds, and a provider that can read them.
+fn check_business(m: &MetricsSpec, found: &mut Findings) {
+    let prometheus = m.provider == MetricsProvider::Prometheus;
+    if m.provider == MetricsProvider::Proxy {
+        for (f, n) in [
+            ("business", m.business.len()),
+            ("thresholds", m.thresholds.len()),
+        ] {
+            if n > 0 {
+                found.add(
+                    format!("metrics.{f}"),
+                    format!("({n} metrics)"),
+                    "need `provider: prometheus` or `provider: scrape`: the traffic layer \
+                     counts only requests, errors and latencies"
+                        .into(),
+                );
+            }
+        }
+    }
+    let name = |found: &mut Findings, seen: &[&str], at: &str, n: &str| {
+        if !is_metric_name(n) {
+            found.add(
+                format!("{at}.name"),
+                n.escape_default().to_string(),
+                "a metric name is lower case letters, digits and `_`, not starting with a digit"
+                    .into(),
+            );
+        } else if RESERVED_METRIC_NAMES.contains(&n) {
+            found.add(
+                format!("{at}.name"),
+                n.into(),
+                format!(
+                    "is one of the judges' own metrics ({}): choose another name",
+                    RESERVED_METRIC_NAMES.join(", ")
+                ),
+            );
+        } else if seen.contains(&n) {
+            found.add(
+                format!("{at}.name"),
+                n.into(),
+                "another business or threshold metric has this name".into(),
+            );
+        }
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    let query = |found: &mut Findings, path: String, q: &str, version: bool| {
+        if q.trim().is_empty() {
+            found.add(path, "\"\"".into(), "must not be empty".into());
+        } else if version && prometheus && !q.contains("$version") {
+            found.add(
+                path,
+                q.into(),
+                "must contain `$version`, where each version's label value goes: \
+                 without it both versions read the same numbers"
+                    .into(),
+            );
+        }
+    };
+    for (i, b) in m.business.iter().enumerate() {
+        let at = format!("metrics.business[{i}]");
+        name(found, &seen, &at, &b.name);
+        seen.push(&b.name);
+        query(found, format!("{at}.numerator"), &b.numerator, true);
+        query(found, format!("{at}.denominator"), &b.denominator, true);
+        if !b.numerator.trim().is_empty() && b.numerator.trim() == b.denominator.trim() {
+            found.add(
+                format!("{at}.denominator"),
+                b.denominator.clone(),
+                "is the numerator: the ratio would always be 1".into(),
+            );
+        }
+    }
+    for (i, t) in m.thresholds.iter().enumerate() {
+        let at = format!("metrics.thresholds[{i}]");
+        name(found, &seen, &at, &t.name);
+        seen.push(&t.name);
+        query(found, format!("{at}.query"), &t.query, false);
+        for (f, v) in [("max", t.max), ("min", t.min)] {
+            if let Some(v) = v {
+                if !v.is_finite() {
+                    found.add(
+                        format!("{at}.{f}"),
+                        v.to_string(),
+                        "must be a finite number".into(),
+                    );
+                }
+            }
+        }
+        match (t.min, t.max) {
+            (None, None) => found.add(
+                format!("{at}.max"),
+                "(missing)".into(),
+                "give `max`, `min` or both: the bounds the canary's reading must stay within"
+                    .into(),
+            ),
+            (Some(lo), Some(hi)) if lo > hi => found.add(
+                format!("{at}.min"),
+                lo.to_string(),
+                format!("is above max ({hi}): no reading could pass"),
+            ),
+            _ => {}
+        }
+        if t.consecutive == 0 {
+            found.add(
+                format!("{at}.consecutive"),
+                "0".into(),
+                "must be at least 1 (readings in a row out of bounds that fail the canary)".into(),
+            );
         }
     }
 }

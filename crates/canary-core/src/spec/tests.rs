@@ -460,3 +460,37 @@ fn a_gradual_rollback_needs_decreasing_steps_ending_at_zero() {
         assert_eq!(errs[0].line, Some(3), "{rollback}: {errs:?}");
     }
 }
+
+#[test]
+fn business_and_threshold_metrics_are_checked_field_by_field() {
+    let base = "name: p\nstages: [{weight: 50, duration: 1m}]\nmetrics:\n  provider: prometheus\n  prometheus: {address: http://p:9090, preset: http}\n";
+    let good = format!(
+        "{base}  business:\n    - {{name: conversion, numerator: 'a{{v=\"$version\"}}', denominator: 'b{{v=\"$version\"}}', direction: higher_is_better}}\n  thresholds:\n    - {{name: memory, query: 'm{{v=\"$version\"}}', max: 5e8}}\n"
+    );
+    let p = Policy::from_text(&good).unwrap();
+    let m = p.metrics.unwrap();
+    assert_eq!(m.business[0].name, "conversion");
+    assert_eq!(m.thresholds[0].consecutive, 1);
+    for (from, to, path) in [
+        ("name: conversion", "name: error_rate", "metrics.business[0].name"),
+        ("name: conversion", "name: Conversion", "metrics.business[0].name"),
+        ("name: memory", "name: conversion", "metrics.thresholds[0].name"),
+        ("'a{v=\"$version\"}'", "'a'", "metrics.business[0].numerator"),
+        ("max: 5e8", "consecutive: 2", "metrics.thresholds[0].max"),
+        ("max: 5e8", "max: 1, min: 2", "metrics.thresholds[0].min"),
+        ("max: 5e8", "max: 1, consecutive: 0", "metrics.thresholds[0].consecutive"),
+        ("higher_is_better", "up", "metrics.business[0].direction"),
+    ] {
+        let errs = errors_of(&good.replacen(from, to, 1));
+        assert_eq!(errs[0].path, path, "{to}: {errs:?}");
+        assert!(errs[0].line.is_some(), "{to}: {errs:?}");
+    }
+    // The proxy counts only requests: no business metrics with it.
+    let proxy = good.replace(
+        "  provider: prometheus\n  prometheus: {address: http://p:9090, preset: http}\n",
+        "  provider: proxy\n",
+    );
+    let errs = errors_of(&proxy);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["metrics.business", "metrics.thresholds"], "{errs:?}");
+}
