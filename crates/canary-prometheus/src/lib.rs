@@ -102,20 +102,9 @@ pub fn check(m: &MetricsSpec) -> Vec<(String, String, String)> {
             ));
         }
     };
-    if m.provider == MetricsProvider::Scrape {
-        for (f, n) in [
-            ("business", m.business.len()),
-            ("thresholds", m.thresholds.len()),
-        ] {
-            if n > 0 {
-                out.push((
-                    format!("metrics.{f}"),
-                    format!("({n} metrics)"),
-                    "not read by `provider: scrape` in this build yet: use `provider: \
-                     prometheus` for business and threshold metrics"
-                        .into(),
-                ));
-            }
+    if let (MetricsProvider::Scrape, Some(s)) = (m.provider, &m.scrape) {
+        if let Err((path, e)) = scrape::check_extras(s, &m.business, &m.thresholds) {
+            out.push((path, String::new(), e));
         }
     }
     match m.provider {
@@ -173,7 +162,9 @@ impl Source {
                 PrometheusSource::new(p, clock, interval).with_metrics(&m.business, &m.thresholds),
             ))),
             (MetricsProvider::Scrape, _, Some(s)) => Some(Source::Scrape(Box::new(
-                ScrapeSource::new(s).map_err(|(p, e)| format!("{p}: {e}"))?,
+                ScrapeSource::new(s)
+                    .and_then(|src| src.with_metrics(&m.business, &m.thresholds))
+                    .map_err(|(p, e)| format!("{p}: {e}"))?,
             ))),
             (MetricsProvider::Proxy, _, _) => None,
             (p, _, _) => {

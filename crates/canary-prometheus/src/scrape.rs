@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use canary_core::spec::{Preset, ScrapeSpec};
-use canary_core::{Pair, VersionStats};
+use canary_core::spec::{BusinessMetric, Preset, ScrapeSpec, ThresholdMetric};
+use canary_core::{Pair, Ratio, VersionStats};
 use canary_engine::{MetricsSource, SourceError};
 
 use crate::buckets::histogram;
@@ -77,10 +77,77 @@ pub fn selectors(spec: &ScrapeSpec) -> Result<ScrapeSelectors, (String, String)>
     })
 }
 
+/// A business metric's two counter selectors.
+#[derive(Debug, Clone)]
+struct BusinessSelectors {
+    name: String,
+    numerator: Selector,
+    denominator: Selector,
+}
+
+/// The business and threshold selectors, with the section's labels added.
+///
+/// # Errors
+/// A selector that does not parse, as `(field, message)`.
+#[allow(clippy::type_complexity)]
+fn extra_selectors(
+    spec: &ScrapeSpec,
+    business: &[BusinessMetric],
+    thresholds: &[ThresholdMetric],
+) -> Result<(Vec<BusinessSelectors>, Vec<(String, Selector)>), (String, String)> {
+    let extra: Vec<Matcher> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| Matcher::equal(k, v))
+        .collect();
+    let parse = |path: String, text: &str| {
+        Selector::parse(text)
+            .map(|s| s.with(extra.clone()))
+            .map_err(|e| (path, e))
+    };
+    let b = business
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            Ok(BusinessSelectors {
+                name: b.name.clone(),
+                numerator: parse(format!("metrics.business[{i}].numerator"), &b.numerator)?,
+                denominator: parse(format!("metrics.business[{i}].denominator"), &b.denominator)?,
+            })
+        })
+        .collect::<Result<_, (String, String)>>()?;
+    let t = thresholds
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok((
+                t.name.clone(),
+                parse(format!("metrics.thresholds[{i}].query"), &t.query)?,
+            ))
+        })
+        .collect::<Result<_, (String, String)>>()?;
+    Ok((b, t))
+}
+
+/// Checks the business and threshold selectors of a scrape section.
+///
+/// # Errors
+/// The first that does not parse, as `(field, message)`.
+pub fn check_extras(
+    spec: &ScrapeSpec,
+    business: &[BusinessMetric],
+    thresholds: &[ThresholdMetric],
+) -> Result<(), (String, String)> {
+    extra_selectors(spec, business, thresholds).map(|_| ())
+}
+
 /// Reads each version's endpoints.
 pub struct ScrapeSource {
     endpoints: Pair<Vec<String>>,
     sel: ScrapeSelectors,
+    business: Vec<BusinessSelectors>,
+    thresholds: Vec<(String, Selector)>,
+    spec: ScrapeSpec,
     timeout: Duration,
     /// Each series' value at the previous read, by endpoint and series.
     last: HashMap<String, f64>,
@@ -100,10 +167,30 @@ impl ScrapeSource {
                 canary: spec.canary.clone(),
             },
             sel: selectors(spec)?,
+            business: Vec::new(),
+            thresholds: Vec::new(),
+            spec: spec.clone(),
             timeout: spec.timeout.map_or(Duration::from_secs(2), |t| t.0),
             last: HashMap::new(),
             seen: HashSet::new(),
         })
+    }
+
+    /// The same source, also reading `business` (two counters per version,
+    /// their growth over each window) and `thresholds` (a gauge on the
+    /// canary's endpoints, matching series added up).
+    ///
+    /// # Errors
+    /// A selector that does not parse, as `(field, message)`.
+    pub fn with_metrics(
+        mut self,
+        business: &[BusinessMetric],
+        thresholds: &[ThresholdMetric],
+    ) -> Result<Self, (String, String)> {
+        let (b, t) = extra_selectors(&self.spec, business, thresholds)?;
+        self.business = b;
+        self.thresholds = t;
+        Ok(self)
     }
 
     /// The window of the texts `fetched` (endpoint, body) per version.
@@ -118,6 +205,10 @@ impl ScrapeSource {
         ] {
             let mut requests = 0.0;
             let mut errors = 0.0;
+            let mut ratios = vec![(0.0, 0.0, false); self.business.len()];
+            let mut gauges = vec![(0.0, false); self.thresholds.len()];
+            let business = self.business.clone();
+            let thresholds = self.thresholds.clone();
             let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
             for (url, body) in texts {
                 let samples = text::parse(&body).map_err(|e| {
@@ -134,6 +225,23 @@ impl ScrapeSource {
                     }
                     if self.sel.errors.matches(&s.name, &s.labels) {
                         errors += self.delta(&url, "e", s, first);
+                    }
+                    for (i, b) in business.iter().enumerate() {
+                        if b.numerator.matches(&s.name, &s.labels) {
+                            ratios[i].0 += self.delta(&url, &format!("n{i}"), s, first);
+                        }
+                        if b.denominator.matches(&s.name, &s.labels) {
+                            ratios[i].1 += self.delta(&url, &format!("d{i}"), s, first);
+                            ratios[i].2 = true;
+                        }
+                    }
+                    if version == "canary" {
+                        for (i, (_, sel)) in thresholds.iter().enumerate() {
+                            if sel.matches(&s.name, &s.labels) && s.value.is_finite() {
+                                gauges[i].0 += s.value;
+                                gauges[i].1 = true;
+                            }
+                        }
                     }
                 }
                 if !found_requests {
@@ -171,6 +279,34 @@ impl ScrapeSource {
             }
             stats.requests = requests.round().max(0.0) as u64;
             stats.errors = (errors.round().max(0.0) as u64).min(stats.requests);
+            // A denominator or gauge no endpoint has is missing data, never
+            // a zero; a numerator without series counts 0.
+            for (b, (num, den, found)) in business.iter().zip(&ratios) {
+                if !found {
+                    return Err(SourceError::transient(format!(
+                        "{version}: business metric {}: no series matches `{}`",
+                        b.name, b.denominator
+                    )));
+                }
+                let den = den.round().max(0.0) as u64;
+                stats.business.insert(
+                    b.name.clone(),
+                    Ratio {
+                        numerator: (num.round().max(0.0) as u64).min(den),
+                        denominator: den,
+                    },
+                );
+            }
+            if version == "canary" {
+                for ((name, sel), (sum, found)) in thresholds.iter().zip(&gauges) {
+                    if !found {
+                        return Err(SourceError::transient(format!(
+                            "canary: threshold metric {name}: no series matches `{sel}`"
+                        )));
+                    }
+                    stats.gauges.insert(name.clone(), *sum);
+                }
+            }
             if !buckets.is_empty() {
                 let b: Vec<(f64, f64)> = buckets.into_values().collect();
                 stats.latency = histogram(&b)
@@ -301,6 +437,47 @@ mod tests {
             .unwrap();
         assert_eq!((w.canary.requests, w.canary.errors), (8, 1));
         assert_eq!(w.baseline.requests, 100);
+    }
+
+    #[test]
+    fn business_counters_and_threshold_gauges_are_read() {
+        let business: Vec<BusinessMetric> = vec![serde_json::from_value(serde_json::json!({
+            "name": "conversion", "numerator": "checkouts_total", "denominator": "sessions_total",
+            "direction": "higher_is_better"
+        }))
+        .unwrap()];
+        let thresholds: Vec<ThresholdMetric> = vec![serde_json::from_value(serde_json::json!({
+            "name": "memory", "query": "memory_bytes", "max": 100.0
+        }))
+        .unwrap()];
+        let mut src = ScrapeSource::new(&spec())
+            .unwrap()
+            .with_metrics(&business, &thresholds)
+            .unwrap();
+        let text = |s: u64, c: u64, mem: f64| {
+            format!("http_requests_total{{code=\"200\"}} 1\nsessions_total {s}\ncheckouts_total {c}\nmemory_bytes {mem}\n")
+        };
+        src.window(pair(text(100, 30, 5.0), text(10, 3, 50.0)))
+            .unwrap();
+        let w = src
+            .window(pair(text(200, 60, 5.0), text(30, 5, 70.0)))
+            .unwrap();
+        let r = w.canary.business["conversion"];
+        assert_eq!((r.numerator, r.denominator), (2, 20));
+        assert_eq!(w.baseline.business["conversion"].denominator, 100);
+        assert_eq!(w.canary.gauges["memory"], 70.0);
+        assert!(w.baseline.gauges.is_empty(), "thresholds are the canary's");
+        // A denominator no endpoint has is missing data.
+        let e = src
+            .window(pair(
+                text(300, 90, 5.0),
+                "http_requests_total{code=\"200\"} 2\nmemory_bytes 1\n".into(),
+            ))
+            .unwrap_err();
+        assert!(
+            !e.is_permanent() && e.to_string().contains("sessions_total"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -472,13 +472,33 @@ fn business_and_threshold_metrics_are_checked_field_by_field() {
     assert_eq!(m.business[0].name, "conversion");
     assert_eq!(m.thresholds[0].consecutive, 1);
     for (from, to, path) in [
-        ("name: conversion", "name: error_rate", "metrics.business[0].name"),
-        ("name: conversion", "name: Conversion", "metrics.business[0].name"),
-        ("name: memory", "name: conversion", "metrics.thresholds[0].name"),
-        ("'a{v=\"$version\"}'", "'a'", "metrics.business[0].numerator"),
+        (
+            "name: conversion",
+            "name: error_rate",
+            "metrics.business[0].name",
+        ),
+        (
+            "name: conversion",
+            "name: Conversion",
+            "metrics.business[0].name",
+        ),
+        (
+            "name: memory",
+            "name: conversion",
+            "metrics.thresholds[0].name",
+        ),
+        (
+            "'a{v=\"$version\"}'",
+            "'a'",
+            "metrics.business[0].numerator",
+        ),
         ("max: 5e8", "consecutive: 2", "metrics.thresholds[0].max"),
         ("max: 5e8", "max: 1, min: 2", "metrics.thresholds[0].min"),
-        ("max: 5e8", "max: 1, consecutive: 0", "metrics.thresholds[0].consecutive"),
+        (
+            "max: 5e8",
+            "max: 1, consecutive: 0",
+            "metrics.thresholds[0].consecutive",
+        ),
         ("higher_is_better", "up", "metrics.business[0].direction"),
     ] {
         let errs = errors_of(&good.replacen(from, to, 1));
@@ -492,5 +512,9 @@ fn business_and_threshold_metrics_are_checked_field_by_field() {
     );
     let errs = errors_of(&proxy);
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["metrics.business", "metrics.thresholds"], "{errs:?}");
+    assert_eq!(
+        paths,
+        ["metrics.business", "metrics.thresholds"],
+        "{errs:?}"
+    );
 }
