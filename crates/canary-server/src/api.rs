@@ -634,7 +634,7 @@ impl utoipa::Modify for Security {
 #[openapi(
     info(title = "canary serve", description = "Progressive delivery: many rollouts, judged on statistical evidence."),
     paths(create, list, get_one, events, action, delete, watch_all, watch_one, healthz, readyz, metrics, openapi),
-    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, Action, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo)),
+    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, Action, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo, crate::model::MetricsInfo)),
     modifiers(&Security),
 )]
 struct ApiDoc;

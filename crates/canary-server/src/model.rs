@@ -54,6 +54,8 @@ pub struct RolloutStatus {
     pub verdict: Option<canary_core::Verdict>,
     /// The traffic layer: provider and, for the proxy, where it listens.
     pub traffic: TrafficInfo,
+    /// Where the judges' numbers come from.
+    pub metrics: MetricsInfo,
     /// Reads of the metrics source that failed, this run of the server.
     pub source_failures: u64,
     /// The last problem with the traffic layer or the store, if any.
@@ -72,10 +74,23 @@ pub struct Counts {
     pub canary: canary_core::VersionSummary,
 }
 
+/// Where a rollout's numbers come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsInfo {
+    /// `proxy` (the traffic layer's own counts), `prometheus` or `scrape`.
+    pub provider: String,
+    /// The business metrics judged beside requests, errors and latency.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub business: Vec<String>,
+    /// The threshold metrics the canary is held to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<String>,
+}
+
 /// Where a rollout's traffic goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TrafficInfo {
-    /// `proxy` or `simulated`.
+    /// `proxy`, `simulated`, `nginx` or `haproxy`.
     pub provider: String,
     /// The built-in proxy's address.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -36,7 +36,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::commit::Committer;
 use crate::driver::Driver;
-use crate::model::{rfc3339, Counts, EventEntry, RolloutStatus, TrafficInfo};
+use crate::model::{rfc3339, Counts, EventEntry, MetricsInfo, RolloutStatus, TrafficInfo};
 use crate::store::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Update};
 
 /// The wall clock, milliseconds since the Unix epoch (passed in).
@@ -960,6 +960,18 @@ impl Runner {
                 provider: t.map_or("proxy", |t| t.provider.name()).into(),
                 listen: self.driver.listen_addr().map(|a| a.to_string()),
             },
+            metrics: {
+                let m = self.policy.metrics.as_ref();
+                MetricsInfo {
+                    provider: m.map_or("proxy", |m| m.provider.name()).into(),
+                    business: m.map_or_else(Vec::new, |m| {
+                        m.business.iter().map(|b| b.name.clone()).collect()
+                    }),
+                    thresholds: m.map_or_else(Vec::new, |m| {
+                        m.thresholds.iter().map(|t| t.name.clone()).collect()
+                    }),
+                }
+            },
             source_failures: self.source_failures,
             last_error: self.last_error.clone(),
         }
@@ -1008,6 +1020,11 @@ fn placeholder(name: &str) -> RolloutStatus {
         traffic: TrafficInfo {
             provider: String::new(),
             listen: None,
+        },
+        metrics: MetricsInfo {
+            provider: String::new(),
+            business: Vec::new(),
+            thresholds: Vec::new(),
         },
         source_failures: 0,
         last_error: None,
