@@ -24,7 +24,10 @@ pub use metrics::{
     Preset, PrometheusSpec, ScrapeSpec, ThresholdMetric, VersionValues, RESERVED_METRIC_NAMES,
 };
 pub use policy::{default_error_delta, Analysis, Guardrails, Margins, Policy, Rollback, Stage};
-pub use traffic::{integer_split, HaproxyTraffic, IntegerSplit, NginxTraffic, HAPROXY_MAX_WEIGHT};
+pub use traffic::{
+    integer_split, AlbTraffic, HaproxyTraffic, IntegerSplit, NginxTraffic, ALB_MAX_WEIGHT,
+    HAPROXY_MAX_WEIGHT,
+};
 
 /// A rollout as the user writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -479,6 +482,9 @@ pub struct TrafficSpec {
     /// `haproxy`: the runtime API and the servers whose weights are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub haproxy: Option<HaproxyTraffic>,
+    /// `alb`: the listener (or rule) and the two target groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alb: Option<AlbTraffic>,
 }
 
 /// What carries a live rollout's traffic.
@@ -500,6 +506,10 @@ pub enum TrafficProvider {
     /// (`traffic.haproxy`); the numbers from HAProxy's own per-server
     /// counters unless a `metrics` section says otherwise.
     Haproxy,
+    /// An AWS Application Load Balancer: the weights of two target groups
+    /// in a listener's (or rule's) forward action, set through the AWS API
+    /// (`traffic.alb`). The numbers come from the `metrics` section.
+    Alb,
 }
 
 impl TrafficProvider {
@@ -510,6 +520,7 @@ impl TrafficProvider {
             TrafficProvider::Simulated => "simulated",
             TrafficProvider::Nginx => "nginx",
             TrafficProvider::Haproxy => "haproxy",
+            TrafficProvider::Alb => "alb",
         }
     }
 }

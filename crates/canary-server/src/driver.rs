@@ -49,7 +49,20 @@ pub(crate) enum Layer {
         /// The weight HAProxy last confirmed.
         applied: f64,
     },
+    /// An AWS ALB listener's (or rule's) weighted target groups (numbers
+    /// from the `metrics` section).
+    #[cfg(feature = "alb")]
+    Alb {
+        alb: Box<canary_alb::Alb>,
+        /// The weight last read back from the listener or rule.
+        applied: f64,
+    },
 }
+
+/// Why a build without the `alb` feature cannot drive an ALB.
+#[cfg(not(feature = "alb"))]
+pub(crate) const ALB_NOT_BUILT: &str = "traffic.provider: `alb` needs a canary built with the ALB \
+     provider (the AWS SDK is not in the default build): cargo build --release --features alb";
 
 /// The scenario a simulated traffic section names, or why not.
 pub(crate) fn scenario_of(policy: &Policy) -> Result<Option<Scenario>, String> {
@@ -130,6 +143,16 @@ impl Layer {
                     applied: 0.0,
                 })
             }
+            #[cfg(feature = "alb")]
+            TrafficProvider::Alb => {
+                let a = t.alb.as_ref().ok_or_else(|| section("alb"))?;
+                Ok(Layer::Alb {
+                    alb: Box::new(canary_alb::Alb::new(a)),
+                    applied: 0.0,
+                })
+            }
+            #[cfg(not(feature = "alb"))]
+            TrafficProvider::Alb => Err(ALB_NOT_BUILT.to_string()),
             TrafficProvider::Simulated => {
                 let s = scenario_of(policy)?.unwrap_or_else(|| unreachable!("simulated"));
                 let seed = t.seed.unwrap_or(1);
@@ -182,6 +205,8 @@ impl Layer {
             Layer::Proxy { handle, .. } => handle.weight(),
             Layer::Simulated(s) => s.weight(),
             Layer::Nginx { applied, .. } | Layer::Haproxy { applied, .. } => *applied,
+            #[cfg(feature = "alb")]
+            Layer::Alb { applied, .. } => *applied,
         }
     }
 
@@ -189,6 +214,8 @@ impl Layer {
         match self {
             Layer::Proxy { addr, .. } => *addr,
             Layer::Simulated(_) | Layer::Nginx { .. } | Layer::Haproxy { .. } => None,
+            #[cfg(feature = "alb")]
+            Layer::Alb { .. } => None,
         }
     }
 }
@@ -215,6 +242,10 @@ impl MetricsSource for Layer {
             Layer::Nginx { .. } => Err(SourceError::permanent(
                 "nginx does not count requests per version: the spec needs a metrics section",
             )),
+            #[cfg(feature = "alb")]
+            Layer::Alb { .. } => Err(SourceError::permanent(
+                "canary does not read an ALB's counts: the spec needs a metrics section",
+            )),
         }
     }
 }
@@ -233,6 +264,12 @@ impl TrafficActuator for Driver {
                 haproxy, applied, ..
             } => {
                 haproxy.set_weight(percent).await?;
+                *applied = percent;
+                Ok(())
+            }
+            #[cfg(feature = "alb")]
+            Layer::Alb { alb, applied } => {
+                alb.set_weight(percent).await?;
                 *applied = percent;
                 Ok(())
             }

@@ -90,7 +90,7 @@ pub struct MetricsInfo {
 /// Where a rollout's traffic goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TrafficInfo {
-    /// `proxy`, `simulated`, `nginx` or `haproxy`.
+    /// `proxy`, `simulated`, `nginx`, `haproxy` or `alb`.
     pub provider: String,
     /// The built-in proxy's address.
     #[serde(skip_serializing_if = "Option::is_none")]

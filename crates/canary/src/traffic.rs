@@ -13,20 +13,24 @@ use crate::common::{load_policy, write_stdout};
 use crate::live::runtime;
 
 /// Print the nginx or HAProxy configuration a spec's traffic section needs,
-/// or set its weight by hand.
+/// or set its weight by hand (nginx, HAProxy, ALB).
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:
   canary traffic render --spec rollout.yaml > /etc/nginx/conf.d/canary-app.conf
   canary traffic render --spec rollout.yaml            # HAProxy: the backend section to paste
   canary traffic set --spec rollout.yaml --weight 0    # send everything back to stable, now
+  canary traffic set --spec alb.yaml --weight 10       # ALB: 10 % to the canary target group
 
 `render` prints, for nginx, the include file at the given weight (write it
 before nginx first loads it: `proxy_pass http://$<upstream>_route;` needs
 it); for HAProxy, the backend section with both versions' servers and the
 A/B routes (`--stable`/`--canary` fill in the servers' addresses).
 `set` writes, checks and reloads nginx, or sets HAProxy's server weights
-over the runtime API and reads them back; it prints the split applied.")]
+over the runtime API and reads them back, or sets an ALB listener's (or
+rule's) target group weights and reads them back (a build with
+`--features alb`; AWS credentials and region from the standard chain); it
+prints the split applied.")]
 pub struct Args {
     #[command(subcommand)]
     action: Action,
@@ -52,7 +56,7 @@ enum Action {
     },
     /// Set the canary's weight on the spec's traffic layer now.
     Set {
-        /// Rollout spec with a `traffic` section (nginx or haproxy).
+        /// Rollout spec with a `traffic` section (nginx, haproxy or alb).
         #[arg(long, value_name = "FILE")]
         spec: PathBuf,
         /// The canary's weight, percent, in [0, 100].
@@ -77,6 +81,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 Layer::Haproxy(h) => {
                     canary_traffic::Haproxy::new(h).backend_snippet(&stable, &canary)
                 }
+                Layer::Alb(_) => bail!(
+                    "{}: traffic.provider: `alb`: an ALB has no configuration to render; \
+                     `canary traffic set` sets its weights",
+                    spec.display()
+                ),
             };
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
@@ -94,6 +103,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     "haproxy",
                     rt.block_on(canary_traffic::Haproxy::new(h).set_weight(weight)),
                 ),
+                #[cfg(feature = "alb")]
+                Layer::Alb(a) => (
+                    "alb",
+                    rt.block_on(canary_alb::Alb::new(a).set_weight(weight)),
+                ),
+                #[cfg(not(feature = "alb"))]
+                Layer::Alb(_) => bail!(
+                    "{}: traffic.provider: `alb` needs a canary built with the ALB provider: \
+                     cargo build --release --features alb",
+                    spec.display()
+                ),
             };
             result.map_err(|e| anyhow!("{}: {e}", spec.display()))?;
             write_stdout(&format!("{name}: {weight} % to the canary, applied\n"))?;
@@ -105,6 +125,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
 enum Layer<'a> {
     Nginx(&'a canary_core::spec::NginxTraffic),
     Haproxy(&'a canary_core::spec::HaproxyTraffic),
+    #[cfg_attr(not(feature = "alb"), allow(dead_code))]
+    Alb(&'a canary_core::spec::AlbTraffic),
 }
 
 fn layer_of<'a>(policy: &'a Policy, spec: &std::path::Path) -> Result<Layer<'a>> {
@@ -112,11 +134,12 @@ fn layer_of<'a>(policy: &'a Policy, spec: &std::path::Path) -> Result<Layer<'a>>
         .traffic
         .as_ref()
         .ok_or_else(|| anyhow!("{}: no traffic section", spec.display()))?;
-    match (t.provider, &t.nginx, &t.haproxy) {
-        (TrafficProvider::Nginx, Some(n), _) => Ok(Layer::Nginx(n)),
-        (TrafficProvider::Haproxy, _, Some(h)) => Ok(Layer::Haproxy(h)),
-        (p, _, _) => bail!(
-            "{}: traffic.provider: `{}`: `canary traffic` works on nginx and haproxy",
+    match (t.provider, &t.nginx, &t.haproxy, &t.alb) {
+        (TrafficProvider::Nginx, Some(n), _, _) => Ok(Layer::Nginx(n)),
+        (TrafficProvider::Haproxy, _, Some(h), _) => Ok(Layer::Haproxy(h)),
+        (TrafficProvider::Alb, _, _, Some(a)) => Ok(Layer::Alb(a)),
+        (p, _, _, _) => bail!(
+            "{}: traffic.provider: `{}`: `canary traffic` works on nginx, haproxy and alb",
             spec.display(),
             p.name()
         ),

@@ -45,10 +45,16 @@ struct ServeProc {
 
 impl ServeProc {
     fn start(db: &Path) -> Self {
+        Self::start_with_env(db, &[])
+    }
+
+    /// The same, with more environment variables.
+    fn start_with_env(db: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
             .env("CANARY_TOKEN", TOKEN)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -825,4 +831,55 @@ fn serve_pauses_a_rollout_whose_traffic_layer_refuses_and_moves_nothing() {
         let (code, body) = support::http_get(server.addr, "/").unwrap();
         assert_eq!((code, body.trim()), (200, "stable"));
     }
+}
+
+/// `canary serve` built with `--features alb` (CI: `cargo test -p canary
+/// --features alb --test serve alb`) drives an ALB listener on moto: the
+/// first stage's weights are on the listener (read back independently)
+/// when the status says applied, and an abort puts everything back on
+/// stable.
+#[cfg(feature = "alb")]
+#[test]
+fn serve_drives_an_alb_listener_and_an_abort_returns_it_to_stable() {
+    use canary_alb::testing::{moto, setup};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(m) = moto() else { return };
+    let s = rt.block_on(setup(&m.url));
+    let dir = TempDir::new("alb");
+    let serve = ServeProc::start_with_env(
+        &dir.0.join("c.db"),
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let base = serve.base.clone();
+    // Metrics from endpoints nobody serves: the rollout holds at its first
+    // stage (no evidence, nothing promoted) with the weight applied.
+    let spec = format!(
+        "name: web\nstages:\n  - {{weight: 10, duration: 1m}}\n  - {{weight: 100, duration: 1m}}\n\
+         analysis: {{interval: 200ms}}\n\
+         traffic:\n  provider: alb\n  alb:\n    listener: {}\n    stable_target_group: {}\n    \
+         canary_target_group: {}\n    region: us-east-1\n    endpoint_url: {}\n\
+         metrics:\n  provider: scrape\n  scrape:\n    preset: http\n    \
+         stable: [\"http://127.0.0.1:9/metrics\"]\n    canary: [\"http://127.0.0.1:8/metrics\"]\n",
+        s.listener, s.stable, s.canary, m.url
+    );
+    let (code, v) = post(&base, "/api/v1/rollouts", &spec);
+    assert_eq!(code, 201, "{v}");
+    let v = wait_for(&base, "web", Duration::from_secs(20), |v| {
+        v["applied_weight"] == json!(10.0)
+    });
+    assert_eq!(v["phase"], "progressing", "{v}");
+    let mut alb = canary_alb::Alb::with_client(&s.spec, s.client.clone());
+    let w = rt.block_on(alb.weights()).unwrap();
+    assert_eq!((w.stable, w.canary), (9, 1));
+    let (code, v) = action(&base, "web", "abort");
+    assert_eq!(code, 200, "{v}");
+    wait_for(&base, "web", Duration::from_secs(20), |v| {
+        v["phase"] == "aborted" && v["applied_weight"] == json!(0.0)
+    });
+    let w = rt.block_on(alb.weights()).unwrap();
+    assert_eq!((w.stable, w.canary), (1, 0));
 }

@@ -261,26 +261,48 @@ impl RolloutSpec {
         check_guardrails(&a.guardrails, &mut found);
         check_margins(&a.margins, &mut found);
         if let Some(t) = &self.traffic {
-            check_traffic(t, &self.stages, &mut found);
+            let mut weights: Vec<(String, f64)> = self
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("stages[{i}].weight"), s.weight))
+                .collect();
+            if let Some(steps) = self.rollback.as_ref().and_then(|r| r.steps.as_ref()) {
+                weights.extend(
+                    steps
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &w)| (format!("rollback.steps[{i}]"), w)),
+                );
+            }
+            check_traffic(t, &weights, &mut found);
         }
         if let Some(m) = &self.metrics {
             super::metrics::check_metrics(m, &mut found);
         }
-        let nginx = self
+        let uncounted = self
             .traffic
             .as_ref()
-            .is_some_and(|t| t.provider == TrafficProvider::Nginx);
+            .map(|t| t.provider)
+            .filter(|p| matches!(p, TrafficProvider::Nginx | TrafficProvider::Alb));
         let own_counts = self
             .metrics
             .as_ref()
             .is_none_or(|m| m.provider == super::MetricsProvider::Proxy);
-        if nginx && own_counts {
+        if let (Some(p), true) = (uncounted, own_counts) {
+            let name = p.name();
+            let layer = if p == TrafficProvider::Alb {
+                "canary does not read an ALB's counts"
+            } else {
+                "nginx does not count requests per version"
+            };
             found.add(
                 "metrics".into(),
                 "(missing)".into(),
-                "`traffic.provider: nginx` needs a metrics section with `provider: prometheus` \
-                 or `scrape`: nginx does not count requests per version"
-                    .into(),
+                format!(
+                    "`traffic.provider: {name}` needs a metrics section with `provider: \
+                     prometheus` or `scrape`: {layer}"
+                ),
             );
         }
         let rollback = check_rollback(self.rollback.as_ref(), &mut found);
@@ -609,7 +631,7 @@ fn check_sequential(s: &SequentialOptions, found: &mut Findings) {
 /// Checks the live traffic settings: for the proxy a listen address with a
 /// port and http:// URLs for both versions, for nginx and HAProxy their
 /// sections; each provider's fields only with that provider.
-fn check_traffic(t: &TrafficSpec, stages: &[StageSpec], found: &mut Findings) {
+fn check_traffic(t: &TrafficSpec, weights: &[(String, f64)], found: &mut Findings) {
     let provider = t.provider.name();
     let only = |found: &mut Findings, field: &str, value: String, of: &str| {
         found.add(
@@ -646,6 +668,9 @@ fn check_traffic(t: &TrafficSpec, stages: &[StageSpec], found: &mut Findings) {
     if t.provider != TrafficProvider::Haproxy && t.haproxy.is_some() {
         only(found, "haproxy", "(a section)".into(), "haproxy");
     }
+    if t.provider != TrafficProvider::Alb && t.alb.is_some() {
+        only(found, "alb", "(a section)".into(), "alb");
+    }
     let missing = |found: &mut Findings, field: &str, what: &str| {
         found.add(
             format!("traffic.{field}"),
@@ -664,14 +689,19 @@ fn check_traffic(t: &TrafficSpec, stages: &[StageSpec], found: &mut Findings) {
             ),
         },
         TrafficProvider::Haproxy => match &t.haproxy {
-            Some(h) => {
-                let weights: Vec<f64> = stages.iter().map(|s| s.weight).collect();
-                super::traffic::check_haproxy(h, &weights, found);
-            }
+            Some(h) => super::traffic::check_haproxy(h, weights, found),
             None => missing(
                 found,
                 "haproxy",
                 "`socket`, `backend`, `stable` and `canary`",
+            ),
+        },
+        TrafficProvider::Alb => match &t.alb {
+            Some(a) => super::traffic::check_alb(a, weights, found),
+            None => missing(
+                found,
+                "alb",
+                "`listener`, `stable_target_group` and `canary_target_group`",
             ),
         },
         TrafficProvider::Simulated => {

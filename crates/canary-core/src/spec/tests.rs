@@ -363,6 +363,67 @@ fn nginx_and_haproxy_sections_are_checked_field_by_field() {
 }
 
 #[test]
+fn alb_sections_are_checked_field_by_field() {
+    let base = "name: p\nstages: [{weight: 10, duration: 1m}, {weight: 100, duration: 1m}]\n";
+    let scrape = "metrics:\n  provider: scrape\n  scrape: {stable: [http://a:1/metrics], canary: [http://b:2/metrics], preset: http}\n";
+    let arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012";
+    let good = format!(
+        "{base}traffic:\n  provider: alb\n  alb:\n    listener: {arn}:listener/app/web/50dc/f2f7\n    stable_target_group: {arn}:targetgroup/web-stable/73e2\n    canary_target_group: {arn}:targetgroup/web-canary/2453\n    region: us-east-1\n{scrape}"
+    );
+    let p = Policy::from_text(&good).unwrap();
+    assert_eq!(p.traffic.unwrap().provider, TrafficProvider::Alb);
+
+    // canary does not read an ALB's counts: a metrics section is needed.
+    let errs = errors_of(&good.replace(scrape, ""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "metrics");
+    assert!(errs[0].rule.contains("alb"), "{}", errs[0].rule);
+
+    // Each field names itself and its line.
+    let bad = good
+        .replace("listener/app/web", "loadbalancer/app/web")
+        .replace("web-canary/2453", "web-stable/73e2")
+        .replace("us-east-1\n", "\"us east\"\n");
+    let errs = errors_of(&bad);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "traffic.alb.listener",
+            "traffic.alb.canary_target_group",
+            "traffic.alb.region"
+        ],
+        "{errs:?}"
+    );
+    assert_eq!(errs[0].line, Some(6));
+    let errs = errors_of(&good.replace(
+        "    region: us-east-1\n",
+        "    endpoint_url: 127.0.0.1:5000\n    timeout: 0s\n    rule: x\n",
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "traffic.alb.rule",
+            "traffic.alb.endpoint_url",
+            "traffic.alb.timeout"
+        ],
+        "{errs:?}"
+    );
+    // ALB weights are integers 0–999: 0.04 % cannot be given, neither as a
+    // stage nor as a rollback step.
+    let errs = errors_of(&format!(
+        "{}rollback: {{mode: gradual, steps: [5, 0.05, 0]}}\n",
+        good.replace("weight: 10,", "weight: 0.04,")
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["stages[0].weight", "rollback.steps[1]"], "{errs:?}");
+    assert!(errs[0].rule.contains("0–999"), "{}", errs[0].rule);
+    let errs = errors_of(&format!("{base}traffic: {{provider: alb}}\n{scrape}"));
+    assert_eq!(errs[0].path, "traffic.alb", "{errs:?}");
+}
+
+#[test]
 fn mode_is_enforce_by_default_and_advisory_when_asked() {
     let base = "name: p\nstages: [{weight: 100, duration: 1m}]\n";
     assert_eq!(Policy::from_text(base).unwrap().mode, Mode::Enforce);

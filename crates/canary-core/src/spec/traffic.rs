@@ -111,6 +111,39 @@ pub struct HaproxyTraffic {
 /// HAProxy's largest server weight.
 pub const HAPROXY_MAX_WEIGHT: u32 = 256;
 
+/// `traffic.alb`: the AWS Application Load Balancer listener (or one of
+/// its rules) whose forward action splits traffic between two weighted
+/// target groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlbTraffic {
+    /// The listener's ARN. Without `rule`, canary sets the weights of its
+    /// default action.
+    pub listener: String,
+    /// A rule of that listener (its ARN) whose forward action canary sets
+    /// instead of the listener's default action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The stable version's target group ARN.
+    pub stable_target_group: String,
+    /// The canary's target group ARN.
+    pub canary_target_group: String,
+    /// The AWS region (default: the standard configuration chain,
+    /// `AWS_REGION` or the profile's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Another endpoint for the Elastic Load Balancing API (a stand-in such
+    /// as moto or LocalStack, or a VPC endpoint), `http://` or `https://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// How long one API call may take, retries included (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// An ALB forward action's largest target group weight.
+pub const ALB_MAX_WEIGHT: u32 = 999;
+
 /// Integer server weights for a split, and the split they give.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IntegerSplit {
@@ -318,7 +351,7 @@ pub(super) fn check_nginx(n: &NginxTraffic, found: &mut Findings) {
 
 /// Checks `traffic.haproxy` for `provider: haproxy`, and that every stage
 /// weight is one HAProxy's integer weights (0–256) can give.
-pub(super) fn check_haproxy(h: &HaproxyTraffic, weights: &[f64], found: &mut Findings) {
+pub(super) fn check_haproxy(h: &HaproxyTraffic, weights: &[(String, f64)], found: &mut Findings) {
     let s = h.socket.trim();
     let tcp = s.rsplit_once(':').is_some_and(|(host, port)| {
         !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
@@ -367,16 +400,136 @@ pub(super) fn check_haproxy(h: &HaproxyTraffic, weights: &[f64], found: &mut Fin
         }
     }
     let (ns, nc) = (h.stable.len().max(1) as u32, h.canary.len().max(1) as u32);
-    for (i, &w) in weights.iter().enumerate() {
+    for (path, w) in weights {
+        let w = *w;
         let split = integer_split(w, ns, nc, Some(HAPROXY_MAX_WEIGHT));
         if (split.percent - w).abs() > (0.02 * w).max(0.01) {
             found.add(
-                format!("stages[{i}].weight"),
+                path.clone(),
                 format!("{w}"),
                 format!(
                     "HAProxy's server weights are integers 0–{HAPROXY_MAX_WEIGHT}: the closest \
                      split to {w} % is {:.3} % (weights {} and {}); use a weight of at least \
                      0.4 %",
+                    split.percent, split.stable, split.canary
+                ),
+            );
+        }
+    }
+}
+
+/// Whether `s` is an Elastic Load Balancing ARN of the given resource
+/// kind (`listener`, `listener-rule`, `targetgroup`).
+fn is_elb_arn(s: &str, kind: &str) -> bool {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && parts[2] == "elasticloadbalancing"
+        && !parts[3].is_empty()
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && !parts[4].is_empty()
+        && parts[5]
+            .strip_prefix(kind)
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|r| {
+                !r.is_empty()
+                    && r.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+            })
+}
+
+/// Checks `traffic.alb` for `provider: alb`, and that every weight the
+/// rollout can set (its stages and its rollback steps) has target group
+/// weights within ALB's 0–999.
+pub(super) fn check_alb(a: &AlbTraffic, weights: &[(String, f64)], found: &mut Findings) {
+    let arn = |found: &mut Findings, field: &str, v: &str, kind: &str, example: &str| {
+        if !is_elb_arn(v, kind) {
+            found.add(
+                format!("traffic.alb.{field}"),
+                format!("{v:?}"),
+                format!("must be an Elastic Load Balancing {kind} ARN, e.g. {example}"),
+            );
+        }
+    };
+    arn(
+        found,
+        "listener",
+        &a.listener,
+        "listener",
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2",
+    );
+    if let Some(r) = &a.rule {
+        arn(
+            found,
+            "rule",
+            r,
+            "listener-rule",
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee",
+        );
+    }
+    for (field, v) in [
+        ("stable_target_group", &a.stable_target_group),
+        ("canary_target_group", &a.canary_target_group),
+    ] {
+        arn(
+            found,
+            field,
+            v,
+            "targetgroup",
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-stable/73e2d6bc24d8a067",
+        );
+    }
+    if a.stable_target_group == a.canary_target_group && !a.stable_target_group.is_empty() {
+        found.add(
+            "traffic.alb.canary_target_group".into(),
+            format!("{:?}", a.canary_target_group),
+            "is the stable target group too: the versions need a target group each".into(),
+        );
+    }
+    if let Some(r) = &a.region {
+        let ok = !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            found.add(
+                "traffic.alb.region".into(),
+                format!("{r:?}"),
+                "must be an AWS region name such as us-east-1".into(),
+            );
+        }
+    }
+    if let Some(u) = &a.endpoint_url {
+        let rest = u
+            .strip_prefix("http://")
+            .or_else(|| u.strip_prefix("https://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.chars().any(|c| c.is_whitespace())) {
+            found.add(
+                "traffic.alb.endpoint_url".into(),
+                format!("{u:?}"),
+                "must be an http:// or https:// URL".into(),
+            );
+        }
+    }
+    if let Some(t) = a.timeout {
+        if t.0.is_zero() {
+            found.add(
+                "traffic.alb.timeout".into(),
+                t.to_string(),
+                "must be longer than 0s".into(),
+            );
+        }
+    }
+    for (path, w) in weights {
+        let w = *w;
+        let split = integer_split(w, 1, 1, Some(ALB_MAX_WEIGHT));
+        if (split.percent - w).abs() > (0.02 * w).max(0.01) {
+            found.add(
+                path.clone(),
+                format!("{w}"),
+                format!(
+                    "ALB target group weights are integers 0–{ALB_MAX_WEIGHT}: the closest split \
+                     to {w} % is {:.3} % (weights {} and {}); use a weight of at least 0.1 %",
                     split.percent, split.stable, split.canary
                 ),
             );
