@@ -19,8 +19,8 @@ use canary_core::spec::AlbTraffic;
 use canary_core::{Pair, Policy, VersionStats};
 use canary_engine::{ActuatorError, Engine, MetricsSource, SourceError, TrafficActuator};
 
-/// The listener's weights as `describe_listeners` gives them, per ARN.
-async fn listener_weights(s: &Setup) -> Vec<(String, i32)> {
+/// The listener as `describe_listeners` gives it.
+async fn listener(s: &Setup) -> aws_sdk_elasticloadbalancingv2::types::Listener {
     let out = s
         .client
         .describe_listeners()
@@ -28,7 +28,29 @@ async fn listener_weights(s: &Setup) -> Vec<(String, i32)> {
         .send()
         .await
         .unwrap();
-    forward_weights(out.listeners()[0].default_actions())
+    out.listeners()[0].clone()
+}
+
+/// The listener's weights as `describe_listeners` gives them, per ARN.
+async fn listener_weights(s: &Setup) -> Vec<(String, i32)> {
+    forward_weights(listener(s).await.default_actions())
+}
+
+/// A forward action to these target groups with these weights.
+fn forward(groups: &[(&str, i32)]) -> Action {
+    let mut f = ForwardActionConfig::builder();
+    for (arn, w) in groups {
+        f = f.target_groups(
+            TargetGroupTuple::builder()
+                .target_group_arn(*arn)
+                .weight(*w)
+                .build(),
+        );
+    }
+    Action::builder()
+        .r#type(ActionTypeEnum::Forward)
+        .forward_config(f.build())
+        .build()
 }
 
 fn forward_weights(actions: &[Action]) -> Vec<(String, i32)> {
@@ -71,34 +93,15 @@ async fn every_stage_weight_reads_back_from_describe_listeners() {
         assert!((share - p).abs() < 1e-9, "{p} % gives {share} %");
     }
     // The listener's own settings are untouched.
-    let l = s
-        .client
-        .describe_listeners()
-        .listener_arns(&s.listener)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(l.listeners()[0].port(), Some(80));
-    assert_eq!(l.listeners()[0].protocol(), Some(&ProtocolEnum::Http));
+    let l = listener(&s).await;
+    assert_eq!(l.port(), Some(80));
+    assert_eq!(l.protocol(), Some(&ProtocolEnum::Http));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_gets_the_weights_and_the_default_action_is_left_alone() {
     let Some(m) = moto() else { return };
     let s = setup(&m.url).await;
-    let forward = Action::builder()
-        .r#type(ActionTypeEnum::Forward)
-        .forward_config(
-            ForwardActionConfig::builder()
-                .target_groups(
-                    TargetGroupTuple::builder()
-                        .target_group_arn(&s.stable)
-                        .weight(1)
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
     let rule = s
         .client
         .create_rule()
@@ -110,21 +113,12 @@ async fn a_rule_gets_the_weights_and_the_default_action_is_left_alone() {
                 .values("/api/*")
                 .build(),
         )
-        .actions(forward)
+        .actions(forward(&[(&s.stable, 1)]))
         .send()
         .await
         .expect("CreateRule");
     let rule = rule.rules()[0].rule_arn().unwrap().to_string();
-    let before = s
-        .client
-        .describe_listeners()
-        .listener_arns(&s.listener)
-        .send()
-        .await
-        .unwrap()
-        .listeners()[0]
-        .default_actions()
-        .to_vec();
+    let before = listener(&s).await.default_actions().to_vec();
     let spec = AlbTraffic {
         rule: Some(rule.clone()),
         ..s.spec.clone()
@@ -143,16 +137,7 @@ async fn a_rule_gets_the_weights_and_the_default_action_is_left_alone() {
         expect(&s, weights_for(10.0).unwrap())
     );
     assert_eq!(rules.rules()[0].conditions().len(), 1, "conditions kept");
-    let after = s
-        .client
-        .describe_listeners()
-        .listener_arns(&s.listener)
-        .send()
-        .await
-        .unwrap()
-        .listeners()[0]
-        .default_actions()
-        .to_vec();
+    let after = listener(&s).await.default_actions().to_vec();
     assert_eq!(
         before, after,
         "the listener's default action is not touched"
@@ -183,21 +168,7 @@ async fn moto_takes_weights_aws_rejects_so_canary_refuses_them_itself() {
     let Some(m) = moto() else { return };
     let s = setup(&m.url).await;
     // The stand-in accepts a weight of 1000 (AWS allows 0–999) ...
-    let tuple = |arn: &str, w: i32| {
-        TargetGroupTuple::builder()
-            .target_group_arn(arn)
-            .weight(w)
-            .build()
-    };
-    let over = Action::builder()
-        .r#type(ActionTypeEnum::Forward)
-        .forward_config(
-            ForwardActionConfig::builder()
-                .target_groups(tuple(&s.stable, 1000))
-                .target_groups(tuple(&s.canary, 0))
-                .build(),
-        )
-        .build();
+    let over = forward(&[(&s.stable, 1000), (&s.canary, 0)]);
     let accepted = s
         .client
         .modify_listener()
@@ -263,21 +234,7 @@ async fn a_forward_action_sending_traffic_elsewhere_is_refused() {
         .target_group_arn()
         .unwrap()
         .to_string();
-    let tuple = |arn: &str, w: i32| {
-        TargetGroupTuple::builder()
-            .target_group_arn(arn)
-            .weight(w)
-            .build()
-    };
-    let mixed = Action::builder()
-        .r#type(ActionTypeEnum::Forward)
-        .forward_config(
-            ForwardActionConfig::builder()
-                .target_groups(tuple(&s.stable, 5))
-                .target_groups(tuple(&other, 5))
-                .build(),
-        )
-        .build();
+    let mixed = forward(&[(&s.stable, 5), (&other, 5)]);
     s.client
         .modify_listener()
         .listener_arn(&s.listener)

@@ -112,6 +112,30 @@ pub fn check(m: &MetricsSpec) -> Vec<(String, String, String)> {
         MetricsProvider::Prometheus => {
             if let Some(p) = &m.prometheus {
                 https(&mut out, "metrics.prometheus.address".into(), &p.address);
+                // A preset's own queries parse; only what the spec wrote
+                // is checked (and named).
+                let mut written: Vec<(String, &str)> = Vec::new();
+                if let Some(r) = &p.requests {
+                    written.push(("metrics.prometheus.requests".into(), r));
+                }
+                if let Some(e) = &p.errors {
+                    written.push(("metrics.prometheus.errors".into(), e));
+                }
+                if let Some(l) = &p.latency {
+                    written.push(("metrics.prometheus.latency".into(), l));
+                }
+                for (i, b) in m.business.iter().enumerate() {
+                    written.push((format!("metrics.business[{i}].numerator"), &b.numerator));
+                    written.push((format!("metrics.business[{i}].denominator"), &b.denominator));
+                }
+                for (i, t) in m.thresholds.iter().enumerate() {
+                    written.push((format!("metrics.thresholds[{i}].query"), &t.query));
+                }
+                for (path, template) in written {
+                    if let Err(e) = promql(template) {
+                        out.push((path, template.to_string(), e));
+                    }
+                }
             }
         }
         MetricsProvider::Scrape => {
@@ -133,6 +157,16 @@ pub fn check(m: &MetricsSpec) -> Vec<(String, String, String)> {
         }
     }
     out
+}
+
+/// Whether a query template parses as PromQL once its placeholders are
+/// filled in (`$version` with a label value, `$window` with a duration);
+/// the parser's complaint, as a rule, when not.
+fn promql(template: &str) -> Result<(), String> {
+    let q = query::render_for_check(template);
+    promql_parser::parser::parse(&q)
+        .map(|_| ())
+        .map_err(|e| format!("is not valid PromQL: {e}"))
 }
 
 /// A metrics source a spec names other than the traffic layer's own.

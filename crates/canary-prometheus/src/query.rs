@@ -307,6 +307,12 @@ impl PrometheusSource {
     }
 }
 
+/// A template filled in as a real look would fill it, for checking that it
+/// parses.
+pub(crate) fn render_for_check(template: &str) -> String {
+    render(template, "v1", 60_000)
+}
+
 fn render(template: &str, version: &str, window_ms: u64) -> String {
     template
         .replace("$version", &escape(version))

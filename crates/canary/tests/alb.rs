@@ -23,6 +23,21 @@ fn spec(listener: &str, stable: &str, canary: &str, endpoint: &str) -> String {
     )
 }
 
+/// `canary traffic set --spec FILE --weight W`, with dummy AWS credentials
+/// in the environment (the standard chain's first link).
+#[cfg(feature = "alb")]
+fn set(file: &std::path::Path, weight: &str) -> std::process::Output {
+    canary()
+        .args(["traffic", "set", "--spec"])
+        .arg(file)
+        .args(["--weight", weight])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap()
+}
+
 #[cfg(feature = "alb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_set_moves_an_alb_listener_and_reads_it_back() {
@@ -33,15 +48,7 @@ async fn traffic_set_moves_an_alb_listener_and_reads_it_back() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("alb.yaml");
     std::fs::write(&file, spec(&s.listener, &s.stable, &s.canary, &m.url)).unwrap();
-    let out = canary()
-        .args(["traffic", "set", "--spec"])
-        .arg(&file)
-        .args(["--weight", "10"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
+    let out = set(&file, "10");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
@@ -59,15 +66,7 @@ async fn traffic_set_moves_an_alb_listener_and_reads_it_back() {
     // A listener that does not exist: a clear error, non-zero exit.
     let gone = format!("{}0", s.listener.trim_end_matches(char::is_alphanumeric));
     std::fs::write(&file, spec(&gone, &s.stable, &s.canary, &m.url)).unwrap();
-    let out = canary()
-        .args(["traffic", "set", "--spec"])
-        .arg(&file)
-        .args(["--weight", "50"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
+    let out = set(&file, "50");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

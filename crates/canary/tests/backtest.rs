@@ -311,7 +311,7 @@ fn bad_backtests_are_clear_errors() {
 }
 
 #[test]
-fn a_query_prometheus_rejects_fails_the_backtest_naming_it() {
+fn a_promql_syntax_error_fails_the_backtest_before_it_reads_anything() {
     let Some((prom, dir)) = prometheus_on_history("backtest-bad-query") else {
         return;
     };
@@ -329,7 +329,11 @@ fn a_query_prometheus_rejects_fails_the_backtest_naming_it() {
     let out = backtest(&spec, &HOUR);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("parse error"), "{err}");
+    assert!(
+        err.contains("metrics.prometheus.requests (line 11)"),
+        "{err}"
+    );
+    assert!(err.contains("not valid PromQL"), "{err}");
     assert!(err.contains("http_requests_total"), "{err}");
 }
 

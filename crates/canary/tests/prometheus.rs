@@ -261,23 +261,22 @@ fn a_query_prometheus_rejects_stops_the_rollout_naming_the_query() {
     let stable = backend("stable", &[]);
     let canary = backend("canary", &[]);
     let prom = Prometheus::start(&bin, &dir, free_port(), &[stable.addr(), canary.addr()]);
-    for (queries, says) in [
-        // A syntax error: Prometheus answers 400.
-        (
-            "    requests: 'sum(increase(http_requests_total{version=\"$version\"}[$window])'\n    \
-             errors: 'sum(increase(http_requests_total{version=\"$version\",code=~\"5..\"}[$window]))'\n",
-            "parse error",
-        ),
-        // One series per status code where one number is needed.
-        (
+    // (A syntax error never gets this far: `a_promql_syntax_error_is_refused_at_validate_time`.)
+    // One series per status code where one number is needed.
+    let (queries, says) = (
             "    requests: 'increase(http_requests_total{version=\"$version\"}[$window])'\n    \
              errors: 'sum(increase(http_requests_total{version=\"$version\",code=~\"5..\"}[$window]))'\n",
             "series",
-        ),
-    ] {
+        );
+    {
         let run = Run::start(
             &dir,
-            &spec(&stable, &canary, SHORT, &prometheus_metrics(&prom.url(), queries)),
+            &spec(
+                &stable,
+                &canary,
+                SHORT,
+                &prometheus_metrics(&prom.url(), queries),
+            ),
         );
         let (code, report, stderr) = run.finish();
         assert_ne!(code, Some(0), "{stderr}");
@@ -285,6 +284,38 @@ fn a_query_prometheus_rejects_stops_the_rollout_naming_the_query() {
         assert_eq!(report["final_weight"], 0.0, "{stderr}");
         assert!(stderr.contains(says), "{says}: {stderr}");
         assert!(stderr.contains("http_requests_total"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_promql_syntax_error_is_refused_at_validate_time() {
+    let dir = scratch("prom-syntax");
+    let file = dir.join("spec.yaml");
+    let metrics = "metrics:\n  provider: prometheus\n  prometheus:\n    address: http://127.0.0.1:9\n    \
+         requests: 'sum(increase(http_requests_total{version=\"$version\"}[$window])'\n    \
+         errors: 'sum(increase(http_requests_total{version=\"$version\",code=~\"5..\"}[$window]))'\n  \
+         thresholds:\n    - {name: memory, query: 'max(process_resident_memory_bytes{version=\"$version\"} >', max: 1e9}\n";
+    std::fs::write(
+        &file,
+        format!("name: t\nstages:\n  - {{weight: 100, duration: 1m}}\n{metrics}"),
+    )
+    .unwrap();
+    for args in [&["validate"][..], &["run", "--spec"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+            .args(args)
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        for says in [
+            "metrics.prometheus.requests (line 8)",
+            "not valid PromQL",
+            "metrics.thresholds[0].query (line 11)",
+        ] {
+            assert!(stderr.contains(says), "{args:?}: {says}: {stderr}");
+        }
+        assert!(!stderr.contains("metrics.prometheus.errors"), "{stderr}");
     }
 }
 

@@ -3,8 +3,9 @@
 //! version's own `/metrics` endpoints, scraped by canary itself.
 //!
 //! Only the shape is checked here: URLs, required fields, the `$version`
-//! placeholder, label names. Whether a selector or a query parses is for
-//! the adapter (`canary-prometheus`), which `canary validate` also asks.
+//! placeholder, label names. Whether a selector or a PromQL query parses
+//! is for the adapter (`canary-prometheus`), which `canary validate`,
+//! `canary run` and `canary serve` also ask.
 
 use std::collections::BTreeMap;
 

@@ -261,6 +261,13 @@ fn is_haproxy_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
+/// A timeout, when written, must be longer than zero.
+fn check_timeout(path: &str, t: Option<HumanDuration>, found: &mut Findings) {
+    if let Some(t) = t.filter(|t| t.0.is_zero()) {
+        found.add(path.into(), t.to_string(), "must be longer than 0s".into());
+    }
+}
+
 /// Checks `traffic.nginx` for `provider: nginx`.
 pub(super) fn check_nginx(n: &NginxTraffic, found: &mut Findings) {
     if n.config.trim().is_empty() || n.config.chars().any(char::is_control) {
@@ -320,15 +327,7 @@ pub(super) fn check_nginx(n: &NginxTraffic, found: &mut Findings) {
             );
         }
     }
-    if let Some(t) = n.command_timeout {
-        if t.0.is_zero() {
-            found.add(
-                "traffic.nginx.command_timeout".into(),
-                t.to_string(),
-                "must be longer than 0s".into(),
-            );
-        }
-    }
+    check_timeout("traffic.nginx.command_timeout", n.command_timeout, found);
     if let Some(h) = &n.route_header {
         if !h.is_empty() && !is_header_name(h) {
             found.add(
@@ -390,15 +389,7 @@ pub(super) fn check_haproxy(h: &HaproxyTraffic, weights: &[(String, f64)], found
             }
         }
     }
-    if let Some(t) = h.timeout {
-        if t.0.is_zero() {
-            found.add(
-                "traffic.haproxy.timeout".into(),
-                t.to_string(),
-                "must be longer than 0s".into(),
-            );
-        }
-    }
+    check_timeout("traffic.haproxy.timeout", h.timeout, found);
     let (ns, nc) = (h.stable.len().max(1) as u32, h.canary.len().max(1) as u32);
     for (path, w) in weights {
         let w = *w;
@@ -511,15 +502,7 @@ pub(super) fn check_alb(a: &AlbTraffic, weights: &[(String, f64)], found: &mut F
             );
         }
     }
-    if let Some(t) = a.timeout {
-        if t.0.is_zero() {
-            found.add(
-                "traffic.alb.timeout".into(),
-                t.to_string(),
-                "must be longer than 0s".into(),
-            );
-        }
-    }
+    check_timeout("traffic.alb.timeout", a.timeout, found);
     for (path, w) in weights {
         let w = *w;
         let split = integer_split(w, 1, 1, Some(ALB_MAX_WEIGHT));
