@@ -21,7 +21,8 @@ pub use crate::document::{parse_document, SpecError, SpecErrors};
 use crate::duration::HumanDuration;
 pub use metrics::{
     is_label_name, BusinessMetric, Direction, MetricsProvider, MetricsSpec, OnMetricsUnavailable,
-    Preset, PrometheusSpec, ScrapeSpec, ThresholdMetric, VersionValues, RESERVED_METRIC_NAMES,
+    Preset, PrometheusSpec, ScrapeSpec, ThresholdMetric, TlsSpec, VersionValues,
+    RESERVED_METRIC_NAMES,
 };
 pub use policy::{default_error_delta, Analysis, Guardrails, Margins, Policy, Rollback, Stage};
 pub use traffic::{

@@ -15,6 +15,7 @@ pub mod query;
 pub mod scrape;
 pub mod selector;
 pub mod text;
+pub mod tls;
 
 use std::io::Read;
 use std::time::Duration;
@@ -29,15 +30,6 @@ pub use scrape::ScrapeSource;
 /// The longest body read from an endpoint or a server (64 MiB).
 const MAX_BODY: u64 = 64 << 20;
 
-/// A blocking HTTP agent with `timeout` for the whole call.
-pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
 /// What a GET brought back.
 pub(crate) enum Fetched {
     /// A 2xx and its body.
@@ -46,6 +38,9 @@ pub(crate) enum Fetched {
     Status(u16, String),
     /// No answer (refused, timed out, unreadable), in words.
     Failed(String),
+    /// The TLS handshake failed (a certificate not trusted or not for this
+    /// host, no client certificate): a setting to fix, not an outage.
+    Tls(String),
 }
 
 pub(crate) fn fetch(agent: &ureq::Agent, url: &str, headers: &[(String, String)]) -> Fetched {
@@ -68,7 +63,29 @@ pub(crate) fn fetch(agent: &ureq::Agent, url: &str, headers: &[(String, String)]
                 Ok(_) => Fetched::Status(status, body),
             }
         }
-        Err(e) => Fetched::Failed(e.to_string()),
+        Err(e) => match tls_failure(&e) {
+            Some(why) => Fetched::Tls(format!(
+                "TLS: {why} (does `tls` trust the server's certificate authority, \
+                 and show a client certificate if the server asks for one?)"
+            )),
+            None => Fetched::Failed(e.to_string()),
+        },
+    }
+}
+
+/// The TLS failure behind `e`, if that is what it is. rustls reports a
+/// handshake that fails (an untrusted certificate, an alert from the
+/// server) as an I/O error carrying its own error, and ureq passes it on
+/// as such.
+fn tls_failure(e: &ureq::Error) -> Option<String> {
+    match e {
+        ureq::Error::Rustls(r) => Some(r.to_string()),
+        ureq::Error::Tls(t) => Some((*t).to_string()),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
     }
 }
 
@@ -87,21 +104,10 @@ pub(crate) fn clip(s: &str) -> String {
 }
 
 /// What this crate finds wrong with a metrics section beyond its shape
-/// (which `canary-core` checks): a selector that does not parse, an
-/// `https://` address (not built in). Each as `(path, value, rule)`.
+/// (which `canary-core` checks): a selector or a query that does not
+/// parse. Each as `(path, value, rule)`.
 pub fn check(m: &MetricsSpec) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    let https = |out: &mut Vec<(String, String, String)>, path: String, url: &str| {
-        if url.starts_with("https://") {
-            out.push((
-                path,
-                url.to_string(),
-                "https:// is not supported by this build yet: put Prometheus behind http:// on \
-                 a trusted network, or a local TLS-terminating proxy"
-                    .into(),
-            ));
-        }
-    };
     if let (MetricsProvider::Scrape, Some(s)) = (m.provider, &m.scrape) {
         if let Err((path, e)) = scrape::check_extras(s, &m.business, &m.thresholds) {
             out.push((path, String::new(), e));
@@ -111,7 +117,6 @@ pub fn check(m: &MetricsSpec) -> Vec<(String, String, String)> {
         MetricsProvider::Proxy => {}
         MetricsProvider::Prometheus => {
             if let Some(p) = &m.prometheus {
-                https(&mut out, "metrics.prometheus.address".into(), &p.address);
                 // A preset's own queries parse; only what the spec wrote
                 // is checked (and named).
                 let mut written: Vec<(String, &str)> = Vec::new();
@@ -140,11 +145,6 @@ pub fn check(m: &MetricsSpec) -> Vec<(String, String, String)> {
         }
         MetricsProvider::Scrape => {
             if let Some(s) = &m.scrape {
-                for (f, urls) in [("stable", &s.stable), ("canary", &s.canary)] {
-                    for (i, u) in urls.iter().enumerate() {
-                        https(&mut out, format!("metrics.scrape.{f}[{i}]"), u);
-                    }
-                }
                 if let Err((path, e)) = scrape::selectors(s) {
                     let value = match path.rsplit('.').next() {
                         Some("requests") => s.requests.clone(),
@@ -193,7 +193,9 @@ impl Source {
         }
         Ok(match (m.provider, &m.prometheus, &m.scrape) {
             (MetricsProvider::Prometheus, Some(p), _) => Some(Source::Prometheus(Box::new(
-                PrometheusSource::new(p, clock, interval).with_metrics(&m.business, &m.thresholds),
+                PrometheusSource::new(p, clock, interval)
+                    .map_err(|(p, e)| format!("{p}: {e}"))?
+                    .with_metrics(&m.business, &m.thresholds),
             ))),
             (MetricsProvider::Scrape, _, Some(s)) => Some(Source::Scrape(Box::new(
                 ScrapeSource::new(s)

@@ -80,7 +80,7 @@ pub fn queries(spec: &PrometheusSpec) -> Queries {
 /// Reads windows from a Prometheus server.
 pub struct PrometheusSource {
     base: String,
-    timeout: Duration,
+    agent: ureq::Agent,
     headers: Vec<(String, String)>,
     bearer_token_file: Option<String>,
     queries: Queries,
@@ -105,10 +105,22 @@ enum Shape {
 impl PrometheusSource {
     /// A source for `spec`, evaluating at `clock`'s times; the first read
     /// covers `first_window` back from its time.
-    pub fn new(spec: &PrometheusSpec, clock: UnixClock, first_window: Duration) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// A `tls` file that cannot be read or holds nothing usable, as
+    /// `(field, message)`.
+    pub fn new(
+        spec: &PrometheusSpec,
+        clock: UnixClock,
+        first_window: Duration,
+    ) -> Result<Self, (String, String)> {
+        Ok(Self {
             base: spec.address.trim_end_matches('/').to_string(),
-            timeout: spec.timeout.map_or(Duration::from_secs(5), |t| t.0),
+            agent: crate::tls::agent(
+                spec.timeout.map_or(Duration::from_secs(5), |t| t.0),
+                spec.tls.as_ref(),
+                "metrics.prometheus.tls",
+            )?,
             headers: spec
                 .headers
                 .iter()
@@ -125,7 +137,7 @@ impl PrometheusSource {
             first_window: first_window.as_secs_f64().max(1.0),
             business: Vec::new(),
             thresholds: Vec::new(),
-        }
+        })
     }
 
     /// The same source, also reading `business` (numerator and denominator
@@ -173,7 +185,7 @@ impl PrometheusSource {
         let headers = self.request_headers()?;
         let url = format!("{}/api/v1/status/buildinfo", self.base);
         let say = |m: String| format!("Prometheus at {}: {m}", self.base);
-        match crate::fetch(&crate::agent(self.timeout), &url, &headers) {
+        match crate::fetch(&self.agent, &url, &headers) {
             crate::Fetched::Ok(body) => {
                 let v: Value = serde_json::from_str(&body).map_err(|e| {
                     say(format!(
@@ -187,7 +199,7 @@ impl PrometheusSource {
                     .to_string())
             }
             crate::Fetched::Status(code, body) => Err(say(format!("HTTP {code}: {}", clip(&body)))),
-            crate::Fetched::Failed(e) => Err(say(e)),
+            crate::Fetched::Failed(e) | crate::Fetched::Tls(e) => Err(say(e)),
         }
     }
 
@@ -203,13 +215,12 @@ impl PrometheusSource {
         let window_ms = ((to - from) * 1000.0).round().max(1000.0) as u64;
         let headers = self.request_headers().map_err(SourceError::transient)?;
         let base = self.base.clone();
-        let timeout = self.timeout;
+        let agent = self.agent.clone();
         let q = self.queries.clone();
         let versions = self.versions.clone();
         let business = self.business.clone();
         let thresholds = self.thresholds.clone();
         tokio::task::spawn_blocking(move || {
-            let agent = crate::agent(timeout);
             let run = |template: &str, version: &str, shape: Shape| {
                 let query = template
                     .replace("$version", &escape(version))
@@ -356,6 +367,7 @@ fn instant(
             );
         }
         Fetched::Failed(e) => return Err(SourceError::transient(what(e))),
+        Fetched::Tls(e) => return Err(SourceError::permanent(what(e))),
     };
     let v: Value = serde_json::from_str(&body)
         .map_err(|e| SourceError::transient(what(format!("not JSON ({e}): {}", clip(&body)))))?;
@@ -458,6 +470,7 @@ mod tests {
             timeout: None,
             headers: BTreeMap::new(),
             bearer_token_file: None,
+            tls: None,
             preset: Some(Preset::Http),
             labels: BTreeMap::from([("app".to_string(), "shop".to_string())]),
             version_label: None,

@@ -148,7 +148,7 @@ pub struct ScrapeSource {
     business: Vec<BusinessSelectors>,
     thresholds: Vec<(String, Selector)>,
     spec: ScrapeSpec,
-    timeout: Duration,
+    agent: ureq::Agent,
     /// Each series' value at the previous read, by endpoint and series.
     last: HashMap<String, f64>,
     /// Endpoints read at least once.
@@ -159,7 +159,8 @@ impl ScrapeSource {
     /// A source for `spec`.
     ///
     /// # Errors
-    /// A selector that does not parse, as `(field, message)`.
+    /// A selector that does not parse, or a `tls` file that cannot be read
+    /// or holds nothing usable, as `(field, message)`.
     pub fn new(spec: &ScrapeSpec) -> Result<Self, (String, String)> {
         Ok(Self {
             endpoints: Pair {
@@ -170,7 +171,11 @@ impl ScrapeSource {
             business: Vec::new(),
             thresholds: Vec::new(),
             spec: spec.clone(),
-            timeout: spec.timeout.map_or(Duration::from_secs(2), |t| t.0),
+            agent: crate::tls::agent(
+                spec.timeout.map_or(Duration::from_secs(2), |t| t.0),
+                spec.tls.as_ref(),
+                "metrics.scrape.tls",
+            )?,
             last: HashMap::new(),
             seen: HashSet::new(),
         })
@@ -352,9 +357,8 @@ fn series_key(labels: &[(String, String)], skip: Option<&str>) -> String {
 impl MetricsSource for ScrapeSource {
     async fn read_window(&mut self) -> Result<Pair<VersionStats>, SourceError> {
         let urls = self.endpoints.clone();
-        let timeout = self.timeout;
+        let agent = self.agent.clone();
         let got = tokio::task::spawn_blocking(move || {
-            let agent = crate::agent(timeout);
             let get = |list: &Vec<String>| -> Result<Vec<(String, String)>, SourceError> {
                 list.iter()
                     .map(|u| match fetch(&agent, u, &[]) {
@@ -368,6 +372,7 @@ impl MetricsSource for ScrapeSource {
                             })
                         }
                         Fetched::Failed(e) => Err(SourceError::transient(format!("GET {u}: {e}"))),
+                        Fetched::Tls(e) => Err(SourceError::permanent(format!("GET {u}: {e}"))),
                     })
                     .collect()
             };
@@ -391,6 +396,7 @@ mod tests {
             stable: vec!["http://s/metrics".into()],
             canary: vec!["http://c/metrics".into()],
             timeout: None,
+            tls: None,
             preset: Some(Preset::Http),
             labels: BTreeMap::new(),
             requests: None,

@@ -309,7 +309,11 @@ impl Runner {
         )
         .await
         .map_err(|e| {
-            ApiError::new(422, "cannot start the rollout's traffic layer").with_details(vec![e])
+            ApiError::new(
+                422,
+                "cannot start the rollout's traffic layer or metrics source",
+            )
+            .with_details(vec![e])
         })?;
         let st = Stored {
             generation: 0,

@@ -135,8 +135,24 @@ pub fn nginx_spec(dir: &Path, bin: &Path, stable: SocketAddr, canary: SocketAddr
 /// (written at 0 % first: nginx needs it to start).
 pub fn start_nginx(bin: &Path, dir: &Path, spec: &NginxTraffic) -> Server {
     let port = free_port();
-    let d = dir.display();
     let u = &spec.upstream;
+    std::fs::write(&spec.config, Nginx::new(spec).render(0.0)).unwrap_or_else(|e| panic!("{e}"));
+    let servers = format!(
+        "include {};
+         server {{
+           listen 127.0.0.1:{port};
+           location / {{ proxy_pass http://${u}_route; }}
+         }}",
+        spec.config
+    );
+    start_nginx_with(bin, dir, &servers, port)
+}
+
+/// nginx with a master process and two workers, its files in `dir`, with
+/// `servers` (`server { ... }` blocks and what they need) in its `http`
+/// block, once it listens on `port`.
+pub fn start_nginx_with(bin: &Path, dir: &Path, servers: &str, port: u16) -> Server {
+    let d = dir.display();
     let conf = format!(
         "worker_processes 2; daemon off;
          pid {d}/nginx.pid; error_log {d}/error.log warn;
@@ -145,16 +161,10 @@ pub fn start_nginx(bin: &Path, dir: &Path, spec: &NginxTraffic) -> Server {
            access_log off;
            client_body_temp_path {d}/b; proxy_temp_path {d}/p;
            fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;
-           include {};
-           server {{
-             listen 127.0.0.1:{port};
-             location / {{ proxy_pass http://${u}_route; }}
-           }}
-         }}",
-        spec.config
+           {servers}
+         }}"
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(&spec.config, Nginx::new(spec).render(0.0)).unwrap_or_else(|e| panic!("{e}"));
     let child = Command::new(bin)
         .arg("-p")
         .arg(dir)

@@ -198,6 +198,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .map(|m| (m.business.clone(), m.thresholds.clone()))
         .unwrap_or_default();
     let source = PrometheusSource::new(&spec, clock, policy.analysis.interval)
+        .map_err(|(field, e)| anyhow!("{field}: {e}"))?
         .with_metrics(&business, &thresholds);
     let version = source.probe().map_err(|e| anyhow!("{e}"))?;
     eprintln!(

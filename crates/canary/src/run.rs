@@ -162,6 +162,14 @@ pub async fn rollout_through<F: Future<Output = ()>>(
     policy: Policy,
     then: impl FnOnce(&RolloutReport) -> F,
 ) -> Result<RolloutReport> {
+    // The metrics source first: a file it cannot read (a TLS certificate)
+    // stops the run before any request is taken.
+    let interval = policy.analysis.interval;
+    let source = match &policy.metrics {
+        Some(m) => canary_prometheus::Source::for_spec(m, unix_now(), interval)
+            .map_err(|e| anyhow!("{e}"))?,
+        None => None,
+    };
     let addr = proxy
         .local_addr()
         .ok_or_else(|| anyhow!("cannot read the proxy's address"))?;
@@ -174,12 +182,6 @@ pub async fn rollout_through<F: Future<Output = ()>>(
     let serving = tokio::spawn(proxy.serve(async move {
         let _ = stop_rx.await;
     }));
-    let interval = policy.analysis.interval;
-    let source = match &policy.metrics {
-        Some(m) => canary_prometheus::Source::for_spec(m, unix_now(), interval)
-            .map_err(|e| anyhow!("{e}"))?,
-        None => None,
-    };
     if let Some(s) = &source {
         eprintln!("metrics from {} (metrics.provider)", s.name());
     }

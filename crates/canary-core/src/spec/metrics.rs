@@ -189,6 +189,11 @@ pub struct PrometheusSpec {
     /// (read at each query, so a rotated token is picked up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<String>,
+    /// How to verify an `https://` server and, for mutual TLS, which client
+    /// certificate to show (default: Mozilla's root certificates, no
+    /// client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Queries for the common metric names (`http`); any query written
     /// below replaces the preset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,6 +254,9 @@ pub struct ScrapeSpec {
     /// How long one scrape may take (default 2s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
+    /// How to verify `https://` endpoints, as for Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Metric names for the common case (`http`); any selector written
     /// below replaces the preset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +275,28 @@ pub struct ScrapeSpec {
     /// `http_request_duration_seconds`; bounds in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<String>,
+}
+
+/// `tls` of `metrics.prometheus` or `metrics.scrape`: the same fields as a
+/// Prometheus `tls_config`. The files are read when a rollout starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// PEM file of the certificate authorities to trust, instead of
+    /// Mozilla's root certificates (for a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// PEM file of a client certificate (and its chain) to show, for a
+    /// server that asks for one (mutual TLS); needs `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Accept any server certificate (no verification at all): for a
+    /// test setup only; anyone on the path could forge the numbers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
 /// What happens when the metrics cannot be read for
@@ -309,6 +339,52 @@ fn check_base_url(url: &str) -> Result<(), &'static str> {
         return Err("the URL has spaces or control characters");
     }
     Ok(())
+}
+
+/// Checks a `tls` section; `urls` are the addresses it applies to.
+fn check_tls(found: &mut Findings, at: &str, tls: Option<&TlsSpec>, urls: &[&String]) {
+    let Some(t) = tls else { return };
+    let at = format!("{at}.tls");
+    if !urls.iter().any(|u| u.starts_with("https://")) {
+        found.add(
+            at.clone(),
+            "(a section)".into(),
+            "only applies to https:// addresses, and none is given".into(),
+        );
+    }
+    for (f, v) in [
+        ("ca_file", &t.ca_file),
+        ("cert_file", &t.cert_file),
+        ("key_file", &t.key_file),
+    ] {
+        if v.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            found.add(
+                format!("{at}.{f}"),
+                "\"\"".into(),
+                "must be a file path".into(),
+            );
+        }
+    }
+    match (&t.cert_file, &t.key_file) {
+        (Some(_), None) => found.add(
+            format!("{at}.key_file"),
+            "(missing)".into(),
+            "a client certificate (cert_file) needs its private key (key_file)".into(),
+        ),
+        (None, Some(_)) => found.add(
+            format!("{at}.cert_file"),
+            "(missing)".into(),
+            "a private key (key_file) needs its client certificate (cert_file)".into(),
+        ),
+        _ => {}
+    }
+    if t.insecure_skip_verify && t.ca_file.is_some() {
+        found.add(
+            format!("{at}.insecure_skip_verify"),
+            "true".into(),
+            "give either ca_file (verify against it) or insecure_skip_verify, not both".into(),
+        );
+    }
 }
 
 fn check_timeout(found: &mut Findings, path: &str, t: Option<&HumanDuration>) {
@@ -391,6 +467,7 @@ fn check_prometheus(p: &PrometheusSpec, found: &mut Findings) {
         );
     }
     check_timeout(found, &format!("{at}.timeout"), p.timeout.as_ref());
+    check_tls(found, at, p.tls.as_ref(), &[&p.address]);
     for (k, v) in &p.headers {
         if !is_header_name(k) {
             found.add(
@@ -530,6 +607,8 @@ fn check_scrape(s: &ScrapeSpec, found: &mut Findings) {
         }
     }
     check_timeout(found, &format!("{at}.timeout"), s.timeout.as_ref());
+    let urls: Vec<&String> = s.stable.iter().chain(&s.canary).collect();
+    check_tls(found, at, s.tls.as_ref(), &urls);
     check_labels(found, &format!("{at}.labels"), &s.labels);
     if s.preset.is_none() {
         require_queries(found, at, [&s.requests, &s.errors]);

@@ -480,6 +480,12 @@ fn metrics_sections_are_checked_with_their_paths_and_lines() {
         ("metrics:\n  provider: scrape\n  scrape: {stable: [], canary: ['http://b/metrics'], preset: http}\n", "metrics.scrape.stable", "at least one endpoint"),
         ("metrics:\n  provider: scrape\n  scrape: {stable: ['http://a/metrics'], canary: ['http://a/metrics'], preset: http}\n", "metrics.scrape.canary", "also a stable endpoint"),
         ("metrics:\n  provider: scrape\n  scrape: {stable: ['http://a/m'], canary: ['http://b/m'], preset: http, timeout: 0s}\n", "metrics.scrape.timeout", "must be positive"),
+        ("metrics:\n  provider: prometheus\n  prometheus: {address: 'http://x:9090', preset: http, tls: {ca_file: /ca.pem}}\n", "metrics.prometheus.tls", "only applies to https://"),
+        ("metrics:\n  provider: prometheus\n  prometheus: {address: 'https://x:9090', preset: http, tls: {cert_file: /c.pem}}\n", "metrics.prometheus.tls.key_file", "needs its private key"),
+        ("metrics:\n  provider: prometheus\n  prometheus: {address: 'https://x:9090', preset: http, tls: {key_file: /k.pem}}\n", "metrics.prometheus.tls.cert_file", "needs its client certificate"),
+        ("metrics:\n  provider: prometheus\n  prometheus: {address: 'https://x:9090', preset: http, tls: {ca_file: /ca.pem, insecure_skip_verify: true}}\n", "metrics.prometheus.tls.insecure_skip_verify", "not both"),
+        ("metrics:\n  provider: scrape\n  scrape: {stable: ['https://a/m'], canary: ['https://b/m'], preset: http, tls: {ca_file: ''}}\n", "metrics.scrape.tls.ca_file", "must be a file path"),
+        ("metrics:\n  provider: scrape\n  scrape: {stable: ['https://a/m'], canary: ['https://b/m'], preset: http, tls: {ca_file: /ca.pem, verify: false}}\n", "metrics.scrape.tls.verify", "unknown field `verify`"),
         ("analysis: {metrics_unavailable_after: 0}\n", "analysis.metrics_unavailable_after", "at least 1"),
         ("analysis: {on_metrics_unavailable: ignore}\n", "analysis.on_metrics_unavailable", ""),
     ];

@@ -66,20 +66,44 @@ impl Prometheus {
     /// Prometheus scraping `targets` every 500 ms, once it has scraped
     /// each of them.
     pub fn start(bin: &Path, dir: &Path, port: u16, targets: &[SocketAddr]) -> Self {
-        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let conf = format!(
-            "global: {{scrape_interval: 500ms, evaluation_interval: 10s}}\n\
-             scrape_configs:\n  - job_name: demo\n    static_configs: [{{targets: [{}]}}]\n",
-            list.join(", ")
-        );
-        let p = Self::with_config(bin, dir, port, &conf, &[]);
+        let p = Self::with_config(bin, dir, port, &scrape_config(targets), &[]);
         let n = targets.len();
         p.wait_until(dir, "scrape its targets", |addr| {
-            http_get(addr, "/api/v1/query?query=count(up%3D%3D1)").is_ok_and(|(code, body)| {
-                code == 200 && body.contains("\"value\":[") && body.contains(&format!("\"{n}\"]"))
-            })
+            http_get(addr, "/api/v1/query?query=count(up%3D%3D1)")
+                .is_ok_and(|(code, body)| code == 200 && scraped_all(&body, n))
         });
         p
+    }
+
+    /// As [`Prometheus::start`], but serving only `https://` with the
+    /// server certificate of `pki`, and only to clients that show a
+    /// certificate its CA signed (Prometheus's `--web.config.file`).
+    pub fn start_tls(bin: &Path, dir: &Path, port: u16, targets: &[SocketAddr], pki: &Pki) -> Self {
+        let web = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.ca.display()
+        );
+        std::fs::write(dir.join("web.yml"), web).unwrap();
+        let web_flag = format!("--web.config.file={}", dir.join("web.yml").display());
+        let agent =
+            canary_prometheus::tls::agent(Duration::from_secs(2), Some(&pki.client_tls()), "test")
+                .unwrap();
+        let n = targets.len();
+        let probe = |addr: SocketAddr| {
+            agent
+                .get(format!(
+                    "https://localhost:{}/api/v1/query?query=count(up%3D%3D1)",
+                    addr.port()
+                ))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .is_some_and(|body| scraped_all(&body, n))
+        };
+        Self::launch(bin, dir, port, &scrape_config(targets), &[&web_flag], probe)
     }
 
     /// Prometheus on the data already under `dir/data` (blocks built by
@@ -95,6 +119,19 @@ impl Prometheus {
     }
 
     fn with_config(bin: &Path, dir: &Path, port: u16, conf: &str, extra: &[&str]) -> Self {
+        Self::launch(bin, dir, port, conf, extra, |addr| {
+            http_get(addr, "/-/ready").is_ok_and(|(code, _)| code == 200)
+        })
+    }
+
+    fn launch(
+        bin: &Path,
+        dir: &Path,
+        port: u16,
+        conf: &str,
+        extra: &[&str],
+        ready: impl Fn(SocketAddr) -> bool,
+    ) -> Self {
         std::fs::write(dir.join("prometheus.yml"), conf).unwrap();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new(bin)
@@ -114,9 +151,7 @@ impl Prometheus {
             .expect("start prometheus");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let p = Self { child, addr };
-        p.wait_until(dir, "become ready", |addr| {
-            http_get(addr, "/-/ready").is_ok_and(|(code, _)| code == 200)
-        });
+        p.wait_until(dir, "become ready", ready);
         p
     }
 
@@ -147,6 +182,96 @@ impl Prometheus {
 impl Drop for Prometheus {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A configuration scraping `targets` every 500 ms.
+fn scrape_config(targets: &[SocketAddr]) -> String {
+    let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    format!(
+        "global: {{scrape_interval: 500ms, evaluation_interval: 10s}}\n\
+         scrape_configs:\n  - job_name: demo\n    static_configs: [{{targets: [{}]}}]\n",
+        list.join(", ")
+    )
+}
+
+/// Whether a `count(up==1)` answer counts `n` targets.
+fn scraped_all(body: &str, n: usize) -> bool {
+    body.contains("\"value\":[") && body.contains(&format!("\"{n}\"]"))
+}
+
+/// A private certificate authority and what it signed, as PEM files in a
+/// directory: a server certificate for `localhost` and `127.0.0.1`, and a
+/// client certificate; and a second CA that signed nothing here.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+            KeyUsagePurpose,
+        };
+        let ca_params = || {
+            let mut p = CertificateParams::new(Vec::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            p
+        };
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params().self_signed(&ca_key).unwrap();
+        let ca = write("ca.pem", ca_cert.pem());
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let mut p = CertificateParams::new(names).unwrap();
+            p.extended_key_usages = vec![usage];
+            p.use_authority_key_identifier_extension = true;
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (sc, sk) = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (cc, ck) = leaf(
+            vec!["canary-client".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let other_key = KeyPair::generate().unwrap();
+        let other = ca_params().self_signed(&other_key).unwrap();
+        Self {
+            ca,
+            server_cert: write("server.pem", sc),
+            server_key: write("server-key.pem", sk),
+            client_cert: write("client.pem", cc),
+            client_key: write("client-key.pem", ck),
+            other_ca: write("other-ca.pem", other.pem()),
+        }
+    }
+
+    /// Trust this CA and show the client certificate.
+    pub fn client_tls(&self) -> canary_core::spec::TlsSpec {
+        canary_core::spec::TlsSpec {
+            ca_file: Some(self.ca.display().to_string()),
+            cert_file: Some(self.client_cert.display().to_string()),
+            key_file: Some(self.client_key.display().to_string()),
+            insecure_skip_verify: false,
+        }
     }
 }
 
