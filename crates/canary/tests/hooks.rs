@@ -482,8 +482,8 @@ fn a_failing_rollout_hook_rolls_a_healthy_canary_back_with_its_reason() {
     });
     rx.wait("/e2e", "a few checks", |g| g.len() >= 3);
     rx.answer("/e2e", 500, "e2e: checkout flow broken");
-    let v = wait_for(&srv.base, "checked", "rolled back", |v| {
-        phase(v) == "rolled_back"
+    let v = wait_for(&srv.base, "checked", "rolled back to 0 %", |v| {
+        phase(v) == "rolled_back" && v["applied_weight"] == 0.0
     });
     let reason = v["reason"].as_str().unwrap();
     assert!(
@@ -517,8 +517,8 @@ fn a_rollback_hook_answering_200_rolls_back() {
     let (_, v) = get(&srv.base, "/api/v1/rollouts/switched");
     assert_eq!(phase(&v), "progressing", "a 404 asks for nothing: {v}");
     rx.answer("/kill", 200, "pull it");
-    let v = wait_for(&srv.base, "switched", "rolled back", |v| {
-        phase(v) == "rolled_back"
+    let v = wait_for(&srv.base, "switched", "rolled back to 0 %", |v| {
+        phase(v) == "rolled_back" && v["applied_weight"] == 0.0
     });
     let reason = v["reason"].as_str().unwrap();
     assert!(
@@ -606,7 +606,8 @@ fn hooks_that_cannot_answer_fail_safe_and_bad_types_name_the_field() {
     assert_eq!(s, 422, "{v}");
     let details = v["details"].to_string();
     assert!(
-        details.contains("webhooks[0].type") && details.contains("line 7"),
+        details.contains("webhooks[0].type (line 9)")
+            && details.contains("unknown variant `pre-deploy`"),
         "{details}"
     );
     let file = dir.0.join("bad.yaml");
