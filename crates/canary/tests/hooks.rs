@@ -409,8 +409,9 @@ fn a_confirm_promotion_gate_holds_before_100_percent_until_it_answers_200() {
         &spec(
             "gated",
             &format!(
-                "webhooks:\n{}",
-                hook("approval", "confirm-promotion", &rx.url("/gate"), "2s")
+                "webhooks:\n{}notifications:\n  - {{name: ops, url: '{}', events: [gate-waiting]}}\n",
+                hook("approval", "confirm-promotion", &rx.url("/gate"), "2s"),
+                rx.url("/notify"),
             ),
         ),
     );
@@ -449,6 +450,16 @@ fn a_confirm_promotion_gate_holds_before_100_percent_until_it_answers_200() {
     rx.answer("/gate", 200, "approved");
     let v = wait_for(&srv.base, "gated", "succeeded", |v| phase(v) == "succeeded");
     assert_eq!(v["applied_weight"], 100.0);
+    let told = rx.wait("/notify", "gate-waiting", |g| !g.is_empty());
+    assert_eq!(told[0].json()["event"], "gate-waiting");
+    assert!(
+        told[0].json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the confirm-promotion webhook(s)"),
+        "{:?}",
+        told[0].json()
+    );
     let log = events(&srv.base, "gated");
     let names: Vec<&str> = log.iter().map(|e| e["event"].as_str().unwrap()).collect();
     let wait_at = names.iter().position(|n| *n == "await_gate").unwrap();
@@ -744,4 +755,87 @@ fn notifications_survive_a_receiver_outage_across_a_kill_9_and_restart() {
     assert_eq!(post["type"], "post-rollout");
     assert_eq!(verified(&rx.got("/post")[0]), Ok(()));
     drop(srv);
+}
+
+/// The fenced block of docs/webhooks.md that contains `marker`.
+fn doc_block(lang: &str, marker: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/webhooks.md"
+    ))
+    .unwrap();
+    let fence = format!("```{lang}\n");
+    doc.split(&fence)
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("no {lang} block with {marker}"))
+        .to_string()
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_python_and_shell_checks_of_the_docs_accept_a_real_request_and_reject_forgeries() {
+    let dir = TempDir::new("doc-verify");
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let rx = Receiver::start();
+    let extra = format!(
+        "notifications:\n  - {{name: ops, url: '{}', events: [started], secret: {{env: HOOK_SECRET}}}}\n",
+        rx.url("/n")
+    );
+    let (s, v) = apply(&srv.base, &spec("doc", &extra));
+    assert_eq!(s, 201, "{v}");
+    let g = rx.wait("/n", "started", |g| !g.is_empty())[0].clone();
+    let ts = g.headers["x-canary-timestamp"].clone();
+    let sig = g.headers["x-canary-signature"].clone();
+    let mut changed = g.body.clone();
+    changed[3] ^= 0x01;
+    let body = dir.0.join("body.json");
+    if have("python3") {
+        let code = format!(
+            "{}\nimport sys\nh = {{'X-Canary-Timestamp': sys.argv[1], 'X-Canary-Signature': sys.argv[2]}}\nprint(verify(sys.argv[3].encode(), h, open(sys.argv[4], 'rb').read()))\n",
+            doc_block("python", "def verify")
+        );
+        let run = |bytes: &[u8], ts: &str| {
+            std::fs::write(&body, bytes).unwrap();
+            let o = Command::new("python3")
+                .args(["-c", &code, ts, &sig, SECRET])
+                .arg(&body)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+                + &String::from_utf8_lossy(&o.stderr)
+        };
+        assert_eq!(run(&g.body, &ts), "True");
+        assert_eq!(run(&changed, &ts), "False");
+        assert_eq!(run(&g.body, "1000"), "False", "a replay long after");
+    } else {
+        eprintln!("skipped the Python check: no python3");
+    }
+    if have("openssl") {
+        let script = doc_block("sh", "openssl dgst");
+        let run = |bytes: &[u8], ts: &str| {
+            std::fs::write(&body, bytes).unwrap();
+            let o = Command::new("bash")
+                .args(["-c", &script])
+                .current_dir(&dir.0)
+                .env("TS", ts)
+                .env("SIG", &sig)
+                .env("SECRET", SECRET)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        assert_eq!(run(&g.body, &ts), "valid");
+        assert_eq!(run(&changed, &ts), "REJECT");
+        assert_eq!(run(&g.body, "1000"), "REJECT", "a replay long after");
+    } else {
+        eprintln!("skipped the shell check: no openssl");
+    }
 }
