@@ -638,6 +638,22 @@ fn hooks_that_cannot_answer_fail_safe_and_bad_types_name_the_field() {
         text.contains("webhooks[0].type") && text.contains("pre-deploy"),
         "{text}"
     );
+    // `canary run` calls no webhooks: it refuses such a spec rather than
+    // wait at a gate nobody opens.
+    let hooked = dir.0.join("hooked.yaml");
+    std::fs::write(
+        &hooked,
+        "name: r\nstages: [{weight: 100, duration: 1s}]\ntraffic: {listen: '127.0.0.1:0', stable: 'http://127.0.0.1:9', canary: 'http://127.0.0.1:9'}\nwebhooks: [{name: g, type: confirm-promotion, url: 'http://127.0.0.1:9/g'}]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--spec"])
+        .arg(&hooked)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("called by `canary serve` only"), "{err}");
 }
 
 /// The notification events, in the order a healthy three-stage rollout
