@@ -855,3 +855,29 @@ fn the_python_and_shell_checks_of_the_docs_accept_a_real_request_and_reject_forg
         eprintln!("skipped the shell check: no openssl");
     }
 }
+
+#[test]
+fn a_pause_past_its_pause_timeout_is_aborted_and_says_why() {
+    let dir = TempDir::new("pause-timeout");
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let (s, v) = apply(
+        &srv.base,
+        "name: held\nstages:\n  - {weight: 10, duration: 300ms, pause: true}\n  - {weight: 100, duration: 300ms}\nanalysis: {interval: 100ms, min_requests: 50}\ntraffic: {provider: simulated, scenario: healthy, requests_per_second: 3000}\npause_timeout: {after: 1s, action: abort}\n",
+    );
+    assert_eq!(s, 201, "{v}");
+    let v = wait_for(&srv.base, "held", "the pause", |v| phase(v) == "paused");
+    assert!(
+        v["waiting_for"]
+            .as_str()
+            .is_some_and(|w| w.contains("manual promote")),
+        "{v}"
+    );
+    let v = wait_for(&srv.base, "held", "aborted at 0 %", |v| {
+        phase(v) == "aborted" && v["applied_weight"] == 0.0
+    });
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pause_timeout") && reason.contains("waited 1s"),
+        "{reason}"
+    );
+}
