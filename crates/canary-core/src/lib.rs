@@ -33,4 +33,4 @@ pub use spec::{
     JudgeKind, MetricsProvider, MetricsSpec, Mode, Policy, RolloutSpec, Stage, TrafficProvider,
     TrafficSpec,
 };
-pub use verdict::{MetricEvidence, Outcome, Verdict};
+pub use verdict::{Check, MetricEvidence, Outcome, Verdict};

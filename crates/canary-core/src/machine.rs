@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{OnInconclusive, OnMetricsUnavailable, Policy};
+use crate::spec::{OnInconclusive, OnMetricsUnavailable, Policy, WaitAction, WebhookType};
 use crate::verdict::{Outcome, Verdict};
 
 /// Why a rollout is paused.
@@ -54,6 +54,31 @@ pub enum PauseReason {
         /// What the source said last.
         note: String,
     },
+    /// The stage passed, and the next move (more traffic, or 100 %) waits
+    /// for every webhook of type `gate` (`confirm-traffic-increase`,
+    /// `confirm-promotion`) to answer 2xx. Analysis goes on meanwhile: a
+    /// failure still rolls back.
+    Webhook {
+        /// The gate's webhook type.
+        gate: WebhookType,
+    },
+}
+
+impl PauseReason {
+    /// What the rollout waits for, in words.
+    pub fn waiting_for(&self) -> String {
+        match self {
+            PauseReason::Manual { .. } => "a resume (`canary rollouts resume`)".into(),
+            PauseReason::Gate => {
+                "a manual promote past a `pause: true` stage (`canary rollouts resume`)".into()
+            }
+            PauseReason::Inconclusive { .. } | PauseReason::Guardrail { .. } => {
+                "a person: resume, promote or abort".into()
+            }
+            PauseReason::NoData { .. } => "the metrics to come back".into(),
+            PauseReason::Webhook { gate } => format!("the {gate} webhook(s) to answer 2xx"),
+        }
+    }
 }
 
 impl fmt::Display for PauseReason {
@@ -66,6 +91,12 @@ impl fmt::Display for PauseReason {
             }
             PauseReason::Guardrail { note } => write!(f, "held by a guardrail: {note}"),
             PauseReason::NoData { note } => write!(f, "held without metrics: {note}"),
+            PauseReason::Webhook { gate } => {
+                write!(
+                    f,
+                    "stage passed; waiting for the {gate} webhook(s) to answer 2xx"
+                )
+            }
         }
     }
 }
@@ -175,6 +206,17 @@ pub enum Event {
         /// What the source said.
         note: String,
     },
+    /// Every webhook of the gate the rollout waits at answered 2xx: go on.
+    GateOpened {
+        /// The gate's webhook type.
+        gate: WebhookType,
+    },
+    /// Roll back now (a `rollback` webhook, an external kill switch, asked
+    /// for it): as a failed verdict would, gradual steps included.
+    Rollback {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Event {
@@ -190,6 +232,8 @@ impl Event {
             Event::PromoteFull => "promote-full",
             Event::Abort { .. } => "abort",
             Event::MetricsUnavailable { .. } => "metrics-unavailable",
+            Event::GateOpened { .. } => "gate-opened",
+            Event::Rollback { .. } => "rollback",
         }
     }
 }
@@ -219,6 +263,8 @@ pub enum Action {
     RollbackStep,
     /// The rollout was aborted.
     Abort,
+    /// A stage passed and the next move waits at a webhook gate.
+    AwaitGate,
 }
 
 /// One entry of the audit trail.
@@ -269,6 +315,8 @@ pub struct RolloutState {
     pub weight: f64,
     /// When the current stage began (or resumed).
     pub stage_started_at: Duration,
+    /// When the current pause began (meaningful while paused).
+    pub paused_at: Duration,
 }
 
 impl Default for RolloutState {
@@ -284,6 +332,7 @@ impl RolloutState {
             phase: Phase::Pending,
             weight: 0.0,
             stage_started_at: Duration::ZERO,
+            paused_at: Duration::ZERO,
         }
     }
 }
@@ -397,6 +446,17 @@ impl Stepper<'_> {
                 stage,
                 reason: PauseReason::Guardrail { note },
             };
+        } else if let Some(gate) = self.gate_before_next(stage) {
+            let reason = format!(
+                "stage {stage} ({w} %) passed: {}; waiting for the {gate} webhook(s)",
+                verdict.reason
+            );
+            let weight = self.state.weight;
+            self.decide(Action::AwaitGate, weight, reason, Some(verdict));
+            self.state.phase = Phase::Paused {
+                stage,
+                reason: PauseReason::Webhook { gate },
+            };
         } else if self.policy.stages[stage].pause_after {
             let reason = format!(
                 "stage {stage} ({w} %) passed: {}; waiting for a manual promote",
@@ -412,6 +472,53 @@ impl Stepper<'_> {
             let reason = format!("stage {stage} ({w} %) passed: {}", verdict.reason);
             self.next_stage(stage, Action::Advance, reason, Some(verdict));
         }
+    }
+
+    /// The webhook gate the move after stage `stage` waits at, if the spec
+    /// has webhooks of its type: `confirm-promotion` before the canary gets
+    /// 100 %, `confirm-traffic-increase` before any other increase. A
+    /// `pause: true` stage waits for a person instead, whose promote is
+    /// the decision.
+    fn gate_before_next(&self, stage: usize) -> Option<WebhookType> {
+        if self.policy.stages[stage].pause_after {
+            return None;
+        }
+        let next = match self.policy.stages.get(stage + 1) {
+            Some(s) => s.weight,
+            None if self.state.weight < 100.0 => 100.0,
+            None => return None,
+        };
+        let gate = if next >= 100.0 {
+            WebhookType::ConfirmPromotion
+        } else {
+            WebhookType::ConfirmTrafficIncrease
+        };
+        self.policy.hooks.has(gate).then_some(gate)
+    }
+
+    /// While paused: aborts once the pause has lasted its limit
+    /// (`gate_timeout` at a webhook gate, `pause_timeout` for a pause that
+    /// waits for a person) when the limit's action is `abort`.
+    fn check_wait(&mut self, reason: &PauseReason) {
+        let (limit, field) = match reason {
+            PauseReason::Webhook { .. } => (Some(self.policy.hooks.gate_timeout), "gate_timeout"),
+            PauseReason::NoData { .. } => (None, ""),
+            PauseReason::Manual { .. }
+            | PauseReason::Gate
+            | PauseReason::Inconclusive { .. }
+            | PauseReason::Guardrail { .. } => (self.policy.hooks.pause_timeout, "pause_timeout"),
+        };
+        let Some(limit) = limit else { return };
+        if limit.action == WaitAction::KeepWaiting
+            || self.now.saturating_sub(self.state.paused_at) < limit.after
+        {
+            return;
+        }
+        self.abort(format!(
+            "waited {}s for {} ({field}): aborted",
+            limit.after.as_secs_f64(),
+            reason.waiting_for()
+        ));
     }
 
     /// Rolls back: at once, or to the first `rollback.steps` weight below
@@ -560,6 +667,20 @@ pub fn step(
             s.begin_stage(0, Action::Start, "rollout started".into(), None);
         }
         (Phase::Pending, Event::Abort { reason }) => s.abort(reason),
+        // Waiting to start (for the `confirm-rollout` webhooks): time
+        // passes, and `gate_timeout` applies.
+        (Phase::Pending, Event::Tick) => {
+            let limit = policy.hooks.gate_timeout;
+            if policy.hooks.has(WebhookType::ConfirmRollout)
+                && limit.action == WaitAction::Abort
+                && now >= limit.after
+            {
+                s.abort(format!(
+                    "waited {}s for the confirm-rollout webhook(s) to answer 2xx                      (gate_timeout): aborted",
+                    limit.after.as_secs_f64()
+                ));
+            }
+        }
         (Phase::Pending, e) => return Err(refuse(&e)),
 
         (&Phase::Progressing { stage }, Event::Verdict(v)) => match v.outcome {
@@ -634,7 +755,25 @@ pub fn step(
             s.state.phase = Phase::Progressing { stage };
             s.state.stage_started_at = now;
         }
-        (Phase::Paused { .. }, Event::Verdict(_) | Event::Tick) => {}
+        (Phase::Paused { reason, .. }, Event::Verdict(_) | Event::Tick) => s.check_wait(reason),
+        (
+            &Phase::Paused {
+                stage,
+                reason: PauseReason::Webhook { gate },
+            },
+            Event::GateOpened { gate: opened },
+        ) if gate == opened => s.next_stage(
+            stage,
+            Action::Advance,
+            format!("stage {stage} passed and the {gate} webhook(s) answered 2xx"),
+            None,
+        ),
+        (Phase::Progressing { .. } | Phase::Paused { .. }, Event::Rollback { reason }) => {
+            s.roll_back(reason, None)
+        }
+        (Phase::Progressing { .. } | Phase::Paused { .. }, e @ Event::GateOpened { .. }) => {
+            return Err(refuse(&e))
+        }
         (Phase::Paused { stage, reason }, Event::Resume) => match reason {
             PauseReason::Gate => s.next_stage(
                 *stage,
@@ -642,6 +781,9 @@ pub fn step(
                 "promoted past the gate".into(),
                 None,
             ),
+            // A webhook gate opens when its hooks answer 2xx; a person
+            // overrides it with `promote`.
+            PauseReason::Webhook { .. } => return Err(refuse(&Event::Resume)),
             PauseReason::Manual { .. }
             | PauseReason::Inconclusive { .. }
             | PauseReason::Guardrail { .. }
@@ -661,6 +803,10 @@ pub fn step(
             s.next_stage(stage, Action::Promote, "promoted by hand".into(), None)
         }
         (Phase::Paused { .. }, e @ (Event::Start | Event::Pause { .. })) => return Err(refuse(&e)),
+    }
+    if matches!(s.state.phase, Phase::Paused { .. }) && !matches!(state.phase, Phase::Paused { .. })
+    {
+        s.state.paused_at = now;
     }
     Ok(Transition {
         state: s.state,

@@ -7,6 +7,7 @@
 //! their line. Their types are re-exported here (`spec::Policy`,
 //! `spec::SpecErrors`, ...) as well as at the crate root.
 
+mod hooks;
 mod metrics;
 mod policy;
 mod traffic;
@@ -19,6 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::document::{deserialize_all, SourceDoc};
 pub use crate::document::{parse_document, SpecError, SpecErrors};
 use crate::duration::HumanDuration;
+pub use hooks::{
+    Hooks, Notification, NotificationEvent, NotificationFormat, NotificationSpec, SecretRef,
+    WaitAction, WaitLimit, WaitLimitSpec, Webhook, WebhookSpec, WebhookType, DEFAULT_GATE_TIMEOUT,
+    DEFAULT_NOTIFICATION_TIMEOUT, DEFAULT_RETRY_FOR, DEFAULT_WEBHOOK_TIMEOUT,
+};
 pub use metrics::{
     is_label_name, BusinessMetric, Direction, MetricsProvider, MetricsSpec, OnMetricsUnavailable,
     Preset, PrometheusSpec, ScrapeSpec, ThresholdMetric, TlsSpec, VersionValues,
@@ -57,6 +63,23 @@ pub struct RolloutSpec {
     /// default) or in steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackSpec>,
+    /// HTTP hooks called at points of the rollout (`canary serve`): checks,
+    /// gates, a kill switch, the outcome, every event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSpec>,
+    /// Where chosen events are sent (generic JSON or Slack), delivered at
+    /// least once (`canary serve`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationSpec>,
+    /// How long a pause that waits for a person (by hand, a `pause: true`
+    /// stage, a stage timeout, a guardrail) may last, and what then
+    /// (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_timeout: Option<WaitLimitSpec>,
+    /// How long the rollout may wait at a webhook gate, and what then
+    /// (default: 1h, then abort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_timeout: Option<WaitLimitSpec>,
 }
 
 /// `rollback`: how a failed canary's traffic goes back to stable.
@@ -554,6 +577,10 @@ impl RolloutSpec {
             metrics: None,
             mode: Mode::Enforce,
             rollback: None,
+            webhooks: Vec::new(),
+            notifications: Vec::new(),
+            pause_timeout: None,
+            gate_timeout: None,
         }
     }
 

@@ -26,6 +26,18 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The answer of one external check at one look (a `rollout` webhook):
+/// a check that did not pass fails the verdict, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// The check's name (the webhook's).
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What it answered, in words.
+    pub reason: String,
+}
+
 /// The evidence about one metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricEvidence {

@@ -16,8 +16,8 @@ use crate::judge::{for_policy, Judge};
 use crate::report::{RolloutReport, StageRecord};
 use canary_core::spec::{BusinessMetric, Direction};
 use canary_core::{
-    step, Command, Decision, Event, MetricEvidence, Observations, Outcome, Pair, Phase, Policy,
-    RolloutState, TransitionError, Verdict, VersionStats,
+    step, Check, Command, Decision, Event, MetricEvidence, Observations, Outcome, Pair, Phase,
+    Policy, RolloutState, TransitionError, Verdict, VersionStats,
 };
 
 /// One input of an engine: everything that changes it is one of these, so
@@ -46,6 +46,9 @@ pub enum Input {
         missing: Option<String>,
         /// When, since the rollout's origin.
         now: Duration,
+        /// External checks answered at this look (`rollout` webhooks).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<Check>,
     },
 }
 
@@ -99,6 +102,33 @@ fn business_obs(obs: &Observations, b: &BusinessMetric) -> Observations {
     }
 }
 
+/// Adds the checks' evidence to `verdict`; one that did not pass fails it,
+/// its reason first.
+fn apply_checks(verdict: &mut Verdict, checks: &[Check]) {
+    let mut failed = Vec::new();
+    for c in checks {
+        let outcome = if c.passed {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        };
+        let reason = format!("webhook `{}`: {}", c.name, c.reason);
+        if !c.passed {
+            failed.push(reason.clone());
+        }
+        verdict.metrics.push(MetricEvidence::new(
+            &format!("webhook:{}", c.name),
+            outcome,
+            reason,
+        ));
+    }
+    if !failed.is_empty() {
+        let own = (verdict.outcome == Outcome::Fail).then(|| verdict.reason.clone());
+        verdict.outcome = Outcome::Fail;
+        verdict.reason = failed.into_iter().chain(own).collect::<Vec<_>>().join("; ");
+    }
+}
+
 impl Engine {
     /// A pending rollout of `policy`, judged by the judge its
     /// `analysis.judge` names with its `analysis` settings.
@@ -139,15 +169,11 @@ impl Engine {
         match input {
             Input::Apply { event, now } => self.apply(event, now),
             Input::Observe {
-                window: Some(w),
-                now,
-                ..
-            } => self.observe(Some(w), now),
-            Input::Observe {
-                window: None,
+                window,
                 missing,
                 now,
-            } => self.observe_missing(missing.as_deref().unwrap_or("no numbers"), now),
+                checks,
+            } => self.observe_checked(window, missing.as_deref(), &checks, now),
         }
     }
 
@@ -257,8 +283,43 @@ impl Engine {
         window: Option<Pair<VersionStats>>,
         now: Duration,
     ) -> Result<Vec<Command>, TransitionError> {
+        self.observe_checked(window, None, &[], now)
+    }
+
+    /// [`Engine::observe`] with the answers of external checks at this
+    /// look: a check that did not pass fails the verdict with its reason
+    /// (and, without a window, fails a verdict of its own: a failing
+    /// end-to-end test is evidence without any numbers). `missing` says
+    /// why there is no window.
+    ///
+    /// # Errors
+    /// The state machine's refusal (the rollout has ended).
+    pub fn observe_checked(
+        &mut self,
+        window: Option<Pair<VersionStats>>,
+        missing: Option<&str>,
+        checks: &[Check],
+        now: Duration,
+    ) -> Result<Vec<Command>, TransitionError> {
+        let judged = matches!(
+            self.state.phase,
+            Phase::Progressing { .. } | Phase::Paused { .. }
+        );
         if window.is_none() {
-            return self.observe_missing("no numbers", now);
+            if judged && checks.iter().any(|c| !c.passed) {
+                let mut verdict = Verdict {
+                    outcome: Outcome::Inconclusive,
+                    judge: self.judge.kind().name().to_string(),
+                    metrics: Vec::new(),
+                    reason: format!("no numbers: {}", missing.unwrap_or("not read")),
+                    guardrail: None,
+                };
+                apply_checks(&mut verdict, checks);
+                self.last_verdict = Some(verdict.clone());
+                self.now = now;
+                return self.apply(Event::Verdict(verdict), now);
+            }
+            return self.observe_missing(missing.unwrap_or("no numbers"), now);
         }
         self.missing = 0;
         let stage = match (&self.state.phase, window) {
@@ -276,6 +337,7 @@ impl Engine {
         };
         let mut verdict = self.judge.judge(&self.policy.stages[stage], &self.obs);
         self.judge_extras(stage, &mut verdict);
+        apply_checks(&mut verdict, checks);
         verdict.guardrail = self
             .policy
             .analysis
@@ -433,7 +495,9 @@ impl Engine {
             Phase::Pending => (0, String::new()),
             Phase::Progressing { stage } => (*stage, String::new()),
             Phase::Paused { stage, reason } => match reason {
-                canary_core::PauseReason::Gate => (stage + 1, String::new()),
+                canary_core::PauseReason::Gate | canary_core::PauseReason::Webhook { .. } => {
+                    (stage + 1, String::new())
+                }
                 _ => (*stage, String::new()),
             },
             Phase::Succeeded => (total, String::new()),
@@ -573,6 +637,7 @@ mod tests {
                     window: w,
                     missing: None,
                     now: Duration::from_secs(t),
+                    checks: Vec::new(),
                 },
             );
             if e.state().phase.is_terminal() {
@@ -633,6 +698,7 @@ mod tests {
                 window: None,
                 missing: Some("GET http://prom: refused".into()),
                 now: Duration::from_secs(t),
+                checks: Vec::new(),
             })
             .unwrap();
             assert_eq!(e.state().phase, Phase::Progressing { stage: 0 });
@@ -641,6 +707,7 @@ mod tests {
             window: None,
             missing: Some("GET http://prom: refused".into()),
             now: Duration::from_secs(40),
+            checks: Vec::new(),
         })
         .unwrap();
         let Phase::Paused { stage: 0, reason } = &e.state().phase else {
@@ -816,5 +883,72 @@ mod tests {
             0.05,
             "the policy as written is kept"
         );
+    }
+
+    #[test]
+    fn a_failing_check_fails_the_verdict_with_its_reason_and_replays() {
+        let check = |passed: bool| Check {
+            name: "e2e".into(),
+            passed,
+            reason: if passed {
+                "HTTP 200".into()
+            } else {
+                "HTTP 500: flow broken".into()
+            },
+        };
+        let mut e = engine();
+        let mut inputs = vec![Input::Apply {
+            event: Event::Start,
+            now: Duration::ZERO,
+        }];
+        e.input(inputs[0].clone()).unwrap();
+        let ok = Input::Observe {
+            window: Some(window(900, 9, 100, 1)),
+            missing: None,
+            now: Duration::from_secs(10),
+            checks: vec![check(true)],
+        };
+        e.input(ok.clone()).unwrap();
+        inputs.push(ok);
+        assert_eq!(e.state().phase, Phase::Progressing { stage: 0 });
+        let v = e.last_verdict().unwrap();
+        assert!(v
+            .metrics
+            .iter()
+            .any(|m| m.name == "webhook:e2e" && m.outcome == Outcome::Pass));
+        // Without numbers, a failing check is still evidence: it fails.
+        let bad = Input::Observe {
+            window: None,
+            missing: Some("source down".into()),
+            now: Duration::from_secs(20),
+            checks: vec![check(false)],
+        };
+        e.input(bad.clone()).unwrap();
+        inputs.push(bad);
+        assert_eq!(e.state().phase.name(), "rolled_back");
+        let Phase::RolledBack { reason } = &e.state().phase else {
+            unreachable!()
+        };
+        assert!(
+            reason.starts_with("webhook `e2e`: HTTP 500: flow broken"),
+            "{reason}"
+        );
+        // The checks are in the journal's inputs: a replay rebuilds it.
+        let text: Vec<String> = inputs
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap())
+            .collect();
+        let back: Vec<Input> = text
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let r = Engine::replay(e.policy().clone(), &back).unwrap();
+        assert_eq!(r.state(), e.state());
+        // An old journal entry without `checks` still reads.
+        let old: Input = serde_json::from_str(
+            r#"{"input":"observe","window":null,"missing":"x","now":{"secs":1,"nanos":0}}"#,
+        )
+        .unwrap();
+        assert!(matches!(old, Input::Observe { checks, .. } if checks.is_empty()));
     }
 }

@@ -7,6 +7,9 @@
 //! - [`Server`]: the HTTP API over any number of rollouts, each driven by a
 //!   task of its own (`rollout`), recovered from the store at start.
 //! - [`Token`]: the bearer token of the mutating endpoints.
+//! - [`hooks`]: webhooks and notifications on the wire (the signature and
+//!   [`hooks::verify`] for receivers, one bounded call, the bodies); the
+//!   outbox's sender delivers what the store queued, at least once.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -14,8 +17,10 @@ mod api;
 mod auth;
 mod commit;
 mod driver;
+pub mod hooks;
 mod metrics;
 pub mod model;
+mod outbox;
 mod rollout;
 pub mod store;
 
@@ -49,6 +54,9 @@ pub struct Server {
     app: Arc<api::App>,
     listener: tokio::net::TcpListener,
     warnings: Vec<String>,
+    /// The outbox's sender (notifications, `event` and `post-rollout`
+    /// webhooks).
+    sender: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -72,6 +80,7 @@ impl Server {
             changes,
             counters: Mutex::new(Default::default()),
             seed: config.seed,
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
         });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -104,10 +113,12 @@ impl Server {
             }
         }
         app.ready.store(true, Ordering::SeqCst);
+        let sender = outbox::spawn(store, ctx.clock.clone(), ctx.outbox_wake.clone());
         Ok(Server {
             app,
             listener,
             warnings,
+            sender,
         })
     }
 
@@ -147,6 +158,7 @@ impl Server {
                 let _ = rx.await;
             }
         }
+        self.sender.abort();
         Ok(())
     }
 }

@@ -17,6 +17,10 @@ pub struct RolloutStatus {
     /// Why it is paused, rolled back or aborted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What it waits for, while it waits (a resume, a promote, a gate
+    /// webhook's 2xx, with the hooks' last answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// The current stage, 0-based, while one runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<usize>,

@@ -28,7 +28,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use canary_core::{Command, Event, Mode, Phase, Policy, TransitionError};
+use std::collections::BTreeMap;
+
+use canary_core::spec::{Webhook, WebhookType, DEFAULT_RETRY_FOR};
+use canary_core::{Check, Command, Event, Mode, Phase, Policy, TransitionError};
 use canary_engine::{Engine, Input, MetricsSource, TrafficActuator};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -36,8 +39,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::commit::Committer;
 use crate::driver::Driver;
+use crate::hooks::{call, hook_body, notification_body, notification_event, About, Answer, Told};
 use crate::model::{rfc3339, Counts, EventEntry, MetricsInfo, RolloutStatus, TrafficInfo};
-use crate::store::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Update};
+use crate::store::{
+    EventRecord, NewDelivery, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Update,
+};
 
 /// The wall clock, milliseconds since the Unix epoch (passed in).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -92,6 +98,8 @@ pub(crate) struct Ctx {
     pub changes: broadcast::Sender<Arc<Change>>,
     pub counters: Mutex<Counters>,
     pub seed: u64,
+    /// Wakes the outbox's sender when deliveries were queued.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Counters for `/metrics`, since the server started.
@@ -231,6 +239,19 @@ pub(crate) struct Runner {
     last_error: Option<String>,
     /// `created_at` and (origin, `started_at`), formatted once.
     stamps: (String, (u64, String)),
+    /// Each webhook's last answer (for the log, which gets the changes,
+    /// and the status).
+    answers: BTreeMap<String, Answer>,
+    /// The `pre-rollout` webhooks being called (retried until their
+    /// timeout): each hook, its last answer and the attempts.
+    pre: Option<tokio::task::JoinHandle<Vec<(Webhook, Answer, u32)>>>,
+    /// The `confirm-rollout` webhooks answered 2xx (this run).
+    confirmed: bool,
+    /// The wait at the `confirm-rollout` gate is logged (this run).
+    waiting_logged: bool,
+    /// Whether the store has the rollout as finished (the write that
+    /// finishes it queues the `post-rollout` webhooks).
+    stored_finished: bool,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -329,6 +350,7 @@ impl Runner {
             spec,
             state: serde_json::to_value(&st).unwrap_or(Value::Null),
             at_ms: now,
+            outbox: Vec::new(),
         };
         let first = NewEvent {
             at_ms: now,
@@ -342,20 +364,42 @@ impl Runner {
             ),
             detail: json!({}),
         };
+        let mut new = new;
+        new.outbox = outbox_for(
+            &policy,
+            &About {
+                rollout: &name,
+                phase: "pending",
+                stage: None,
+                weight: 0.0,
+                generation: 0,
+                verdict: None,
+                time: rfc3339(now),
+            },
+            std::slice::from_ref(&first),
+            None,
+            now,
+        );
+        let queued = !new.outbox.is_empty();
         let rec = blocking(move || store.create(new, first)).await?;
+        if queued {
+            ctx.outbox_wake.notify_one();
+        }
         let mut r = Runner::assemble(ctx, rec, policy, None, driver, origin, st);
         r.publish(Vec::new(), 0);
-        r.feed(
-            Input::Apply {
-                event: Event::Start,
-                now: Duration::ZERO,
-            },
-            actor,
-            None,
-            Vec::new(),
-            false,
-        )
-        .await?;
+        if !r.held_before_start() {
+            r.feed(
+                Input::Apply {
+                    event: Event::Start,
+                    now: Duration::ZERO,
+                },
+                actor,
+                None,
+                Vec::new(),
+                false,
+            )
+            .await?;
+        }
         Ok(r)
     }
 
@@ -394,9 +438,21 @@ impl Runner {
             source_failures: 0,
             last_error: None,
             stamps,
+            answers: BTreeMap::new(),
+            pre: None,
+            confirmed: false,
+            waiting_logged: false,
+            stored_finished: rec.finished,
         };
         r.refresh_status();
         r
+    }
+
+    /// Whether the rollout waits for webhooks before it starts
+    /// (`confirm-rollout`, `pre-rollout`): then its ticks start it.
+    fn held_before_start(&self) -> bool {
+        let h = &self.policy.hooks;
+        h.has(WebhookType::ConfirmRollout) || h.has(WebhookType::PreRollout)
     }
 
     /// Rebuilds a stored rollout after a restart: replays its journal,
@@ -420,7 +476,7 @@ impl Runner {
         let finished = rec.finished;
         let pending = engine.state().phase == Phase::Pending;
         let mut r = Runner::assemble(ctx, rec, policy, Some(engine), driver, origin, st);
-        if pending && !finished {
+        if pending && !finished && !r.held_before_start() {
             r.feed(
                 Input::Apply {
                     event: Event::Start,
@@ -433,6 +489,8 @@ impl Runner {
             )
             .await
             .map_err(|e| format!("rollout `{name}`: cannot start: {}", e.error))?;
+        } else if pending && !finished {
+            // Its ticks call the webhooks it waits for again.
         } else {
             if !finished {
                 let e = r.event(
@@ -555,6 +613,26 @@ impl Runner {
             }
             return;
         }
+        if self.engine.state().phase == Phase::Pending {
+            self.pending_tick().await;
+            return;
+        }
+        let mut logs = Vec::new();
+        let mut checks = Vec::new();
+        if matches!(
+            self.engine.state().phase,
+            Phase::Progressing { .. } | Phase::Paused { .. }
+        ) {
+            if let Some(reason) = self.poll_rollback(&mut logs).await {
+                let input = Input::Apply {
+                    event: Event::Rollback { reason },
+                    now: self.now(),
+                };
+                let _ = self.feed(input, "controller", None, logs, false).await;
+                return;
+            }
+            checks = self.run_checks(&mut logs).await;
+        }
         let (window, missing) = match self.driver.read_window().await {
             Ok(w) => (Some(w), None),
             Err(e) => {
@@ -572,9 +650,10 @@ impl Runner {
             window,
             missing,
             now: self.now(),
+            checks,
         };
         if self
-            .feed(input, "controller", None, Vec::new(), false)
+            .feed(input, "controller", None, logs, false)
             .await
             .is_ok()
         {
@@ -586,6 +665,287 @@ impl Runner {
                 }
             }
         }
+        if let Phase::Paused {
+            reason: canary_core::PauseReason::Webhook { gate },
+            ..
+        } = self.engine.state().phase
+        {
+            let mut logs = Vec::new();
+            let answers = self.call_hooks(gate).await;
+            let open = !answers.is_empty() && answers.iter().all(|(_, a)| a.ok());
+            for (h, a) in &answers {
+                self.note(h, a, &mut logs);
+            }
+            if open {
+                let input = Input::Apply {
+                    event: Event::GateOpened { gate },
+                    now: self.now(),
+                };
+                let _ = self.feed(input, "controller", None, logs, false).await;
+            } else if !logs.is_empty() {
+                let _ = self.persist(logs, Vec::new(), false).await;
+            }
+        }
+    }
+
+    /// A tick before the start: the `confirm-rollout` gate (time passes
+    /// meanwhile, and `gate_timeout` applies), then the `pre-rollout`
+    /// webhooks (retried until their timeout; their failure aborts the
+    /// rollout before any traffic moved), then the start.
+    async fn pending_tick(&mut self) {
+        let mut logs = Vec::new();
+        if self.policy.hooks.has(WebhookType::ConfirmRollout) && !self.confirmed {
+            let input = Input::Apply {
+                event: Event::Tick,
+                now: self.now(),
+            };
+            if self
+                .feed(input, "controller", None, Vec::new(), false)
+                .await
+                .is_err()
+                || self.engine.state().phase != Phase::Pending
+            {
+                return;
+            }
+            let answers = self.call_hooks(WebhookType::ConfirmRollout).await;
+            for (h, a) in &answers {
+                self.note(h, a, &mut logs);
+            }
+            if !answers.iter().all(|(_, a)| a.ok()) {
+                if !self.waiting_logged {
+                    self.waiting_logged = true;
+                    logs.push(
+                        self.event(
+                            "controller",
+                            "await_gate",
+                            "waiting for the confirm-rollout webhook(s) to answer 2xx before any \
+                         traffic moves"
+                                .into(),
+                            json!({"gate": WebhookType::ConfirmRollout.name()}),
+                        ),
+                    );
+                }
+                if !logs.is_empty() {
+                    let _ = self.persist(logs, Vec::new(), false).await;
+                }
+                return;
+            }
+            self.confirmed = true;
+        }
+        let event = if self.policy.hooks.has(WebhookType::PreRollout) {
+            match self.pre.take() {
+                None => {
+                    self.pre = Some(self.spawn_pre_rollout());
+                    self.refresh_status();
+                    if !logs.is_empty() {
+                        let _ = self.persist(logs, Vec::new(), false).await;
+                    }
+                    return;
+                }
+                Some(h) if !h.is_finished() => {
+                    self.pre = Some(h);
+                    return;
+                }
+                Some(h) => {
+                    let results = h.await.unwrap_or_default();
+                    let mut failed = Vec::new();
+                    for (hook, a, attempts) in &results {
+                        self.note(hook, a, &mut logs);
+                        if !a.ok() {
+                            failed.push(format!(
+                                "pre-rollout webhook `{}` did not answer 2xx within its {}s \
+                                 timeout ({attempts} attempts; last: {})",
+                                hook.name,
+                                hook.timeout.as_secs_f64(),
+                                a.describe()
+                            ));
+                        }
+                    }
+                    if results.is_empty() {
+                        failed.push("the pre-rollout webhooks could not be called".into());
+                    }
+                    if failed.is_empty() {
+                        Event::Start
+                    } else {
+                        Event::Abort {
+                            reason: format!("not started: {}", failed.join("; ")),
+                        }
+                    }
+                }
+            }
+        } else {
+            Event::Start
+        };
+        let input = Input::Apply {
+            event,
+            now: self.now(),
+        };
+        let _ = self.feed(input, "controller", None, logs, false).await;
+    }
+
+    /// Calls the `pre-rollout` webhooks, each retried (0.25 s, doubling, at
+    /// most 5 s apart) until it answers 2xx or its timeout has passed.
+    fn spawn_pre_rollout(&self) -> tokio::task::JoinHandle<Vec<(Webhook, Answer, u32)>> {
+        let about = self.about();
+        let calls: Vec<(Webhook, Vec<u8>)> = self
+            .policy
+            .hooks
+            .of(WebhookType::PreRollout)
+            .map(|h| (h.clone(), hook_body(h, &about, json!({}))))
+            .collect();
+        let clock = self.ctx.clock.clone();
+        tokio::spawn(async move {
+            let each = calls.into_iter().map(|(h, body)| {
+                let clock = clock.clone();
+                async move {
+                    let deadline = clock() + h.timeout.as_millis() as u64;
+                    let mut wait = Duration::from_millis(250);
+                    let mut attempts = 0;
+                    loop {
+                        let now = clock();
+                        let left = Duration::from_millis(deadline.saturating_sub(now).max(1));
+                        attempts += 1;
+                        let a = call(
+                            h.url.clone(),
+                            body.clone(),
+                            h.secret.clone(),
+                            Vec::new(),
+                            left.min(h.timeout),
+                            now / 1000,
+                        )
+                        .await;
+                        if a.ok() || clock() + wait.as_millis() as u64 >= deadline {
+                            return (h, a, attempts);
+                        }
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            });
+            futures_util::future::join_all(each).await
+        })
+    }
+
+    /// What the webhook bodies say about the rollout now.
+    fn about(&self) -> About<'_> {
+        let state = self.engine.state();
+        About {
+            rollout: &self.name,
+            phase: state.phase.name(),
+            stage: state.phase.stage(),
+            weight: self.st.desired_weight,
+            generation: self.st.generation,
+            verdict: self.engine.last_verdict(),
+            time: rfc3339((self.ctx.clock)()),
+        }
+    }
+
+    /// Calls every webhook of type `kind` at once; their answers.
+    fn call_hooks(
+        &self,
+        kind: WebhookType,
+    ) -> impl std::future::Future<Output = Vec<(Webhook, Answer)>> + Send + 'static {
+        let about = self.about();
+        let now_unix = (self.ctx.clock)() / 1000;
+        let calls: Vec<_> = self
+            .policy
+            .hooks
+            .of(kind)
+            .map(|h| {
+                let body = hook_body(h, &about, json!({}));
+                let h = h.clone();
+                async move {
+                    let a = call(
+                        h.url.clone(),
+                        body,
+                        h.secret.clone(),
+                        Vec::new(),
+                        h.timeout,
+                        now_unix,
+                    )
+                    .await;
+                    (h, a)
+                }
+            })
+            .collect();
+        futures_util::future::join_all(calls)
+    }
+
+    /// Keeps `hook`'s answer `a`; logs it into `logs` when it differs from
+    /// the one before (a failure, a change of status, a recovery) — a
+    /// hook answering the same every interval is logged once. A
+    /// `rollback` hook's non-2xx status is its ordinary "no", not logged.
+    fn note(&mut self, hook: &Webhook, a: &Answer, logs: &mut Vec<NewEvent>) {
+        let key = |a: &Answer| (a.ok(), a.status, a.error.is_some());
+        let before = self.answers.insert(hook.name.clone(), a.clone());
+        let changed = match &before {
+            Some(b) => key(b) != key(a),
+            None => !a.ok(),
+        };
+        let ordinary_no = hook.kind == WebhookType::Rollback && a.status.is_some() && !a.ok();
+        if !changed || ordinary_no {
+            return;
+        }
+        let verb = if a.ok() { "answered" } else { "failed" };
+        logs.push(self.event(
+            "controller",
+            "webhook",
+            format!(
+                "webhook `{}` ({}) {verb}: {}",
+                hook.name,
+                hook.kind,
+                a.describe()
+            ),
+            json!({
+                "hook": hook.name,
+                "type": hook.kind.name(),
+                "url": hook.url,
+                "ok": a.ok(),
+                "answer": a,
+            }),
+        ));
+    }
+
+    /// Polls the `rollback` webhooks: the first that answers 2xx asks for
+    /// a rollback (its reason). A hook that cannot be reached asks for
+    /// nothing (and is logged).
+    async fn poll_rollback(&mut self, logs: &mut Vec<NewEvent>) -> Option<String> {
+        if !self.policy.hooks.has(WebhookType::Rollback) {
+            return None;
+        }
+        let answers = self.call_hooks(WebhookType::Rollback).await;
+        let mut asked = None;
+        for (h, a) in &answers {
+            self.note(h, a, logs);
+            if a.ok() && asked.is_none() {
+                asked = Some(format!(
+                    "rollback asked for by webhook `{}`: {}",
+                    h.name,
+                    a.describe()
+                ));
+            }
+        }
+        asked
+    }
+
+    /// Calls the `rollout` webhooks: each answer is a check of this look
+    /// (anything but 2xx, unreachable and timed out included, fails).
+    async fn run_checks(&mut self, logs: &mut Vec<NewEvent>) -> Vec<Check> {
+        if !self.policy.hooks.has(WebhookType::Rollout) {
+            return Vec::new();
+        }
+        let answers = self.call_hooks(WebhookType::Rollout).await;
+        answers
+            .into_iter()
+            .map(|(h, a)| {
+                self.note(&h, &a, logs);
+                Check {
+                    name: h.name.clone(),
+                    passed: a.ok(),
+                    reason: a.describe(),
+                }
+            })
+            .collect()
     }
 
     /// Steps 1–4 of the module docs for one input.
@@ -660,19 +1020,41 @@ impl Runner {
         journal: Vec<String>,
         reset: bool,
     ) -> Result<(), ApiError> {
+        let at_ms = (self.ctx.clock)();
+        let finished = self.finished();
+        let finishing = (finished && !self.stored_finished).then(|| {
+            let reason = match &self.engine.state().phase {
+                Phase::RolledBack { reason } | Phase::Aborted { reason } => reason.clone(),
+                _ => "the canary has all the traffic".to_string(),
+            };
+            (self.engine.state().phase.name(), reason)
+        });
+        let outbox = outbox_for(
+            &self.policy,
+            &self.about(),
+            &events,
+            finishing.as_ref().map(|(p, r)| (*p, r.as_str())),
+            at_ms,
+        );
+        let queued = !outbox.is_empty();
         let update = Update {
             name: self.name.clone(),
             expected: self.revision,
             state: serde_json::to_value(&self.st).unwrap_or(Value::Null),
-            finished: self.finished(),
-            at_ms: (self.ctx.clock)(),
+            finished,
+            at_ms,
             events: events.clone(),
             journal,
             reset_journal: reset,
+            outbox,
         };
         let r = self.ctx.committer.update(update).await;
         match r {
             Ok(rec) => {
+                self.stored_finished = finished;
+                if queued {
+                    self.ctx.outbox_wake.notify_one();
+                }
                 self.revision = rec.revision;
                 self.updated_ms = rec.updated_at_ms;
                 if self
@@ -826,6 +1208,9 @@ impl Runner {
         self.origin.store(now_ms, Ordering::SeqCst);
         self.stamps.1 = (now_ms, rfc3339(now_ms));
         self.engine = Engine::new(self.policy.clone());
+        self.answers.clear();
+        self.confirmed = false;
+        self.waiting_logged = false;
         let mut why = format!(
             "started over from the first stage (generation {})",
             self.st.generation
@@ -920,6 +1305,45 @@ impl Runner {
         *self.entry.status.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
+    /// What the rollout waits for, in words, with the last answers of
+    /// the webhooks it waits for.
+    fn waiting_for(&self) -> Option<String> {
+        let h = &self.policy.hooks;
+        let (what, gate) = match &self.engine.state().phase {
+            Phase::Pending if self.pre.is_some() => (
+                "the pre-rollout webhook(s) to answer 2xx".to_string(),
+                Some(WebhookType::PreRollout),
+            ),
+            Phase::Pending if h.has(WebhookType::ConfirmRollout) => (
+                "the confirm-rollout webhook(s) to answer 2xx before any traffic moves".to_string(),
+                Some(WebhookType::ConfirmRollout),
+            ),
+            Phase::Paused { reason, .. } => (
+                reason.waiting_for(),
+                match reason {
+                    canary_core::PauseReason::Webhook { gate } => Some(*gate),
+                    _ => None,
+                },
+            ),
+            _ => return None,
+        };
+        let last: Vec<String> = gate
+            .map(|g| {
+                h.of(g)
+                    .filter_map(|w| {
+                        let a = self.answers.get(&w.name)?;
+                        Some(format!("`{}`: {}", w.name, a.describe()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(if last.is_empty() {
+            what
+        } else {
+            format!("{what} (last answer {})", last.join("; "))
+        })
+    }
+
     fn status(&self) -> RolloutStatus {
         let state = self.engine.state();
         let obs = self.engine.observations();
@@ -938,6 +1362,7 @@ impl Runner {
             mode: self.policy.mode.name().into(),
             phase: state.phase.name().into(),
             reason,
+            waiting_for: self.waiting_for(),
             stage,
             stages: self.policy.stages.len(),
             desired_weight: self.st.desired_weight,
@@ -998,12 +1423,79 @@ async fn replay(ctx: &Ctx, name: &str, policy: &Policy) -> Result<Engine, String
         .map_err(|e| format!("rollout `{name}`: its journal does not replay: {e}"))
 }
 
+/// The outbox deliveries of a write that logs `events`: each event to the
+/// `event` webhooks, each chosen one to the notifications, and, when the
+/// write finishes the rollout (`finishing`: its phase and reason), the
+/// outcome to the `post-rollout` webhooks.
+fn outbox_for(
+    policy: &Policy,
+    about: &About<'_>,
+    events: &[NewEvent],
+    finishing: Option<(&str, &str)>,
+    at_ms: u64,
+) -> Vec<NewDelivery> {
+    let h = &policy.hooks;
+    let mut out = Vec::new();
+    let webhook = |w: &Webhook, body: Vec<u8>| NewDelivery {
+        rollout: about.rollout.to_string(),
+        target: format!("webhook:{}", w.name),
+        url: w.url.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        meta: json!({"timeout_ms": w.timeout.as_millis() as u64, "secret": w.secret}),
+        deadline_ms: at_ms + DEFAULT_RETRY_FOR.as_millis() as u64,
+    };
+    for e in events {
+        for w in h.of(WebhookType::Event) {
+            let event = json!({
+                "event": e.event,
+                "actor": e.actor,
+                "reason": e.reason,
+                "detail": e.detail,
+                "time": rfc3339(e.at_ms),
+                "at_ms": e.at_ms,
+            });
+            out.push(webhook(w, hook_body(w, about, json!({ "event": event }))));
+        }
+        let Some(kind) = notification_event(&e.event) else {
+            continue;
+        };
+        for n in h.notifications.iter().filter(|n| n.events.contains(&kind)) {
+            let told = Told {
+                rollout: about.rollout,
+                event: kind,
+                log_event: &e.event,
+                actor: &e.actor,
+                reason: &e.reason,
+                detail: &e.detail,
+                time: rfc3339(e.at_ms),
+                at_ms: e.at_ms,
+            };
+            out.push(NewDelivery {
+                rollout: about.rollout.to_string(),
+                target: format!("notification:{}", n.name),
+                url: n.url.clone(),
+                body: notification_body(n.format, &told),
+                meta: json!({"timeout_ms": n.timeout.as_millis() as u64, "secret": n.secret}),
+                deadline_ms: at_ms + n.retry_for.as_millis() as u64,
+            });
+        }
+    }
+    if let Some((outcome, reason)) = finishing {
+        for w in h.of(WebhookType::PostRollout) {
+            let extra = json!({"outcome": outcome, "reason": reason});
+            out.push(webhook(w, hook_body(w, about, extra)));
+        }
+    }
+    out
+}
+
 fn placeholder(name: &str) -> RolloutStatus {
     RolloutStatus {
         name: name.into(),
         mode: "enforce".into(),
         phase: "pending".into(),
         reason: None,
+        waiting_for: None,
         stage: None,
         stages: 0,
         desired_weight: 0.0,

@@ -18,6 +18,12 @@
 //!   driver's inputs (each a JSON text, opaque to the store), appended in the same transaction as the
 //!   state, in order, so that replaying them rebuilds the driver exactly.
 //!   The journal is for the machine; the event log is for people.
+//! - **An outbox.** Deliveries to send (notifications, `event` and
+//!   `post-rollout` webhooks) are queued in the same transaction as the
+//!   events they are about, so none is lost or queued twice by a crash.
+//!   They are handed out in queue order per rollout and target, one at a
+//!   time, and leave the queue only once they are marked delivered or
+//!   given up.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -37,6 +43,60 @@ pub struct NewRollout {
     pub state: Value,
     /// When, milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// Deliveries to queue with it.
+    pub outbox: Vec<NewDelivery>,
+}
+
+/// A delivery to queue in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewDelivery {
+    /// The rollout it is about.
+    pub rollout: String,
+    /// Who receives it (a webhook's or a notification's name); deliveries
+    /// of one rollout to one target go out in queue order.
+    pub target: String,
+    /// Where it is POSTed.
+    pub url: String,
+    /// The body.
+    pub body: String,
+    /// How the sender sends it (opaque to the store).
+    pub meta: Value,
+    /// Until when, ms since the epoch, it is retried.
+    pub deadline_ms: u64,
+}
+
+/// A queued delivery.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// Its number in the outbox, increasing in queue order (stable across
+    /// retries: receivers can drop duplicates by it).
+    pub id: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was queued, ms since the epoch.
+    pub queued_ms: u64,
+    /// What it is.
+    #[serde(flatten)]
+    pub delivery: NewDelivery,
+}
+
+/// What became of an attempt at a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempted {
+    /// The receiver took it: it leaves the queue.
+    Delivered,
+    /// It failed: try again at `next_ms` (ms since the epoch).
+    Retry {
+        /// When.
+        next_ms: u64,
+        /// What went wrong.
+        error: String,
+    },
+    /// It failed past its deadline: it leaves the queue, kept as given up.
+    GaveUp {
+        /// What went wrong last.
+        error: String,
+    },
 }
 
 /// A stored rollout.
@@ -112,6 +172,8 @@ pub struct Write<'a> {
     pub journal: &'a [String],
     /// Empty the journal before appending (a rollout started over).
     pub reset_journal: bool,
+    /// Deliveries to queue in the outbox.
+    pub outbox: &'a [NewDelivery],
 }
 
 /// A [`Write`] that owns its parts, with the rollout and revision it is
@@ -134,6 +196,8 @@ pub struct Update {
     pub journal: Vec<String>,
     /// Empty the journal before appending.
     pub reset_journal: bool,
+    /// Deliveries to queue in the outbox.
+    pub outbox: Vec<NewDelivery>,
 }
 
 impl Update {
@@ -146,6 +210,7 @@ impl Update {
             events: &self.events,
             journal: &self.journal,
             reset_journal: self.reset_journal,
+            outbox: &self.outbox,
         }
     }
 }
@@ -238,6 +303,27 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Conflict`], [`StoreError::NotFound`].
     fn delete(&self, name: &str, expected: u64) -> Result<(), StoreError>;
+
+    /// The deliveries due at `now_ms`: of each rollout and target, the
+    /// oldest queued one, if its next attempt is due; at most `limit`, in
+    /// queue order. (A rollout's deleted record leaves its deliveries
+    /// queued.)
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records what became of an attempt at delivery `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn attempted(&self, id: u64, outcome: Attempted) -> Result<(), StoreError>;
+
+    /// How many deliveries are queued, and how many were given up.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn outbox_counts(&self) -> Result<(u64, u64), StoreError>;
 }
 
 #[cfg(test)]

@@ -535,7 +535,7 @@ fn mark_decisions<'a, DB: DrawingBackend + 'a>(
             ),
             Action::Rollback | Action::Abort => (RED, "rollback".to_string()),
             Action::RollbackStep => (RED, "step down".to_string()),
-            Action::Pause | Action::Resume => (
+            Action::Pause | Action::Resume | Action::AwaitGate => (
                 RGBColor(120, 120, 120),
                 format!("{:?}", d.action).to_lowercase(),
             ),

@@ -285,7 +285,7 @@ pub fn simulate(
     loop {
         match &engine.state().phase {
             Phase::Paused {
-                reason: PauseReason::Gate,
+                reason: PauseReason::Gate | PauseReason::Webhook { .. },
                 ..
             } if opts.auto_promote_gates => {
                 engine.apply(Event::Promote, now)?;

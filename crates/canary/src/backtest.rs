@@ -292,7 +292,7 @@ impl Replay<'_> {
         let ended_early = loop {
             match &engine.state().phase {
                 Phase::Paused {
-                    reason: PauseReason::Gate,
+                    reason: PauseReason::Gate | PauseReason::Webhook { .. },
                     ..
                 } if self.auto_promote_gates => {
                     engine.apply(Event::Promote, now)?;

@@ -291,6 +291,9 @@ fn status_lines(s: &Value) -> String {
     if let Some(r) = s.get("reason").and_then(Value::as_str) {
         line(&mut out, "Reason:", r.into());
     }
+    if let Some(w) = s.get("waiting_for").and_then(Value::as_str) {
+        line(&mut out, "Waiting for:", w.into());
+    }
     line(&mut out, "Mode:", text(s, "mode").into());
     line(&mut out, "Stage:", stage_of(s));
     line(

@@ -93,6 +93,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.spec.display()
         );
     }
+    if !policy.hooks.webhooks.is_empty() || !policy.hooks.notifications.is_empty() {
+        bail!(
+            "{}: webhooks and notifications are called by `canary serve` only (a gate would \
+             wait in vain under `canary run`): run this spec with `canary rollouts apply -f ...`",
+            args.spec.display()
+        );
+    }
     if traffic.provider != canary_core::TrafficProvider::Proxy {
         let rt = runtime(args.proxy.threads)?;
         let keep_serving = args.keep_serving;

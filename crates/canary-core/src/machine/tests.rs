@@ -1,5 +1,5 @@
 use super::*;
-use crate::spec::{OnInconclusive, RolloutSpec};
+use crate::spec::{OnInconclusive, RolloutSpec, WebhookType};
 use crate::verdict::Verdict;
 use proptest::prelude::*;
 
@@ -35,6 +35,7 @@ fn at(phase: Phase, weight: f64) -> RolloutState {
         phase,
         weight,
         stage_started_at: secs(0),
+        paused_at: secs(0),
     }
 }
 
@@ -50,6 +51,12 @@ fn all_events() -> Vec<Event> {
         Event::Promote,
         Event::PromoteFull,
         Event::Abort { reason: "r".into() },
+        Event::GateOpened {
+            gate: WebhookType::ConfirmPromotion,
+        },
+        Event::Rollback {
+            reason: "kill switch".into(),
+        },
     ]
 }
 
@@ -85,6 +92,15 @@ fn all_phases() -> Vec<(Phase, f64)> {
             },
             10.0,
         ),
+        (
+            Phase::Paused {
+                stage: 1,
+                reason: PauseReason::Webhook {
+                    gate: WebhookType::ConfirmPromotion,
+                },
+            },
+            50.0,
+        ),
         (Phase::Succeeded, 100.0),
         (Phase::RolledBack { reason: "r".into() }, 0.0),
         (Phase::Aborted { reason: "r".into() }, 0.0),
@@ -105,9 +121,26 @@ fn expected(phase: &Phase, event: &Event) -> Expect {
     match (phase, event) {
         (Phase::Pending, Event::Start) => Ok(("progressing", Some(0), 10.0)),
         (Phase::Pending, Event::Abort { .. }) => Ok(("aborted", None, 0.0)),
+        (Phase::Pending, Event::Tick) => same,
         (Phase::Pending, _) => Err(false),
         (_, Event::Verdict(v)) if v.outcome == Fail => Ok(("rolled_back", None, 0.0)),
         (_, Event::Abort { .. }) => Ok(("aborted", None, 0.0)),
+        (_, Event::Rollback { .. }) => Ok(("rolled_back", None, 0.0)),
+        (
+            Phase::Paused {
+                reason: PauseReason::Webhook { .. },
+                ..
+            },
+            Event::GateOpened { .. } | Event::Promote,
+        ) => Ok(("progressing", Some(2), 100.0)),
+        (
+            Phase::Paused {
+                reason: PauseReason::Webhook { .. },
+                ..
+            },
+            Event::Resume,
+        ) => Err(false),
+        (_, Event::GateOpened { .. }) => Err(false),
         (_, Event::PromoteFull) => Ok(("succeeded", None, 100.0)),
         (Phase::Progressing { .. }, Event::Verdict(v)) if v.outcome == Pass => {
             Ok(("progressing", Some(1), 50.0))
@@ -176,7 +209,7 @@ fn every_phase_event_pair() {
         }
     }
     assert_eq!(checked, all_phases().len() * all_events().len());
-    assert_eq!(checked, 9 * 10);
+    assert_eq!(checked, 10 * 12);
 }
 
 /// Seed "break it": advancing after the rollout completed.
@@ -604,4 +637,206 @@ fn a_gradual_rollback_steps_down_through_its_weights_each_in_the_log() {
     )
     .unwrap();
     assert_eq!((t.state.phase.name(), t.state.weight), ("rolled_back", 0.0));
+}
+
+fn gated(extra: &str) -> Policy {
+    Policy::from_text(&format!(
+        "name: g
+stages:
+  - {{weight: 10, duration: 1m}}
+  - {{weight: 50, duration: 1m}}
+  - {{weight: 100, duration: 1m}}
+webhooks:
+  - {{name: more, type: confirm-traffic-increase, url: 'http://127.0.0.1:1/a'}}
+  - {{name: full, type: confirm-promotion, url: 'http://127.0.0.1:1/b'}}
+{extra}"
+    ))
+    .unwrap()
+}
+
+fn pass() -> Event {
+    Event::Verdict(verdict(Outcome::Pass))
+}
+
+#[test]
+fn a_webhook_gate_holds_the_weight_while_analysis_goes_on_until_it_opens() {
+    let p = gated("");
+    let st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    let t = step(&p, &st, pass(), secs(60)).unwrap();
+    assert_eq!(
+        t.state.phase,
+        Phase::Paused {
+            stage: 0,
+            reason: PauseReason::Webhook {
+                gate: WebhookType::ConfirmTrafficIncrease
+            }
+        }
+    );
+    assert_eq!(t.state.weight, 10.0);
+    assert_eq!(t.state.paused_at, secs(60));
+    assert!(!t
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::SetWeight(_))));
+    assert!(t
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::RecordDecision(d) if d.action == Action::AwaitGate)));
+    let held = t.state;
+    // Time passes and passing verdicts change nothing; resume is not the
+    // gate's answer; a failure still rolls back.
+    for e in [pass(), Event::Tick] {
+        let t = step(&p, &held, e, secs(600)).unwrap();
+        assert_eq!(t.state, held);
+    }
+    assert!(step(&p, &held, Event::Resume, secs(61)).is_err());
+    assert!(step(
+        &p,
+        &held,
+        Event::GateOpened {
+            gate: WebhookType::ConfirmPromotion
+        },
+        secs(61)
+    )
+    .is_err());
+    let t = step(&p, &held, Event::Verdict(verdict(Outcome::Fail)), secs(62)).unwrap();
+    assert_eq!(t.state.phase.name(), "rolled_back");
+    assert_eq!(t.state.weight, 0.0);
+    // Its hooks' 2xx opens it: the next stage, then the gate before 100 %.
+    let t = step(
+        &p,
+        &held,
+        Event::GateOpened {
+            gate: WebhookType::ConfirmTrafficIncrease,
+        },
+        secs(70),
+    )
+    .unwrap();
+    assert_eq!(t.state.phase, Phase::Progressing { stage: 1 });
+    assert_eq!(t.state.weight, 50.0);
+    let t = step(&p, &t.state, pass(), secs(130)).unwrap();
+    assert_eq!(
+        t.state.phase,
+        Phase::Paused {
+            stage: 1,
+            reason: PauseReason::Webhook {
+                gate: WebhookType::ConfirmPromotion
+            }
+        }
+    );
+    assert_eq!(t.state.weight, 50.0);
+    let t = step(
+        &p,
+        &t.state,
+        Event::GateOpened {
+            gate: WebhookType::ConfirmPromotion,
+        },
+        secs(140),
+    )
+    .unwrap();
+    assert_eq!(t.state.phase, Phase::Progressing { stage: 2 });
+    assert_eq!(t.state.weight, 100.0);
+    // At 100 % there is no further gate: the last stage succeeds.
+    let t = step(&p, &t.state, pass(), secs(200)).unwrap();
+    assert_eq!(t.state.phase, Phase::Succeeded);
+}
+
+#[test]
+fn gate_and_pause_timeouts_abort_unless_told_to_keep_waiting() {
+    let p = gated("gate_timeout: {after: 5m}\npause_timeout: {after: 10m}\n");
+    let st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    let held = step(&p, &st, pass(), secs(60)).unwrap().state;
+    let t = step(&p, &held, Event::Tick, secs(60 + 299)).unwrap();
+    assert_eq!(t.state, held);
+    let t = step(&p, &held, pass(), secs(60 + 300)).unwrap();
+    assert_eq!(t.state.phase.name(), "aborted");
+    assert_eq!(t.state.weight, 0.0);
+    let Phase::Aborted { reason } = &t.state.phase else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("gate_timeout") && reason.contains("confirm-traffic-increase"),
+        "{reason}"
+    );
+    // A manual pause: its own limit, from when it began.
+    let paused = step(&p, &st, Event::Pause { note: "dba".into() }, secs(30))
+        .unwrap()
+        .state;
+    assert_eq!(paused.paused_at, secs(30));
+    assert_eq!(
+        step(&p, &paused, Event::Tick, secs(30 + 599))
+            .unwrap()
+            .state,
+        paused
+    );
+    let t = step(&p, &paused, Event::Tick, secs(30 + 600)).unwrap();
+    assert_eq!(t.state.phase.name(), "aborted");
+    // keep-waiting: no limit.
+    let p = gated("gate_timeout: {after: 5m, action: keep-waiting}\n");
+    let held = step(&p, &st, pass(), secs(60)).unwrap().state;
+    assert_eq!(
+        step(&p, &held, Event::Tick, secs(99_999)).unwrap().state,
+        held
+    );
+    // Without pause_timeout, a pause waits.
+    let p = gated("");
+    let paused = step(&p, &st, Event::Pause { note: "dba".into() }, secs(30))
+        .unwrap()
+        .state;
+    assert_eq!(
+        step(&p, &paused, Event::Tick, secs(99_999)).unwrap().state,
+        paused
+    );
+}
+
+#[test]
+fn a_pending_rollout_waits_for_confirm_rollout_until_its_gate_timeout() {
+    let p = Policy::from_text(
+        "name: g
+stages: [{weight: 100, duration: 1m}]
+webhooks: [{name: go, type: confirm-rollout, url: 'http://127.0.0.1:1/go'}]
+gate_timeout: {after: 10m}
+",
+    )
+    .unwrap();
+    let st = RolloutState::new();
+    assert_eq!(step(&p, &st, Event::Tick, secs(599)).unwrap().state, st);
+    let t = step(&p, &st, Event::Tick, secs(600)).unwrap();
+    assert_eq!(t.state.phase.name(), "aborted");
+    // Without a confirm-rollout webhook a tick before the start is nothing.
+    let st = RolloutState::new();
+    assert_eq!(
+        step(&policy(), &st, Event::Tick, secs(99_999))
+            .unwrap()
+            .state,
+        st
+    );
+}
+
+#[test]
+fn a_rollback_event_rolls_back_through_the_gradual_steps() {
+    let p = gradual();
+    let mut st = step(&p, &RolloutState::new(), Event::Start, secs(0))
+        .unwrap()
+        .state;
+    st = step(&p, &st, Event::Promote, secs(1)).unwrap().state;
+    let t = step(
+        &p,
+        &st,
+        Event::Rollback {
+            reason: "kill switch".into(),
+        },
+        secs(2),
+    )
+    .unwrap();
+    assert!(
+        matches!(&t.state.phase, Phase::RollingBack { reason, .. } if reason == "kill switch"),
+        "{:?}",
+        t.state.phase
+    );
+    assert!(t.state.weight < st.weight);
 }

@@ -188,6 +188,8 @@ pub struct Policy {
     pub mode: Mode,
     /// How a rollback moves the weight.
     pub rollback: Rollback,
+    /// Webhooks, notifications and the limits on waiting.
+    pub hooks: super::Hooks,
 }
 
 /// A validated rollback policy.
@@ -306,6 +308,13 @@ impl RolloutSpec {
             );
         }
         let rollback = check_rollback(self.rollback.as_ref(), &mut found);
+        let hooks = super::hooks::check_hooks(
+            &self.webhooks,
+            &self.notifications,
+            self.pause_timeout.as_ref(),
+            self.gate_timeout.as_ref(),
+            &mut found,
+        );
         if !found.errors.is_empty() {
             return Err(SpecErrors(found.errors));
         }
@@ -336,6 +345,7 @@ impl RolloutSpec {
             metrics: self.metrics.clone(),
             mode: self.mode,
             rollback,
+            hooks,
         })
     }
 }
@@ -807,7 +817,7 @@ fn check_proxy_traffic(t: &TrafficSpec, found: &mut Findings) {
 
 /// Whether `url` is `http://host[:port][/path]` with a host and a port in
 /// 1–65535.
-fn check_http_url(url: &str) -> Result<(), &'static str> {
+pub(super) fn check_http_url(url: &str) -> Result<(), &'static str> {
     let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {

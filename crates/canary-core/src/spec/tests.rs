@@ -585,3 +585,120 @@ fn business_and_threshold_metrics_are_checked_field_by_field() {
         "{errs:?}"
     );
 }
+
+const HOOKED: &str = "name: x
+stages:
+  - {weight: 10, duration: 1m}
+  - {weight: 100, duration: 1m}
+webhooks:
+  - name: smoke
+    type: pre-rollout
+    url: http://127.0.0.1:9000/smoke
+    timeout: 30s
+    secret: {env: HOOK_SECRET}
+    metadata: {team: payments, runs: 3}
+  - {name: approve, type: confirm-promotion, url: 'http://gate.internal/ok'}
+notifications:
+  - {name: ops, url: 'http://127.0.0.1:9000/n', format: slack, events: [promoted, rolled-back]}
+  - {name: all, url: 'http://127.0.0.1:9000/all'}
+pause_timeout: {after: 30m, action: keep-waiting}
+gate_timeout: {after: 2h}
+";
+
+#[test]
+fn webhooks_notifications_and_wait_limits_are_validated_into_the_policy() {
+    let p = Policy::from_text(HOOKED).unwrap();
+    let h = &p.hooks;
+    assert_eq!(h.webhooks.len(), 2);
+    assert_eq!(h.webhooks[0].kind, WebhookType::PreRollout);
+    assert_eq!(h.webhooks[0].timeout, Duration::from_secs(30));
+    assert_eq!(h.webhooks[0].metadata["runs"], serde_json::json!(3));
+    assert_eq!(
+        h.webhooks[0].secret.as_ref().and_then(|s| s.env.as_deref()),
+        Some("HOOK_SECRET")
+    );
+    assert_eq!(h.webhooks[1].timeout, DEFAULT_WEBHOOK_TIMEOUT);
+    assert!(h.has(WebhookType::ConfirmPromotion));
+    assert!(!h.has(WebhookType::Rollback));
+    assert_eq!(h.notifications[0].format, NotificationFormat::Slack);
+    assert_eq!(h.notifications[0].events.len(), 2);
+    assert_eq!(
+        h.notifications[1].events.len(),
+        NotificationEvent::ALL.len()
+    );
+    assert_eq!(h.notifications[1].retry_for, DEFAULT_RETRY_FOR);
+    assert_eq!(
+        h.pause_timeout,
+        Some(WaitLimit {
+            after: Duration::from_secs(1800),
+            action: WaitAction::KeepWaiting
+        })
+    );
+    assert_eq!(h.gate_timeout.after, Duration::from_secs(7200));
+    assert_eq!(h.gate_timeout.action, WaitAction::Abort);
+    // Without the sections: no hooks, gates wait at most 1h.
+    let p = Policy::from_text("name: x\nstages: [{weight: 100, duration: 1m}]\n").unwrap();
+    assert!(p.hooks.webhooks.is_empty());
+    assert_eq!(p.hooks.gate_timeout.after, DEFAULT_GATE_TIMEOUT);
+    assert_eq!(p.hooks.pause_timeout, None);
+}
+
+#[test]
+fn an_unknown_webhook_type_names_its_field_and_line() {
+    let e = errors_of(
+        "name: x
+stages: [{weight: 100, duration: 1m}]
+webhooks:
+  - name: a
+    type: pre-deploy
+    url: http://127.0.0.1:1/x
+",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "webhooks[0].type");
+    assert_eq!(e[0].line, Some(5));
+    assert!(e[0].rule.contains("pre-rollout"), "{}", e[0].rule);
+}
+
+#[test]
+fn every_bad_hook_field_is_reported_with_its_path() {
+    let e = errors_of(
+        "name: x
+stages: [{weight: 100, duration: 1m}]
+webhooks:
+  - {name: 'a b', type: rollout, url: 'http://127.0.0.1:1/x'}
+  - {name: ok, type: rollback, url: 'https://example.com/x'}
+  - {name: ok, type: event, url: 'ftp://x', timeout: 0s}
+  - {name: s, type: event, url: 'http://h/x', secret: {env: HOOK, file: /x}}
+  - {name: t, type: event, url: 'http://h/x', secret: {env: '1BAD'}}
+notifications:
+  - {name: n, url: 'http://h:0/x', events: []}
+pause_timeout: {after: 0s}
+",
+    );
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "webhooks[0].name",
+            "webhooks[1].url",
+            "webhooks[2].name",
+            "webhooks[2].url",
+            "webhooks[2].timeout",
+            "webhooks[3].secret",
+            "webhooks[4].secret.env",
+            "notifications[0].url",
+            "notifications[0].events",
+            "pause_timeout.after",
+        ],
+        "{e:#?}"
+    );
+    assert!(
+        e[1].rule.contains("https:// is not supported"),
+        "{}",
+        e[1].rule
+    );
+    assert!(e[2].rule.contains("used twice"), "{}", e[2].rule);
+    assert_eq!(e[0].line, Some(4));
+    assert_eq!(e[9].line, Some(11));
+}

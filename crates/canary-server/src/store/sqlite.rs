@@ -10,7 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use serde_json::Value;
 
 use super::{
-    EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Update, Write, Written,
+    Attempted, Delivery, EventRecord, NewDelivery, NewEvent, NewRollout, RolloutRecord, Store,
+    StoreError, Update, Write, Written,
 };
 
 /// The schema this build writes; a newer one on disk is refused.
@@ -37,6 +38,21 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL,
     PRIMARY KEY (rollout, seq)
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout TEXT NOT NULL,
+    target TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    queued_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL,
+    given_up INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (given_up, rollout, target, id);
 CREATE TABLE IF NOT EXISTS journal (
     rollout TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -214,6 +230,32 @@ fn append_journal(
     Ok(last + entries.len() as i64)
 }
 
+/// Queues `deliveries` at `at_ms`.
+fn enqueue(tx: &Connection, deliveries: &[NewDelivery], at_ms: u64) -> Result<(), StoreError> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO outbox (rollout, target, url, body, meta, queued_ms, deadline_ms, next_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
+        )
+        .map_err(backend("queue in the outbox"))?;
+    for d in deliveries {
+        stmt.execute(params![
+            d.rollout,
+            d.target,
+            d.url,
+            d.body,
+            json(&d.meta),
+            int(at_ms),
+            int(d.deadline_ms)
+        ])
+        .map_err(backend("queue in the outbox"))?;
+    }
+    Ok(())
+}
+
 /// Removes everything stored of `name`.
 fn remove(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
     for table in ["events", "journal"] {
@@ -272,6 +314,7 @@ fn update_in(
         journal = 0;
     }
     let journal = append_journal(tx, name, w.journal, journal)?;
+    enqueue(tx, w.outbox, w.at_ms)?;
     Ok(Tail {
         revision: expected + 1,
         events,
@@ -388,6 +431,7 @@ impl Store for SqliteStore {
         )
         .map_err(backend(format!("store rollout `{}`", r.name)))?;
         append(&tx, &r.name, std::slice::from_ref(&first), 0)?;
+        enqueue(&tx, &r.outbox, r.at_ms)?;
         let rec = get_in(&tx, &r.name)?.ok_or_else(|| StoreError::NotFound(r.name.clone()))?;
         commit(tx)?;
         Ok(rec)
@@ -537,5 +581,82 @@ impl Store for SqliteStore {
         check_revision(&tx, name, expected)?;
         remove(&tx, name)?;
         commit(tx)
+    }
+
+    fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT o.id, o.attempts, o.queued_ms, o.rollout, o.target, o.url, o.body, o.meta, \
+                 o.deadline_ms FROM outbox o \
+                 WHERE o.given_up = 0 AND o.next_ms <= ?1 AND o.id = (SELECT MIN(p.id) FROM outbox p \
+                 WHERE p.given_up = 0 AND p.rollout = o.rollout AND p.target = o.target) \
+                 ORDER BY o.id LIMIT ?2",
+            )
+            .map_err(backend("read the outbox"))?;
+        let rows = stmt
+            .query_map(params![int(now_ms), int(limit as u64)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, i64>(8)?,
+                ))
+            })
+            .map_err(backend("read the outbox"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend("read the outbox"))?;
+        rows.into_iter()
+            .map(
+                |(id, attempts, queued, rollout, target, url, body, meta, deadline)| {
+                    Ok(Delivery {
+                        id: uint(id),
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                        queued_ms: uint(queued),
+                        delivery: NewDelivery {
+                            rollout,
+                            target,
+                            url,
+                            body,
+                            meta: parse_json(&meta)?,
+                            deadline_ms: uint(deadline),
+                        },
+                    })
+                },
+            )
+            .collect()
+    }
+
+    fn attempted(&self, id: u64, outcome: Attempted) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let r = match outcome {
+            Attempted::Delivered => conn.execute("DELETE FROM outbox WHERE id = ?1", [int(id)]),
+            Attempted::Retry { next_ms, error } => conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_ms = ?2, last_error = ?3 \
+                 WHERE id = ?1",
+                params![int(id), int(next_ms), error],
+            ),
+            Attempted::GaveUp { error } => conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, given_up = 1, last_error = ?2 \
+                 WHERE id = ?1",
+                params![int(id), error],
+            ),
+        };
+        r.map(|_| ()).map_err(backend("record a delivery attempt"))
+    }
+
+    fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
+        let conn = self.conn();
+        conn.query_row(
+            "SELECT COALESCE(SUM(given_up = 0), 0), COALESCE(SUM(given_up = 1), 0) FROM outbox",
+            [],
+            |r| Ok((uint(r.get(0)?), uint(r.get(1)?))),
+        )
+        .map_err(backend("count the outbox"))
     }
 }

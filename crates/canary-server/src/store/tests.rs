@@ -31,6 +31,7 @@ fn write<'a>(
         events,
         journal,
         reset_journal: false,
+        outbox: &[],
     }
 }
 
@@ -40,6 +41,7 @@ fn rollout(name: &str) -> NewRollout {
         spec: "name: x\nstages: [{weight: 100, duration: 1m}]\n".into(),
         state: json!({"phase": "pending"}),
         at_ms: 1,
+        outbox: Vec::new(),
     }
 }
 
@@ -206,6 +208,7 @@ fn update_many_is_each_write_on_its_own_in_one_commit() {
         events: vec![event(n, "tick")],
         journal: vec![n.to_string()],
         reset_journal: false,
+        outbox: Vec::new(),
     };
     let r = s.update_many(&[
         up("a", 1, 2),
@@ -278,4 +281,85 @@ fn a_stale_remembered_revision_is_still_a_conflict() {
     assert_eq!(a.journal("r").unwrap(), vec![j("1"), j("2"), j("4")]);
     drop((a, b));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn delivery(rollout: &str, target: &str, body: &str) -> NewDelivery {
+    NewDelivery {
+        rollout: rollout.into(),
+        target: target.into(),
+        url: "http://127.0.0.1:9/x".into(),
+        body: body.into(),
+        meta: json!({"timeout_ms": 1000}),
+        deadline_ms: 1_000_000,
+    }
+}
+
+/// The outbox: queued with the write, handed out oldest first per rollout
+/// and target (a failing one holds the ones after it), gone once delivered.
+#[test]
+fn outbox_is_queued_with_its_write_and_handed_out_in_order_per_target() {
+    let s = SqliteStore::in_memory().unwrap();
+    let mut r = rollout("a");
+    r.outbox = vec![delivery("a", "n1", "created")];
+    s.create(r, event(1, "created")).unwrap();
+    let out = [
+        delivery("a", "n1", "one"),
+        delivery("a", "n2", "one"),
+        delivery("a", "n1", "two"),
+    ];
+    let mut w = write(json!({}), false, 5, &[], &[]);
+    w.outbox = &out;
+    s.update("a", 1, w).unwrap();
+    // A refused write queues nothing.
+    let mut w = write(json!({}), false, 6, &[], &[]);
+    w.outbox = &out;
+    assert!(matches!(
+        s.update("a", 1, w),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(s.outbox_counts().unwrap(), (4, 0));
+
+    let due = s.due_deliveries(10, 100).unwrap();
+    let bodies: Vec<_> = due.iter().map(|d| d.delivery.body.as_str()).collect();
+    assert_eq!(bodies, ["created", "one"], "the oldest of each target");
+    assert_eq!(due[0].delivery.target, "n1");
+    assert_eq!(due[0].queued_ms, 1);
+    // n1's first fails: n1's second waits behind it.
+    s.attempted(
+        due[0].id,
+        Attempted::Retry {
+            next_ms: 50,
+            error: "HTTP 500".into(),
+        },
+    )
+    .unwrap();
+    s.attempted(due[1].id, Attempted::Delivered).unwrap();
+    assert!(s.due_deliveries(20, 100).unwrap().is_empty());
+    let again = s.due_deliveries(50, 100).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, due[0].id);
+    assert_eq!(again[0].attempts, 1);
+    s.attempted(again[0].id, Attempted::Delivered).unwrap();
+    let next = s.due_deliveries(50, 100).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        (
+            next[0].delivery.target.as_str(),
+            next[0].delivery.body.as_str()
+        ),
+        ("n1", "one")
+    );
+    s.attempted(next[0].id, Attempted::Delivered).unwrap();
+    let next = s.due_deliveries(50, 100).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].delivery.body, "two");
+    s.attempted(
+        next[0].id,
+        Attempted::GaveUp {
+            error: "deadline".into(),
+        },
+    )
+    .unwrap();
+    assert!(s.due_deliveries(u64::MAX >> 2, 100).unwrap().is_empty());
+    assert_eq!(s.outbox_counts().unwrap(), (0, 1));
 }
