@@ -5,10 +5,10 @@
 //! anything took, except that a wait gives up after a generous limit.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -16,77 +16,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+mod support;
+
+use support::{api_agent as agent, ServeProc, TempDir, SERVE_TOKEN as TOKEN};
 const SECRET: &str = "hook-secret-for-tests";
+
+/// `canary serve` with the hooks' secret in its environment.
+fn serve(db: &Path) -> ServeProc {
+    ServeProc::start_with_env(db, &[("HOOK_SECRET", SECRET)])
+}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_canary")
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("canary-hooks-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A `canary serve` child process, killed (SIGKILL) when dropped.
-struct ServeProc {
-    child: Child,
-    base: String,
-}
-
-impl ServeProc {
-    fn start(db: &Path) -> Self {
-        let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .env("CANARY_TOKEN", TOKEN)
-            .env("HOOK_SECRET", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start canary serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("canary serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        ServeProc { child, base }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServeProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
 }
 
 fn get(base: &str, path: &str) -> (u16, Value) {
@@ -336,7 +277,7 @@ fn verified(g: &Got) -> Result<(), canary_server::hooks::VerifyError> {
 #[test]
 fn a_failing_pre_rollout_hook_keeps_the_rollout_from_starting() {
     let dir = TempDir::new("pre");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let srv = serve(&dir.0.join("t.db"));
     let rx = Receiver::start();
     rx.answer("/pre", 500, "smoke test: database unreachable");
     let (s, v) = apply(
@@ -401,7 +342,7 @@ fn a_failing_pre_rollout_hook_keeps_the_rollout_from_starting() {
 #[test]
 fn a_confirm_promotion_gate_holds_before_100_percent_until_it_answers_200() {
     let dir = TempDir::new("gate");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let srv = serve(&dir.0.join("t.db"));
     let rx = Receiver::start();
     rx.answer("/gate", 403, "change freeze");
     let (s, v) = apply(
@@ -478,7 +419,7 @@ fn a_confirm_promotion_gate_holds_before_100_percent_until_it_answers_200() {
 #[test]
 fn a_failing_rollout_hook_rolls_a_healthy_canary_back_with_its_reason() {
     let dir = TempDir::new("check");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let srv = serve(&dir.0.join("t.db"));
     let rx = Receiver::start();
     let (s, v) = apply(
         &srv.base,
@@ -513,7 +454,7 @@ fn a_failing_rollout_hook_rolls_a_healthy_canary_back_with_its_reason() {
 #[test]
 fn a_rollback_hook_answering_200_rolls_back() {
     let dir = TempDir::new("kill-switch");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let srv = serve(&dir.0.join("t.db"));
     let rx = Receiver::start();
     rx.answer("/kill", 404, "no");
     let (s, v) = apply(
@@ -542,7 +483,7 @@ fn a_rollback_hook_answering_200_rolls_back() {
 #[test]
 fn hooks_that_cannot_answer_fail_safe_and_bad_types_name_the_field() {
     let dir = TempDir::new("bad");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let srv = serve(&dir.0.join("t.db"));
     let free = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -667,7 +608,7 @@ fn notifications(rx: &Receiver, path: &str) -> Vec<Got> {
 #[test]
 fn notifications_arrive_once_each_when_the_receiver_is_up_and_are_signed() {
     let dir = TempDir::new("notify");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let srv = serve(&dir.0.join("t.db"));
     let rx = Receiver::start();
     let extra = format!(
         "notifications:\n  - {{name: ops, url: '{}', secret: {{env: HOOK_SECRET}}}}\n  - {{name: chat, url: '{}', format: slack, events: [promoted, rolled-back]}}\n",
@@ -732,7 +673,7 @@ fn notifications_survive_a_receiver_outage_across_a_kill_9_and_restart() {
     let db = dir.0.join("t.db");
     let rx = Receiver::start();
     rx.down();
-    let mut srv = ServeProc::start(&db);
+    let mut srv = serve(&db);
     let extra = format!(
         "notifications:\n  - {{name: ops, url: '{}', timeout: 1s}}\nwebhooks:\n{}",
         rx.url("/generic"),
@@ -744,7 +685,7 @@ fn notifications_survive_a_receiver_outage_across_a_kill_9_and_restart() {
         phase(v) == "succeeded"
     });
     srv.kill9();
-    let srv = ServeProc::start(&db);
+    let srv = serve(&db);
     let (_, v) = get(&srv.base, "/api/v1/rollouts/outage");
     assert_eq!(phase(&v), "succeeded");
     thread::sleep(Duration::from_secs(1));
@@ -799,7 +740,7 @@ fn have(cmd: &str) -> bool {
 #[test]
 fn the_python_and_shell_checks_of_the_docs_accept_a_real_request_and_reject_forgeries() {
     let dir = TempDir::new("doc-verify");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let srv = serve(&dir.0.join("t.db"));
     let rx = Receiver::start();
     let extra = format!(
         "notifications:\n  - {{name: ops, url: '{}', events: [started], secret: {{env: HOOK_SECRET}}}}\n",
@@ -859,7 +800,7 @@ fn the_python_and_shell_checks_of_the_docs_accept_a_real_request_and_reject_forg
 #[test]
 fn a_pause_past_its_pause_timeout_is_aborted_and_says_why() {
     let dir = TempDir::new("pause-timeout");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let srv = serve(&dir.0.join("t.db"));
     let (s, v) = apply(
         &srv.base,
         "name: held\nstages:\n  - {weight: 10, duration: 300ms, pause: true}\n  - {weight: 100, duration: 300ms}\nanalysis: {interval: 100ms, min_requests: 50}\ntraffic: {provider: simulated, scenario: healthy, requests_per_second: 3000}\npause_timeout: {after: 1s, action: abort}\n",

@@ -4,8 +4,7 @@
 //! assertion depends on how long anything took.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use canary_demo::launch::ChildBackend;
@@ -13,83 +12,10 @@ use serde_json::{json, Value};
 
 mod support;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+use support::{api_agent as agent, ServeProc, TempDir, SERVE_TOKEN as TOKEN};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_canary")
-}
-
-/// A fresh directory under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("canary-serve-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A `canary serve` child process, killed (SIGKILL) when dropped.
-struct ServeProc {
-    child: Child,
-    base: String,
-}
-
-impl ServeProc {
-    fn start(db: &Path) -> Self {
-        Self::start_with_env(db, &[])
-    }
-
-    /// The same, with more environment variables.
-    fn start_with_env(db: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .env("CANARY_TOKEN", TOKEN)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start canary serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("canary serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        ServeProc { child, base: addr }
-    }
-
-    /// kill -9.
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServeProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
 }
 
 /// One call: (status, JSON body or Null).
