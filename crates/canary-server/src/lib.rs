@@ -7,13 +7,18 @@
 //! - [`Server`]: the HTTP API over any number of rollouts, each driven by a
 //!   task of its own (`rollout`), recovered from the store at start.
 //! - [`Token`]: the bearer token of the mutating endpoints.
+//! - `dashboard`: the web dashboard's files, embedded and served at `/`
+//!   with a strict Content-Security-Policy ([`DASHBOARD_CSP`]); `history`:
+//!   each rollout's evidence look by look, which its charts draw.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod api;
 mod auth;
 mod commit;
+mod dashboard;
 mod driver;
+mod history;
 mod metrics;
 pub mod model;
 mod rollout;
@@ -25,6 +30,7 @@ use std::sync::{Arc, Mutex};
 
 pub use api::{openapi_json, MAX_BODY};
 pub use auth::{Token, TokenOrigin};
+pub use dashboard::CSP as DASHBOARD_CSP;
 pub use driver::Driver;
 pub use rollout::{Action, ApiError, WallClock};
 

@@ -36,7 +36,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::commit::Committer;
 use crate::driver::Driver;
-use crate::model::{rfc3339, Counts, EventEntry, MetricsInfo, RolloutStatus, TrafficInfo};
+use crate::history::Looks;
+use crate::model::{rfc3339, Counts, EventEntry, Look, MetricsInfo, RolloutStatus, TrafficInfo};
 use crate::store::{EventRecord, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Update};
 
 /// The wall clock, milliseconds since the Unix epoch (passed in).
@@ -110,6 +111,8 @@ pub(crate) struct Counters {
 pub(crate) struct Change {
     pub status: RolloutStatus,
     pub events: Vec<EventEntry>,
+    /// The judge's look this change made, if it judged a window.
+    pub look: Option<Look>,
     pub deleted: bool,
 }
 
@@ -180,6 +183,8 @@ pub(crate) enum Cmd {
 pub(crate) struct Entry {
     pub tx: mpsc::Sender<Cmd>,
     pub status: RwLock<RolloutStatus>,
+    /// The judge's looks in this generation.
+    pub looks: RwLock<Looks>,
 }
 
 impl Entry {
@@ -188,6 +193,15 @@ impl Entry {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The judge's looks, as `GET /api/v1/rollouts/{name}/history` has
+    /// them.
+    pub(crate) fn history(&self, name: &str) -> crate::model::History {
+        self.looks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .history(name)
     }
 }
 
@@ -231,6 +245,9 @@ pub(crate) struct Runner {
     last_error: Option<String>,
     /// `created_at` and (origin, `started_at`), formatted once.
     stamps: (String, (u64, String)),
+    /// The look the last input made, kept and published once the input is
+    /// committed.
+    fresh_look: Option<Look>,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -359,12 +376,13 @@ impl Runner {
         ctx: Arc<Ctx>,
         rec: RolloutRecord,
         policy: Policy,
-        engine: Option<Engine>,
+        engine: Option<(Engine, Looks)>,
         driver: Driver,
         origin: Arc<AtomicU64>,
         st: Stored,
     ) -> Runner {
-        let engine = engine.unwrap_or_else(|| Engine::new(policy.clone()));
+        let (engine, looks) =
+            engine.unwrap_or_else(|| (Engine::new(policy.clone()), Looks::new(st.generation)));
         let stamps = (
             rfc3339(rec.created_at_ms),
             (st.origin_ms, rfc3339(st.origin_ms)),
@@ -374,6 +392,7 @@ impl Runner {
             entry: Arc::new(Entry {
                 tx,
                 status: RwLock::new(placeholder(&rec.name)),
+                looks: RwLock::new(looks),
             }),
             ctx,
             name: rec.name.clone(),
@@ -390,6 +409,7 @@ impl Runner {
             source_failures: 0,
             last_error: None,
             stamps,
+            fresh_look: None,
         };
         r.refresh_status();
         r
@@ -403,7 +423,7 @@ impl Runner {
             .map_err(|e| format!("rollout `{name}`: its stored spec no longer validates: {e}"))?;
         let st: Stored = serde_json::from_value(rec.state.clone())
             .map_err(|e| format!("rollout `{name}`: stored state unreadable: {e}"))?;
-        let engine = replay(&ctx, &name, &policy).await?;
+        let engine = replay(&ctx, &name, &policy, &st).await?;
         let origin = Arc::new(AtomicU64::new(st.origin_ms));
         let driver = Driver::start(
             &policy,
@@ -414,7 +434,7 @@ impl Runner {
         .await
         .map_err(|e| format!("rollout `{name}`: {e}"))?;
         let finished = rec.finished;
-        let pending = engine.state().phase == Phase::Pending;
+        let pending = engine.0.state().phase == Phase::Pending;
         let mut r = Runner::assemble(ctx, rec, policy, Some(engine), driver, origin, st);
         if pending && !finished {
             r.feed(
@@ -451,9 +471,12 @@ impl Runner {
     /// Spawns the runner's task; returns its entry.
     pub(crate) fn spawn(mut self) -> Arc<Entry> {
         let (tx, rx) = mpsc::channel(16);
+        let looks =
+            std::mem::take(&mut *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()));
         let entry = Arc::new(Entry {
             tx,
             status: RwLock::new(self.entry.status()),
+            looks: RwLock::new(looks),
         });
         self.entry = entry.clone();
         tokio::spawn(self.run(rx));
@@ -597,10 +620,11 @@ impl Runner {
             Input::Apply { event, .. } => event.name(),
             Input::Observe { .. } => "tick",
         };
-        let commands = self
-            .engine
-            .input(input.clone())
-            .map_err(|e| refused(e, what))?;
+        let (commands, look) =
+            crate::history::feed(&mut self.engine, input.clone(), self.st.origin_ms)
+                .map_err(|e| refused(e, what))?;
+        // Kept once its input is committed (`publish`).
+        self.fresh_look = look;
         let advisory = self.policy.mode == Mode::Advisory;
         for c in &commands {
             if let Command::RecordDecision(d) = c {
@@ -683,6 +707,7 @@ impl Runner {
             }
             Err(e) => {
                 self.stale = true;
+                self.fresh_look = None;
                 let e = ApiError::from(e);
                 self.last_error = Some(e.error.clone());
                 self.refresh_status();
@@ -750,8 +775,9 @@ impl Runner {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("rollout `{}` is gone from the store", self.name))?;
         let st: Stored = serde_json::from_value(rec.state.clone()).map_err(|e| e.to_string())?;
-        let engine = replay(&self.ctx, &self.name, &self.policy).await?;
+        let (engine, looks) = replay(&self.ctx, &self.name, &self.policy, &st).await?;
         self.engine = engine;
+        *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()) = looks;
         self.st = st;
         self.origin.store(self.st.origin_ms, Ordering::SeqCst);
         self.revision = rec.revision;
@@ -822,6 +848,8 @@ impl Runner {
         self.origin.store(now_ms, Ordering::SeqCst);
         self.stamps.1 = (now_ms, rfc3339(now_ms));
         self.engine = Engine::new(self.policy.clone());
+        *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()) =
+            Looks::new(self.st.generation);
         let mut why = format!(
             "started over from the first stage (generation {})",
             self.st.generation
@@ -877,6 +905,7 @@ impl Runner {
         let _ = self.ctx.changes.send(Arc::new(Change {
             status,
             events: Vec::new(),
+            look: None,
             deleted: true,
         }));
         Ok(())
@@ -886,6 +915,13 @@ impl Runner {
     /// `last_seq`.
     fn publish(&mut self, events: Vec<NewEvent>, last_seq: u64) {
         self.refresh_status();
+        let look = self.fresh_look.take().map(|l| {
+            self.entry
+                .looks
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(l)
+        });
         if self.ctx.changes.receiver_count() == 0 {
             return;
         }
@@ -907,6 +943,7 @@ impl Runner {
         let _ = self.ctx.changes.send(Arc::new(Change {
             status,
             events: entries,
+            look,
             deleted: false,
         }));
     }
@@ -978,8 +1015,14 @@ impl Runner {
     }
 }
 
-/// A fresh engine for `policy` fed the rollout's journal.
-async fn replay(ctx: &Ctx, name: &str, policy: &Policy) -> Result<Engine, String> {
+/// A fresh engine for `policy` fed the rollout's journal, and the looks it
+/// made on the way.
+async fn replay(
+    ctx: &Ctx,
+    name: &str,
+    policy: &Policy,
+    st: &Stored,
+) -> Result<(Engine, Looks), String> {
     let store = ctx.store.clone();
     let n = name.to_string();
     let journal = blocking(move || store.journal(&n))
@@ -990,8 +1033,16 @@ async fn replay(ctx: &Ctx, name: &str, policy: &Policy) -> Result<Engine, String
         .map(|t| serde_json::from_str(&t))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("rollout `{name}`: a journal entry is unreadable: {e}"))?;
-    Engine::replay(policy.clone(), &inputs)
-        .map_err(|e| format!("rollout `{name}`: its journal does not replay: {e}"))
+    let mut engine = Engine::new(policy.clone());
+    let mut looks = Looks::new(st.generation);
+    for input in inputs {
+        let (_, look) = crate::history::feed(&mut engine, input, st.origin_ms)
+            .map_err(|e| format!("rollout `{name}`: its journal does not replay: {e}"))?;
+        if let Some(l) = look {
+            looks.push(l);
+        }
+    }
+    Ok((engine, looks))
 }
 
 fn placeholder(name: &str) -> RolloutStatus {
