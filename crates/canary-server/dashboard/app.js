@@ -508,7 +508,7 @@ class Overview {
   updateRow(row, e) {
     const st = e.status;
     row.entry = e;
-    row.tr.dataset.phase = st.phase;
+    if (row.tr.dataset.phase !== st.phase) row.tr.dataset.phase = st.phase;
     setPhase(row.badge, st.phase);
     setText(row.cells.stage, stageText(st));
     const w = fmtPct(st.applied_weight);
@@ -561,7 +561,8 @@ class Overview {
     const total = rows.length;
     const byPhase = PHASES.filter((p) => counts[p]).map((p) => `${counts[p]} ${PHASE_WORDS[p]}`).join(', ');
     setText(this.countEl, total === 0 ? '' : `${shown === total ? total : `${shown} of ${total}`} rollout${total === 1 ? '' : 's'}${byPhase ? ` — ${byPhase}` : ''}`);
-    this.table.hidden = total === 0 || shown === 0;
+    const hideTable = total === 0 || shown === 0;
+    if (this.table.hidden !== hideTable) this.table.hidden = hideTable;
     if (total === 0 && this.listed) this.showEmpty();
     else if (total > 0 && shown === 0) this.emptyEl.replaceChildren(h('p', { class: 'notice', text: 'No rollout matches the filter.' }));
     else if (force || this.emptyEl.firstChild) this.emptyEl.replaceChildren();
