@@ -61,6 +61,8 @@ pub struct Engine {
     decisions: Vec<Decision>,
     stages: Vec<StageRecord>,
     last_verdict: Option<Verdict>,
+    /// Verdicts reached so far (looks that judged a window).
+    looks: u64,
     started_at: Option<Duration>,
     now: Duration,
     /// Looks in a row without a window.
@@ -155,6 +157,7 @@ impl Engine {
             decisions: Vec::new(),
             stages: Vec::new(),
             last_verdict: None,
+            looks: 0,
             started_at: None,
             now: Duration::ZERO,
             missing: 0,
@@ -213,6 +216,12 @@ impl Engine {
     /// The judge's last verdict, if any.
     pub fn last_verdict(&self) -> Option<&Verdict> {
         self.last_verdict.as_ref()
+    }
+
+    /// How many looks have judged a window so far: it grows by one with
+    /// every input that produced a fresh [`Engine::last_verdict`].
+    pub fn looks(&self) -> u64 {
+        self.looks
     }
 
     /// The audit trail so far.
@@ -344,6 +353,7 @@ impl Engine {
             .guardrails
             .breached(&self.obs.stage.canary, &self.obs.stage.baseline);
         self.last_verdict = Some(verdict.clone());
+        self.looks += 1;
         if let Some(rec) = self.stages.last_mut() {
             rec.verdict = Some(verdict.clone());
         }
@@ -596,6 +606,33 @@ mod tests {
         assert!(e
             .observe(Some(window(1, 0, 1, 0)), Duration::from_secs(20))
             .is_err());
+    }
+
+    /// `looks` counts the windows judged: not a tick before the start, not
+    /// a missing window, not an operator event.
+    #[test]
+    fn looks_count_the_windows_judged_and_nothing_else() {
+        let mut e = engine();
+        assert_eq!(e.looks(), 0);
+        e.apply(Event::Start, Duration::ZERO).unwrap();
+        assert_eq!(e.looks(), 0);
+        e.observe(Some(window(90, 1, 10, 0)), Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(e.looks(), 1);
+        e.observe_missing("down", Duration::from_secs(2)).unwrap();
+        assert_eq!(e.looks(), 1);
+        e.apply(
+            Event::Pause {
+                note: "hold".into(),
+            },
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        assert_eq!(e.looks(), 1);
+        // A paused rollout is still judged (a failing canary rolls back).
+        e.observe(Some(window(90, 1, 10, 0)), Duration::from_secs(4))
+            .unwrap();
+        assert_eq!(e.looks(), 2);
     }
 
     /// A rollout rebuilt from its inputs, through JSON (as a store keeps

@@ -21,7 +21,7 @@ use utoipa::OpenApi;
 
 use crate::auth::Token;
 use crate::model::{
-    ActionBody, ErrorBody, EventLog, Health, RolloutList, RolloutSpecBody, RolloutStatus,
+    ActionBody, ErrorBody, EventLog, Health, History, RolloutList, RolloutSpecBody, RolloutStatus,
     RolloutSummary,
 };
 use crate::rollout::{entry_of, Action, ApiError, Change, Cmd, Ctx, Entry, Runner};
@@ -318,6 +318,24 @@ async fn events(
     }))
 }
 
+/// The judge's looks in the current generation, oldest first: each
+/// metric's statistic, threshold, e-value and p-value at every look (a
+/// long history keeps every `stride`-th look).
+#[utoipa::path(
+    get, path = "/api/v1/rollouts/{name}/history", tag = "rollouts",
+    params(("name" = String, Path, description = "Rollout name")),
+    responses((status = 200, body = History), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+async fn history(
+    State(app): Shared,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<History>, ApiError> {
+    authorize_read(&app, &headers)?;
+    let name = path_name(name)?;
+    Ok(Json(entry(&app, &name).await?.history(&name)))
+}
+
 /// `pause`, `resume`, `promote` (finish the stage now), `promote-full`
 /// (straight to 100 %), `abort` (weight 0 at once) or `retry` (start a
 /// rolled-back or aborted rollout again).
@@ -465,7 +483,10 @@ async fn delete(
 
 fn sse_of(change: &Change) -> SseEvent {
     let kind = if change.deleted { "deleted" } else { "change" };
-    let data = serde_json::json!({"status": change.status, "events": change.events});
+    let mut data = serde_json::json!({"status": change.status, "events": change.events});
+    if let Some(look) = &change.look {
+        data["look"] = serde_json::to_value(look).unwrap_or_default();
+    }
     SseEvent::default().event(kind).data(data.to_string())
 }
 
@@ -530,8 +551,9 @@ fn watch_stream(
 }
 
 /// Server-sent events for every rollout: `snapshot` (each rollout's
-/// status at connect), then `change` (status and new log entries) and
-/// `deleted`.
+/// status at connect), then `change` (status, new log entries and, when
+/// the change judged a window, the judge's `look` as `/history` has it)
+/// and `deleted`.
 #[utoipa::path(
     get, path = "/api/v1/watch", tag = "watch",
     responses((status = 200, description = "text/event-stream of `snapshot`, `change` and `deleted` events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody))
@@ -633,8 +655,8 @@ impl utoipa::Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "canary serve", description = "Progressive delivery: many rollouts, judged on statistical evidence."),
-    paths(create, list, get_one, events, action, delete, watch_all, watch_one, healthz, readyz, metrics, openapi),
-    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, Action, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo, crate::model::MetricsInfo)),
+    paths(create, list, get_one, events, history, action, delete, watch_all, watch_one, healthz, readyz, metrics, openapi),
+    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, History, crate::model::Look, crate::model::LookMetric, Action, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo, crate::model::MetricsInfo)),
     modifiers(&Security),
 )]
 struct ApiDoc;
@@ -662,6 +684,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/rollouts", post(create).get(list))
         .route("/api/v1/rollouts/{name}", get(get_one).delete(delete))
         .route("/api/v1/rollouts/{name}/events", get(events))
+        .route("/api/v1/rollouts/{name}/history", get(history))
         .route("/api/v1/rollouts/{name}/watch", get(watch_one))
         .route("/api/v1/rollouts/{name}/{action}", post(action))
         .route("/api/v1/watch", get(watch_all))
@@ -669,6 +692,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -10,13 +10,18 @@
 //! - [`hooks`]: webhooks and notifications on the wire (the signature and
 //!   [`hooks::verify`] for receivers, one bounded call, the bodies); the
 //!   outbox's sender delivers what the store queued, at least once.
+//! - `dashboard`: the web dashboard's files, embedded and served at `/`
+//!   with a strict Content-Security-Policy ([`DASHBOARD_CSP`]); `history`:
+//!   each rollout's evidence look by look, which its charts draw.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod api;
 mod auth;
 mod commit;
+mod dashboard;
 mod driver;
+mod history;
 pub mod hooks;
 mod metrics;
 pub mod model;
@@ -30,6 +35,7 @@ use std::sync::{Arc, Mutex};
 
 pub use api::{openapi_json, MAX_BODY};
 pub use auth::{Token, TokenOrigin};
+pub use dashboard::CSP as DASHBOARD_CSP;
 pub use driver::Driver;
 pub use rollout::{Action, ApiError, WallClock};
 

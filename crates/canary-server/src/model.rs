@@ -161,6 +161,64 @@ pub struct EventLog {
     pub events: Vec<EventEntry>,
 }
 
+/// One look of a rollout's judge: a window judged, with each metric's
+/// evidence as it stood then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Look {
+    /// Its number in this generation: 1, 2, 3, … (a long history keeps
+    /// every `stride`-th).
+    pub seq: u64,
+    /// When, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// When, seconds since this generation started.
+    pub at_seconds: f64,
+    /// The stage judged, 0-based.
+    pub stage: usize,
+    /// The weight the window was served at, percent.
+    pub weight: f64,
+    /// The verdict: `pass`, `fail` or `inconclusive`.
+    pub outcome: String,
+    /// Each metric's evidence.
+    pub metrics: Vec<LookMetric>,
+}
+
+/// One metric's evidence at one look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LookMetric {
+    /// The metric (`error_rate`, `latency`, a business or threshold metric).
+    pub name: String,
+    /// Its outcome: `pass`, `fail` or `inconclusive`.
+    pub outcome: String,
+    /// The judge's statistic (for `sequential`, the log e-value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<f64>,
+    /// The threshold the statistic is held to (for `sequential`, ln(1/α)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// The e-value, where the judge has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_value: Option<f64>,
+    /// The p-value (anytime-valid for `sequential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+}
+
+/// `GET /api/v1/rollouts/{name}/history`: the judge's looks in the
+/// current generation, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct History {
+    /// The rollout.
+    pub rollout: String,
+    /// The generation (retries so far) the looks belong to.
+    pub generation: u64,
+    /// Looks made in this generation (the last one's `seq`).
+    pub looks_seen: u64,
+    /// Every `stride`-th look is kept (1 until the history is long).
+    pub stride: u64,
+    /// The looks kept, oldest first.
+    pub looks: Vec<Look>,
+}
+
 /// The body of an action (optional).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -39,8 +39,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::commit::Committer;
 use crate::driver::Driver;
+use crate::history::Looks;
 use crate::hooks::{call, hook_body, notification_body, notification_event, About, Answer, Told};
-use crate::model::{rfc3339, Counts, EventEntry, MetricsInfo, RolloutStatus, TrafficInfo};
+use crate::model::{rfc3339, Counts, EventEntry, Look, MetricsInfo, RolloutStatus, TrafficInfo};
 use crate::store::{
     EventRecord, NewDelivery, NewEvent, NewRollout, RolloutRecord, Store, StoreError, Update,
 };
@@ -118,6 +119,8 @@ pub(crate) struct Counters {
 pub(crate) struct Change {
     pub status: RolloutStatus,
     pub events: Vec<EventEntry>,
+    /// The judge's look this change made, if it judged a window.
+    pub look: Option<Look>,
     pub deleted: bool,
 }
 
@@ -188,6 +191,8 @@ pub(crate) enum Cmd {
 pub(crate) struct Entry {
     pub tx: mpsc::Sender<Cmd>,
     pub status: RwLock<RolloutStatus>,
+    /// The judge's looks in this generation.
+    pub looks: RwLock<Looks>,
 }
 
 impl Entry {
@@ -196,6 +201,15 @@ impl Entry {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The judge's looks, as `GET /api/v1/rollouts/{name}/history` has
+    /// them.
+    pub(crate) fn history(&self, name: &str) -> crate::model::History {
+        self.looks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .history(name)
     }
 }
 
@@ -252,6 +266,9 @@ pub(crate) struct Runner {
     /// Whether the store has the rollout as finished (the write that
     /// finishes it queues the `post-rollout` webhooks).
     stored_finished: bool,
+    /// The look the last input made, kept and published once the input is
+    /// committed.
+    fresh_look: Option<Look>,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -407,12 +424,13 @@ impl Runner {
         ctx: Arc<Ctx>,
         rec: RolloutRecord,
         policy: Policy,
-        engine: Option<Engine>,
+        engine: Option<(Engine, Looks)>,
         driver: Driver,
         origin: Arc<AtomicU64>,
         st: Stored,
     ) -> Runner {
-        let engine = engine.unwrap_or_else(|| Engine::new(policy.clone()));
+        let (engine, looks) =
+            engine.unwrap_or_else(|| (Engine::new(policy.clone()), Looks::new(st.generation)));
         let stamps = (
             rfc3339(rec.created_at_ms),
             (st.origin_ms, rfc3339(st.origin_ms)),
@@ -422,6 +440,7 @@ impl Runner {
             entry: Arc::new(Entry {
                 tx,
                 status: RwLock::new(placeholder(&rec.name)),
+                looks: RwLock::new(looks),
             }),
             ctx,
             name: rec.name.clone(),
@@ -443,6 +462,7 @@ impl Runner {
             confirmed: false,
             waiting_logged: false,
             stored_finished: rec.finished,
+            fresh_look: None,
         };
         r.refresh_status();
         r
@@ -463,7 +483,7 @@ impl Runner {
             .map_err(|e| format!("rollout `{name}`: its stored spec no longer validates: {e}"))?;
         let st: Stored = serde_json::from_value(rec.state.clone())
             .map_err(|e| format!("rollout `{name}`: stored state unreadable: {e}"))?;
-        let engine = replay(&ctx, &name, &policy).await?;
+        let engine = replay(&ctx, &name, &policy, &st).await?;
         let origin = Arc::new(AtomicU64::new(st.origin_ms));
         let driver = Driver::start(
             &policy,
@@ -474,7 +494,7 @@ impl Runner {
         .await
         .map_err(|e| format!("rollout `{name}`: {e}"))?;
         let finished = rec.finished;
-        let pending = engine.state().phase == Phase::Pending;
+        let pending = engine.0.state().phase == Phase::Pending;
         let mut r = Runner::assemble(ctx, rec, policy, Some(engine), driver, origin, st);
         if pending && !finished && !r.held_before_start() {
             r.feed(
@@ -513,9 +533,12 @@ impl Runner {
     /// Spawns the runner's task; returns its entry.
     pub(crate) fn spawn(mut self) -> Arc<Entry> {
         let (tx, rx) = mpsc::channel(16);
+        let looks =
+            std::mem::take(&mut *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()));
         let entry = Arc::new(Entry {
             tx,
             status: RwLock::new(self.entry.status()),
+            looks: RwLock::new(looks),
         });
         self.entry = entry.clone();
         tokio::spawn(self.run(rx));
@@ -961,10 +984,11 @@ impl Runner {
             Input::Apply { event, .. } => event.name(),
             Input::Observe { .. } => "tick",
         };
-        let commands = self
-            .engine
-            .input(input.clone())
-            .map_err(|e| refused(e, what))?;
+        let (commands, look) =
+            crate::history::feed(&mut self.engine, input.clone(), self.st.origin_ms)
+                .map_err(|e| refused(e, what))?;
+        // Kept once its input is committed (`publish`).
+        self.fresh_look = look;
         let advisory = self.policy.mode == Mode::Advisory;
         for c in &commands {
             if let Command::RecordDecision(d) = c {
@@ -1069,6 +1093,7 @@ impl Runner {
             }
             Err(e) => {
                 self.stale = true;
+                self.fresh_look = None;
                 let e = ApiError::from(e);
                 self.last_error = Some(e.error.clone());
                 self.refresh_status();
@@ -1136,8 +1161,9 @@ impl Runner {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("rollout `{}` is gone from the store", self.name))?;
         let st: Stored = serde_json::from_value(rec.state.clone()).map_err(|e| e.to_string())?;
-        let engine = replay(&self.ctx, &self.name, &self.policy).await?;
+        let (engine, looks) = replay(&self.ctx, &self.name, &self.policy, &st).await?;
         self.engine = engine;
+        *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()) = looks;
         self.st = st;
         self.origin.store(self.st.origin_ms, Ordering::SeqCst);
         self.revision = rec.revision;
@@ -1211,6 +1237,8 @@ impl Runner {
         self.answers.clear();
         self.confirmed = false;
         self.waiting_logged = false;
+        *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()) =
+            Looks::new(self.st.generation);
         let mut why = format!(
             "started over from the first stage (generation {})",
             self.st.generation
@@ -1227,6 +1255,18 @@ impl Runner {
         );
         // Drop what the traffic layer recorded before the new start.
         let _ = self.driver.read_window().await;
+        if self.held_before_start() {
+            // As at its creation: pending until its `confirm-rollout` and
+            // `pre-rollout` webhooks answer again; its ticks call them.
+            if let Some(h) = self.pre.take() {
+                h.abort();
+            }
+            self.st.desired_weight = self.engine.state().weight;
+            self.st.phase = self.engine.state().phase.name().to_string();
+            self.persist(vec![e], Vec::new(), true).await?;
+            self.actuate(false).await;
+            return Ok(());
+        }
         self.feed(
             Input::Apply {
                 event: Event::Start,
@@ -1266,6 +1306,7 @@ impl Runner {
         let _ = self.ctx.changes.send(Arc::new(Change {
             status,
             events: Vec::new(),
+            look: None,
             deleted: true,
         }));
         Ok(())
@@ -1275,6 +1316,13 @@ impl Runner {
     /// `last_seq`.
     fn publish(&mut self, events: Vec<NewEvent>, last_seq: u64) {
         self.refresh_status();
+        let look = self.fresh_look.take().map(|l| {
+            self.entry
+                .looks
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(l)
+        });
         if self.ctx.changes.receiver_count() == 0 {
             return;
         }
@@ -1296,6 +1344,7 @@ impl Runner {
         let _ = self.ctx.changes.send(Arc::new(Change {
             status,
             events: entries,
+            look,
             deleted: false,
         }));
     }
@@ -1407,8 +1456,14 @@ impl Runner {
     }
 }
 
-/// A fresh engine for `policy` fed the rollout's journal.
-async fn replay(ctx: &Ctx, name: &str, policy: &Policy) -> Result<Engine, String> {
+/// A fresh engine for `policy` fed the rollout's journal, and the looks it
+/// made on the way.
+async fn replay(
+    ctx: &Ctx,
+    name: &str,
+    policy: &Policy,
+    st: &Stored,
+) -> Result<(Engine, Looks), String> {
     let store = ctx.store.clone();
     let n = name.to_string();
     let journal = blocking(move || store.journal(&n))
@@ -1419,8 +1474,16 @@ async fn replay(ctx: &Ctx, name: &str, policy: &Policy) -> Result<Engine, String
         .map(|t| serde_json::from_str(&t))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("rollout `{name}`: a journal entry is unreadable: {e}"))?;
-    Engine::replay(policy.clone(), &inputs)
-        .map_err(|e| format!("rollout `{name}`: its journal does not replay: {e}"))
+    let mut engine = Engine::new(policy.clone());
+    let mut looks = Looks::new(st.generation);
+    for input in inputs {
+        let (_, look) = crate::history::feed(&mut engine, input, st.origin_ms)
+            .map_err(|e| format!("rollout `{name}`: its journal does not replay: {e}"))?;
+        if let Some(l) = look {
+            looks.push(l);
+        }
+    }
+    Ok((engine, looks))
 }
 
 /// The outbox deliveries of a write that logs `events`: each event to the

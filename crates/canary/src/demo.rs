@@ -281,6 +281,8 @@ async fn serve_demo(args: &Args) -> Result<ExitCode> {
         }
     );
     println!();
+    println!("Dashboard: {api}/  (its Token button takes the token below, for actions)");
+    println!();
     println!("In another terminal:");
     println!("  export CANARY_SERVER={api} CANARY_TOKEN={t}");
     println!("  canary rollouts watch demo          # follow it live");

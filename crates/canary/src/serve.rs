@@ -120,6 +120,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .local_addr()
             .ok_or_else(|| anyhow!("cannot read the API's address"))?;
         announce(&format!("canary serve listening on http://{addr}"));
+        eprintln!("dashboard: http://{addr}/");
         match &origin {
             TokenOrigin::Generated(f) => eprintln!(
                 "generated an API token, stored in {} (mode 0600); shown this once:\n  {}",

@@ -52,6 +52,18 @@ fn apply(base: &str, spec: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// An action (`POST` without a body) with the token.
+fn post(base: &str, path: &str) -> (u16, Value) {
+    let mut r = agent()
+        .post(&format!("{base}{path}"))
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .send_empty()
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 fn wait_for(base: &str, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let step = Duration::from_millis(50);
     for _ in 0..1200 {
@@ -322,6 +334,22 @@ fn a_failing_pre_rollout_hook_keeps_the_rollout_from_starting() {
         assert_eq!(b["phase"], "pending");
         assert_eq!(b["metadata"]["team"], "payments");
     }
+
+    // A retry goes through the hook again: still failing, it never starts.
+    let before = calls.len();
+    let (s, v) = post(&srv.base, "/api/v1/rollouts/pre/retry");
+    assert_eq!(s, 200, "{v}");
+    let v = wait_for(&srv.base, "pre", "aborted again", |v| {
+        phase(v) == "aborted" && v["generation"] == 1
+    });
+    assert_eq!(v["applied_weight"], 0.0);
+    assert!(rx.got("/pre").len() > before, "the retry called the hook");
+    assert!(
+        !events(&srv.base, "pre")
+            .iter()
+            .any(|e| e["event"] == "start"),
+        "a retry did not start it past a failing pre-rollout hook"
+    );
 
     // The same hook answering 200 lets the next rollout start and finish.
     rx.answer("/pre", 200, "ok");

@@ -1,0 +1,235 @@
+//! Each rollout's evidence look by look, for `GET
+//! /api/v1/rollouts/{name}/history` and the dashboard's charts.
+//!
+//! The status carries only the judge's latest verdict and the log only the
+//! verdicts that decided something; the evidence *over time* is what a
+//! person reads to see a metric approach its threshold. It is kept in
+//! memory, per generation, and rebuilt from the journal at a restart (the
+//! same replay that rebuilds the engine), so it needs no storage of its
+//! own. To bound memory with hundreds of long rollouts, at most
+//! [`MAX_LOOKS`] looks are kept: when full, every other one is dropped and
+//! from then on only every `stride`-th look is kept, so the history always
+//! spans the whole generation at a coarser grain.
+
+use canary_core::Verdict;
+use canary_engine::{Engine, Input};
+
+use crate::model::{History, Look, LookMetric};
+
+/// The most looks kept per rollout.
+pub(crate) const MAX_LOOKS: usize = 360;
+
+/// One rollout's looks in its current generation.
+#[derive(Debug, Clone)]
+pub(crate) struct Looks {
+    generation: u64,
+    /// Looks seen so far (the last one's `seq`).
+    seen: u64,
+    /// Every `stride`-th look is kept (1, 2, 4, …).
+    stride: u64,
+    kept: Vec<Look>,
+}
+
+impl Default for Looks {
+    fn default() -> Self {
+        Looks::new(0)
+    }
+}
+
+impl Looks {
+    /// No looks yet, for `generation`.
+    pub(crate) fn new(generation: u64) -> Self {
+        Looks {
+            generation,
+            seen: 0,
+            stride: 1,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Adds the next look (its `seq` is set here); returns it.
+    pub(crate) fn push(&mut self, mut look: Look) -> Look {
+        self.seen += 1;
+        look.seq = self.seen;
+        if (self.seen - 1).is_multiple_of(self.stride) {
+            self.kept.push(look.clone());
+            if self.kept.len() > MAX_LOOKS {
+                let keep = 2 * self.stride;
+                self.kept.retain(|l| (l.seq - 1).is_multiple_of(keep));
+                self.stride = keep;
+            }
+        }
+        look
+    }
+
+    /// The API's view.
+    pub(crate) fn history(&self, rollout: &str) -> History {
+        History {
+            rollout: rollout.to_string(),
+            generation: self.generation,
+            looks_seen: self.seen,
+            stride: self.stride,
+            looks: self.kept.clone(),
+        }
+    }
+}
+
+/// Feeds `input` to `engine` and returns the look it made, if it judged a
+/// window: the verdict's per-metric evidence, the stage and the weight the
+/// window was served at. `origin_ms` is the generation's start on the wall
+/// clock.
+///
+/// # Errors
+/// The engine's refusal of the input (it is unchanged).
+pub(crate) fn feed(
+    engine: &mut Engine,
+    input: Input,
+    origin_ms: u64,
+) -> Result<(Vec<canary_core::Command>, Option<Look>), canary_core::TransitionError> {
+    let before = engine.looks();
+    let weight = engine.state().weight;
+    let stage = engine.state().phase.stage();
+    let now = match &input {
+        Input::Apply { now, .. } | Input::Observe { now, .. } => *now,
+    };
+    let commands = engine.input(input)?;
+    let look = match (engine.looks() > before, engine.last_verdict(), stage) {
+        (true, Some(v), Some(stage)) => Some(look_of(v, stage, weight, origin_ms, now)),
+        _ => None,
+    };
+    Ok((commands, look))
+}
+
+fn finite(x: Option<f64>) -> Option<f64> {
+    x.filter(|x| x.is_finite())
+}
+
+fn look_of(
+    v: &Verdict,
+    stage: usize,
+    weight: f64,
+    origin_ms: u64,
+    now: std::time::Duration,
+) -> Look {
+    Look {
+        seq: 0,
+        at_ms: origin_ms.saturating_add(u64::try_from(now.as_millis()).unwrap_or(u64::MAX)),
+        at_seconds: now.as_secs_f64(),
+        stage,
+        weight,
+        outcome: v.outcome.to_string(),
+        metrics: v
+            .metrics
+            .iter()
+            .map(|m| LookMetric {
+                name: m.name.clone(),
+                outcome: m.outcome.to_string(),
+                statistic: finite(m.statistic),
+                threshold: finite(m.threshold),
+                e_value: finite(m.e_value),
+                p_value: finite(m.p_value),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn look(at: u64) -> Look {
+        Look {
+            seq: 0,
+            at_ms: at,
+            at_seconds: at as f64 / 1000.0,
+            stage: 0,
+            weight: 10.0,
+            outcome: "inconclusive".into(),
+            metrics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_long_history_is_thinned_and_still_spans_the_generation() {
+        let mut l = Looks::new(3);
+        let n = 10 * MAX_LOOKS as u64 + 7;
+        for i in 1..=n {
+            assert_eq!(l.push(look(i)).seq, i);
+            assert!(l.kept.len() <= MAX_LOOKS);
+        }
+        let h = l.history("r");
+        assert_eq!(h.generation, 3);
+        assert_eq!(h.looks_seen, n);
+        assert_eq!(h.looks[0].seq, 1, "the first look stays");
+        assert!(h.looks.len() > MAX_LOOKS / 2, "{}", h.looks.len());
+        let last = h.looks.last().unwrap().seq;
+        assert!(
+            n - last < h.stride,
+            "the latest kept is recent: {last} of {n}"
+        );
+        assert!(h.looks.windows(2).all(|w| w[1].seq - w[0].seq == h.stride));
+    }
+
+    #[test]
+    fn a_short_history_keeps_every_look() {
+        let mut l = Looks::new(0);
+        for i in 1..=5 {
+            l.push(look(i));
+        }
+        let h = l.history("r");
+        assert_eq!(h.stride, 1);
+        assert_eq!(
+            h.looks.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn only_inputs_that_judge_a_window_make_a_look() {
+        use canary_core::{Event, Pair, Policy, VersionStats};
+        use std::time::Duration;
+        let p = Policy::from_text(
+            "name: h\nstages:\n  - {weight: 10, duration: 1h}\n  - {weight: 100, duration: 1h}\n",
+        )
+        .unwrap();
+        let mut e = Engine::new(p);
+        let start = Input::Apply {
+            event: Event::Start,
+            now: Duration::ZERO,
+        };
+        assert!(feed(&mut e, start, 1000).unwrap().1.is_none());
+        let w = |n: u64| {
+            let mut v = VersionStats {
+                requests: n,
+                errors: 0,
+                ..Default::default()
+            };
+            v.latency.record_n(50.0, n);
+            v
+        };
+        let obs = Input::Observe {
+            window: Some(Pair {
+                baseline: w(900),
+                canary: w(100),
+            }),
+            missing: None,
+            checks: Vec::new(),
+            now: Duration::from_secs(2),
+        };
+        let (_, look) = feed(&mut e, obs, 1000).unwrap();
+        let look = look.expect("a judged window is a look");
+        assert_eq!(look.at_ms, 3000);
+        assert_eq!(look.stage, 0);
+        assert_eq!(look.weight, 10.0);
+        assert!(!look.metrics.is_empty());
+        let sequential = look.metrics.iter().find(|m| m.e_value.is_some());
+        assert!(sequential.is_some(), "the default judge has e-values");
+        let missing = Input::Observe {
+            window: None,
+            missing: Some("down".into()),
+            checks: Vec::new(),
+            now: Duration::from_secs(3),
+        };
+        assert!(feed(&mut e, missing, 1000).unwrap().1.is_none());
+    }
+}
