@@ -676,7 +676,7 @@ pub fn step(
                 && now >= limit.after
             {
                 s.abort(format!(
-                    "waited {}s for the confirm-rollout webhook(s) to answer 2xx                      (gate_timeout): aborted",
+                    "waited {}s for the confirm-rollout webhook(s) to answer 2xx (gate_timeout): aborted",
                     limit.after.as_secs_f64()
                 ));
             }

@@ -249,6 +249,10 @@ pub(crate) struct Runner {
     /// A weight the traffic layer refused for good, not yet acted on (the
     /// rollout pauses where it is).
     refused: Option<String>,
+    /// The weight the traffic layer last refused for good: not set again
+    /// on every tick (the layer keeps what it last took) until an
+    /// operator acts or the server restarts.
+    refused_weight: Option<f64>,
     source_failures: u64,
     last_error: Option<String>,
     /// `created_at` and (origin, `started_at`), formatted once.
@@ -454,6 +458,7 @@ impl Runner {
             stale: false,
             permanent: None,
             refused: None,
+            refused_weight: None,
             source_failures: 0,
             last_error: None,
             stamps,
@@ -1113,8 +1118,12 @@ impl Runner {
         if !again && w == self.st.applied_weight && self.driver.actuator_weight() == w {
             return;
         }
+        if !again && self.refused_weight == Some(w) {
+            return;
+        }
         match self.driver.set_weight(w).await {
             Ok(()) => {
+                self.refused_weight = None;
                 // The next window starts at the new weight.
                 let _ = self.driver.read_window().await;
                 if self.st.applied_weight != w {
@@ -1146,6 +1155,7 @@ impl Runner {
                 ));
                 if e.is_permanent() && !self.finished() {
                     self.refused = Some(format!("weight {w} % not applied: {}", chain(&e)));
+                    self.refused_weight = Some(w);
                 }
             }
         }
@@ -1184,6 +1194,8 @@ impl Runner {
                 .await
                 .map_err(|e| ApiError::new(503, format!("store: {e}")))?;
         }
+        // An operator's action tries a refused weight again.
+        self.refused_weight = None;
         let now = self.now();
         let note = reason.clone().unwrap_or_default();
         let event = match action {
