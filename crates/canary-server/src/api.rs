@@ -333,7 +333,8 @@ async fn history(
 ) -> Result<Json<History>, ApiError> {
     authorize_read(&app, &headers)?;
     let name = path_name(name)?;
-    Ok(Json(entry(&app, &name).await?.history(&name)))
+    entry(&app, &name).await?;
+    Ok(Json(crate::rollout::history_of(&app.ctx, &name).await?))
 }
 
 /// `pause`, `resume`, `promote` (finish the stage now), `promote-full`

@@ -3,13 +3,14 @@
 //!
 //! The status carries only the judge's latest verdict and the log only the
 //! verdicts that decided something; the evidence *over time* is what a
-//! person reads to see a metric approach its threshold. It is kept in
-//! memory, per generation, and rebuilt from the journal at a restart (the
-//! same replay that rebuilds the engine), so it needs no storage of its
-//! own. To bound memory with hundreds of long rollouts, at most
-//! [`MAX_LOOKS`] looks are kept: when full, every other one is dropped and
-//! from then on only every `stride`-th look is kept, so the history always
-//! spans the whole generation at a coarser grain.
+//! person reads to see a metric approach its threshold. It is built when
+//! asked for, by replaying the rollout's journal into a fresh engine (the
+//! same replay that rebuilds the engine at a restart), so it needs neither
+//! storage nor memory of its own: a running rollout only counts its looks,
+//! to number the ones the watch stream carries. At most [`MAX_LOOKS`]
+//! looks are returned: when full, every other one is dropped and from then
+//! on only every `stride`-th look is kept, so the history always spans the
+//! whole generation at a coarser grain.
 
 use canary_core::Verdict;
 use canary_engine::{Engine, Input};
@@ -28,6 +29,8 @@ pub(crate) struct Looks {
     /// Every `stride`-th look is kept (1, 2, 4, …).
     stride: u64,
     kept: Vec<Look>,
+    /// Whether looks are kept at all (a running rollout only counts).
+    keep: bool,
 }
 
 impl Default for Looks {
@@ -44,14 +47,23 @@ impl Looks {
             seen: 0,
             stride: 1,
             kept: Vec::new(),
+            keep: true,
         }
+    }
+
+    /// The same count of looks, keeping none from now on (what a running
+    /// rollout holds).
+    pub(crate) fn counting(mut self) -> Self {
+        self.keep = false;
+        self.kept = Vec::new();
+        self
     }
 
     /// Adds the next look (its `seq` is set here); returns it.
     pub(crate) fn push(&mut self, mut look: Look) -> Look {
         self.seen += 1;
         look.seq = self.seen;
-        if (self.seen - 1).is_multiple_of(self.stride) {
+        if self.keep && (self.seen - 1).is_multiple_of(self.stride) {
             self.kept.push(look.clone());
             if self.kept.len() > MAX_LOOKS {
                 let keep = 2 * self.stride;

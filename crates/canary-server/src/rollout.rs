@@ -191,7 +191,8 @@ pub(crate) enum Cmd {
 pub(crate) struct Entry {
     pub tx: mpsc::Sender<Cmd>,
     pub status: RwLock<RolloutStatus>,
-    /// The judge's looks in this generation.
+    /// How many looks the judge made in this generation (none kept: the
+    /// history is rebuilt from the journal when asked for).
     pub looks: RwLock<Looks>,
 }
 
@@ -202,15 +203,40 @@ impl Entry {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
 
-    /// The judge's looks, as `GET /api/v1/rollouts/{name}/history` has
-    /// them.
-    pub(crate) fn history(&self, name: &str) -> crate::model::History {
-        self.looks
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .history(name)
-    }
+/// The judge's looks in the current generation of rollout `name`, as
+/// `GET /api/v1/rollouts/{name}/history` has them: its stored spec, state
+/// and journal replayed into a fresh engine (off the async threads).
+pub(crate) async fn history_of(ctx: &Ctx, name: &str) -> Result<crate::model::History, ApiError> {
+    let store = ctx.store.clone();
+    let n = name.to_string();
+    let rec = blocking(move || store.get(&n))
+        .await?
+        .ok_or_else(|| ApiError::new(404, format!("no rollout named `{name}`")))?;
+    let policy = canary_prometheus::policy_from_text(&rec.spec)
+        .map_err(|e| ApiError::new(500, format!("rollout `{name}`: its stored spec: {e}")))?;
+    let st: Stored = serde_json::from_value(rec.state).map_err(|e| {
+        ApiError::new(
+            500,
+            format!("rollout `{name}`: stored state unreadable: {e}"),
+        )
+    })?;
+    let store = ctx.store.clone();
+    let n = name.to_string();
+    let journal = blocking(move || store.journal(&n)).await?;
+    let n = name.to_string();
+    let built = tokio::task::spawn_blocking(move || {
+        replay_inputs(&n, &policy, &st, journal).map(|(_, looks)| looks.history(&n))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            500,
+            format!("rollout `{name}`: the replay did not finish: {e}"),
+        )
+    })?;
+    built.map_err(|e| ApiError::new(500, e))
 }
 
 /// The rollout's state as stored (beside the journal that rebuilds its
@@ -444,7 +470,7 @@ impl Runner {
             entry: Arc::new(Entry {
                 tx,
                 status: RwLock::new(placeholder(&rec.name)),
-                looks: RwLock::new(looks),
+                looks: RwLock::new(looks.counting()),
             }),
             ctx,
             name: rec.name.clone(),
@@ -543,7 +569,7 @@ impl Runner {
         let entry = Arc::new(Entry {
             tx,
             status: RwLock::new(self.entry.status()),
-            looks: RwLock::new(looks),
+            looks: RwLock::new(looks.counting()),
         });
         self.entry = entry.clone();
         tokio::spawn(self.run(rx));
@@ -1173,7 +1199,7 @@ impl Runner {
         let st: Stored = serde_json::from_value(rec.state.clone()).map_err(|e| e.to_string())?;
         let (engine, looks) = replay(&self.ctx, &self.name, &self.policy, &st).await?;
         self.engine = engine;
-        *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()) = looks;
+        *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()) = looks.counting();
         self.st = st;
         self.origin.store(self.st.origin_ms, Ordering::SeqCst);
         self.revision = rec.revision;
@@ -1250,7 +1276,7 @@ impl Runner {
         self.confirmed = false;
         self.waiting_logged = false;
         *self.entry.looks.write().unwrap_or_else(|p| p.into_inner()) =
-            Looks::new(self.st.generation);
+            Looks::new(self.st.generation).counting();
         let mut why = format!(
             "started over from the first stage (generation {})",
             self.st.generation
@@ -1481,6 +1507,16 @@ async fn replay(
     let journal = blocking(move || store.journal(&n))
         .await
         .map_err(|e| format!("rollout `{name}`: {e}"))?;
+    replay_inputs(name, policy, st, journal)
+}
+
+/// A fresh engine for `policy` fed `journal`, and the looks it made.
+fn replay_inputs(
+    name: &str,
+    policy: &Policy,
+    st: &Stored,
+    journal: Vec<String>,
+) -> Result<(Engine, Looks), String> {
     let inputs: Vec<Input> = journal
         .into_iter()
         .map(|t| serde_json::from_str(&t))
