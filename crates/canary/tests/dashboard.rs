@@ -5,75 +5,18 @@
 //! run by CI); these tests need neither.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
-const TOKEN: &str = "dashboard-token-0123456789";
+mod support;
 
-/// A fresh directory under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
+use support::{api_agent as agent, ServeProc, TempDir, SERVE_TOKEN as TOKEN};
 
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("canary-dash-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A `canary serve` child process, killed by its PID when dropped.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    fn start(db: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .args(extra)
-            .env("CANARY_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start canary serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("canary serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Serve { child, base }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
+/// `canary serve` on `db` with `extra` arguments.
+fn serve(db: &Path, extra: &[&str]) -> ServeProc {
+    ServeProc::start_with(db, extra, &[])
 }
 
 struct Reply {
@@ -146,7 +89,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 #[test]
 fn the_dashboard_is_served_from_the_binary_with_a_strict_csp() {
     let dir = TempDir::new("assets");
-    let srv = Serve::start(&dir.0.join("d.db"), &["--auth-reads"]);
+    let srv = serve(&dir.0.join("d.db"), &["--auth-reads"]);
     let base = &srv.base;
 
     let page = get(base, "/", None);
@@ -224,7 +167,7 @@ fn history(base: &str, name: &str) -> Value {
 fn the_history_holds_every_look_and_survives_a_restart() {
     let dir = TempDir::new("history");
     let db = dir.0.join("h.db");
-    let mut srv = Serve::start(&db, &[]);
+    let mut srv = serve(&db, &[]);
     let base = srv.base.clone();
 
     let doc = get(&base, "/api/v1/openapi.json", None).json();
@@ -308,7 +251,7 @@ fn the_history_holds_every_look_and_survives_a_restart() {
     // the same looks.
     let before = history(&base, "h");
     drop(srv);
-    srv = Serve::start(&db, &[]);
+    srv = serve(&db, &[]);
     let base = srv.base.clone();
     let after = history(&base, "h");
     let b = before["looks"].as_array().unwrap();

@@ -333,10 +333,16 @@ impl ServeProc {
 
     /// The same, with more environment variables.
     pub fn start_with_env(db: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(db, &[], env)
+    }
+
+    /// The same, with more arguments (`--auth-reads`) and environment.
+    pub fn start_with(db: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
+            .args(args)
             .env("CANARY_TOKEN", SERVE_TOKEN)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
