@@ -68,7 +68,24 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM by PID first: nginx's master then stops its workers, which a
+    /// SIGKILL of the master would leave running; SIGKILL after 5 s, or at
+    /// once where `kill` cannot be run.
     fn drop(&mut self) {
+        let asked = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if asked {
+            for _ in 0..500 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
