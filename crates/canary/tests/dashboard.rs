@@ -4,7 +4,6 @@
 //! exercised in a real browser by `tests/dashboard/` (Node and Chromium,
 //! run by CI); these tests need neither.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
@@ -178,25 +177,7 @@ fn the_history_holds_every_look_and_survives_a_restart() {
     assert!(doc["components"]["schemas"]["Look"].is_object());
 
     // The stream, from before the rollout exists.
-    let (tx, rx) = std::sync::mpsc::channel::<(String, Value)>();
-    let url = format!("{base}/api/v1/watch");
-    std::thread::spawn(move || {
-        let Ok(r) = agent().get(&url).call() else {
-            return;
-        };
-        let mut kind = String::new();
-        for line in BufReader::new(r.into_body().into_reader()).lines() {
-            let Ok(line) = line else { return };
-            if let Some(k) = line.strip_prefix("event:") {
-                kind = k.trim().into();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                let v: Value = serde_json::from_str(d.trim()).unwrap();
-                if tx.send((kind.clone(), v)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
+    let rx = support::follow_events(format!("{base}/api/v1/watch"));
 
     let (s, v) = post(&base, "/api/v1/rollouts", "application/yaml", &spec("h"));
     assert_eq!(s, 201, "{v}");

@@ -139,23 +139,7 @@ fn every_action_over_http_is_logged_with_its_actor_and_watched_live() {
     assert!(listen.starts_with("127.0.0.1:"), "{v}");
 
     // The watch stream: a snapshot first, then one event per change.
-    let watch_url = format!("{base}/api/v1/rollouts/web/watch");
-    let (tx, rx) = std::sync::mpsc::channel::<(String, Value)>();
-    std::thread::spawn(move || {
-        let r = agent().get(&watch_url).call().unwrap();
-        let mut kind = String::new();
-        for line in BufReader::new(r.into_body().into_reader()).lines() {
-            let Ok(line) = line else { return };
-            if let Some(k) = line.strip_prefix("event:") {
-                kind = k.trim().into();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                let v: Value = serde_json::from_str(d.trim()).unwrap();
-                if tx.send((kind.clone(), v)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
+    let rx = support::follow_events(format!("{base}/api/v1/rollouts/web/watch"));
     let (kind, first) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(kind, "snapshot");
     assert_eq!(first["status"]["name"], "web");

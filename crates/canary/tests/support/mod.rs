@@ -382,3 +382,31 @@ pub fn api_agent() -> ureq::Agent {
         .build()
         .into()
 }
+
+/// Follows a server-sent event stream at `url` on a thread of its own:
+/// each event as (its `event:` kind, its `data:` as JSON). The channel
+/// closes when the stream ends or cannot be opened.
+pub fn follow_events(url: String) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok(r) = api_agent().get(&url).call() else {
+            return;
+        };
+        let mut kind = String::new();
+        for line in std::io::BufReader::new(r.into_body().into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().into();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let Ok(v) = serde_json::from_str(d.trim()) else {
+                    return;
+                };
+                if tx.send((kind.clone(), v)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
