@@ -13,11 +13,13 @@ to 10 ms of polling and the recovery of every rollout by the new leader);
 the killed replica is started again, as a follower. Then --pauses times:
 SIGSTOPs the leader until another leads, plus 0.5 s, and SIGCONTs it.
 
-At the end: every rollout's log on the last leader is checked (gapless, no
-decision twice), and the writes refused from deposed leaders are summed
-from every live replica's /metrics (canary_ha_writes_refused_total, by
-this replica and by etcd's fence; the killed replicas' counts die with
-them, and a killed leader writes nothing afterwards anyway).
+Right after each SIGCONT, a write (POST .../pause) is sent to the woken
+old leader: it must be refused (503). At the end: every rollout's log on
+the last leader is checked (gapless, no decision twice), and the store
+writes refused from deposed leaders are summed from every live replica's
+/metrics (canary_ha_writes_refused_total, by this replica and by etcd's
+fence; the killed replicas' counts die with them, and a killed leader
+writes nothing afterwards anyway).
 
 Usage: bench/etcd_failover.py [--binary target/debug/canary] [--kills 20]
        [--pauses 5] [--ttl 2] [--campaign 250ms] [--rollouts 4]
@@ -219,6 +221,7 @@ def main():
             b.replicas[l] = b.spawn()
             l, term = n, nterm
         pause_times = []
+        api_refused = []
         for k in range(a.pauses):
             time.sleep(a.settle)
             b.keep_in_flight(b.replicas[l][1])
@@ -229,8 +232,11 @@ def main():
             pause_times.append(time.monotonic() - t0)
             time.sleep(0.5)
             p.send_signal(signal.SIGCONT)
+            # At once, a write to the woken old leader: refused (503) or not.
+            st, _ = http("POST", b.replicas[l][1] + "/api/v1/rollouts/r0/pause", b"")
+            api_refused.append(st == 503)
             print(json.dumps({"pause": k + 1, "takeover_s": round(pause_times[-1], 3),
-                              "term": [term, nterm]}), flush=True)
+                              "term": [term, nterm], "write_to_old_leader": st}), flush=True)
             l, term = n, nterm
         time.sleep(a.settle)
         refused = {"replica": 0, "etcd": 0}
@@ -250,13 +256,14 @@ def main():
             "pauses": len(pause_times),
             "pause_takeover_median_s": round(statistics.median(pause_times), 3) if pause_times else None,
             "pause_takeover_max_s": round(max(pause_times), 3) if pause_times else None,
-            "writes_refused_from_deposed_leaders": refused,
+            "store_writes_refused_from_deposed_leaders": refused,
+            "api_writes_to_woken_old_leaders_refused": f"{sum(api_refused)}/{len(api_refused)}",
             "lease_ttl_s": a.ttl,
             "campaign_interval": a.campaign,
             "log_problems": bad,
         }
         print(json.dumps(summary, indent=1))
-        if bad:
+        if bad or not all(api_refused):
             sys.exit(1)
     finally:
         b.stop()
