@@ -291,7 +291,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// `canary serve --store etcd`: one replica of several.
 fn run_etcd(args: Args) -> Result<ExitCode> {
-    let (store, leadership) = etcd_store(&args)?;
     // Every replica must take the same token: none is generated here.
     let token = match (&args.token_file, std::env::var("CANARY_TOKEN").ok()) {
         (None, None) => {
@@ -305,6 +304,7 @@ fn run_etcd(args: Args) -> Result<ExitCode> {
                 .0
         }
     };
+    let (store, leadership) = etcd_store(&args)?;
     let config = ServeConfig {
         listen: args.listen,
         token,

@@ -475,3 +475,80 @@ fn no_replica_acts_while_etcd_has_no_quorum() {
     }
     wait_all_finished(&r, &specs, Duration::from_secs(60));
 }
+
+/// Bad flags and an etcd that does not answer: a clear error naming the
+/// flag, exit 2, before anything listens. (Needs no etcd.)
+#[test]
+fn bad_etcd_flags_and_an_unreachable_etcd_are_clear_errors() {
+    let nobody = format!("http://127.0.0.1:{}", support::free_port());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--store".into(), "etcd".into()], "--etcd-endpoints"),
+        (
+            vec![
+                "--store".into(),
+                "etcd".into(),
+                "--etcd-endpoints".into(),
+                "127.0.0.1:2379".into(),
+            ],
+            "--etcd-endpoints: `127.0.0.1:2379` is not an http:// URL",
+        ),
+        (
+            vec![
+                "--store".into(),
+                "etcd".into(),
+                "--etcd-endpoints".into(),
+                nobody.clone(),
+            ],
+            "--etcd-endpoints",
+        ),
+        (
+            vec![
+                "--store".into(),
+                "etcd".into(),
+                "--etcd-endpoints".into(),
+                nobody.clone(),
+                "--lease-ttl".into(),
+                "1500ms".into(),
+            ],
+            "--lease-ttl",
+        ),
+        (
+            vec!["--etcd-endpoints".into(), nobody.clone()],
+            "--etcd-endpoints is for --store etcd",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .env("CANARY_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: wants {want:?} in {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing listens");
+    }
+    // Unreachable: the error says so, with the endpoint.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "etcd"])
+        .args(["--etcd-endpoints", &nobody])
+        .env("CANARY_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach etcd") && err.contains(&nobody),
+        "{err}"
+    );
+    // No token: every replica must share one, none is generated.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "etcd"])
+        .args(["--etcd-endpoints", &nobody])
+        .env_remove("CANARY_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--token-file FILE or CANARY_TOKEN"), "{err}");
+}
