@@ -241,30 +241,41 @@ impl Leadership {
         self.refused_fenced.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The leader as last seen, unless it is this replica and it may no
+    /// longer act (then who leads next is not known yet).
+    fn known_leader(&self) -> Option<(Holder, i64)> {
+        let acting = self.acting();
+        self.state()
+            .leader
+            .clone()
+            .filter(|(h, _)| acting || h.id != self.opts.id)
+    }
+
     /// Who leads, in words, for a follower's refusal.
     pub fn leader_words(&self) -> String {
-        match &self.state().leader {
+        match self.known_leader() {
             Some((h, term)) => format!("the leader is `{}` at {} (term {term})", h.id, h.url),
-            None => "no leader is elected at the moment".into(),
+            None => "no leader is known at the moment (one is elected within the lease TTL)".into(),
         }
     }
 
     /// The leader's URL, when known.
     pub fn leader_url(&self) -> Option<String> {
-        self.state().leader.as_ref().map(|(h, _)| h.url.clone())
+        self.known_leader().map(|(h, _)| h.url)
     }
 
     /// What `/readyz` and `/metrics` show.
     pub fn status(&self) -> HaStatus {
         let acting = self.acting();
+        let known = self.known_leader();
         let s = self.state();
         let now = (self.opts.clock)();
         HaStatus {
             id: self.opts.id.clone(),
             role: if acting { "leader" } else { "follower" }.into(),
             term: s.term.or(s.leader.as_ref().map(|l| l.1)).unwrap_or(0),
-            leader: s.leader.as_ref().map(|(h, _)| h.id.clone()),
-            leader_url: s.leader.as_ref().map(|(h, _)| h.url.clone()),
+            leader: known.as_ref().map(|(h, _)| h.id.clone()),
+            leader_url: known.as_ref().map(|(h, _)| h.url.clone()),
             since_renewal_seconds: s
                 .term
                 .and(s.renewed_at)

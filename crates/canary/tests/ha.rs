@@ -389,6 +389,13 @@ fn a_leader_paused_past_its_lease_comes_back_as_a_follower() {
     let (_, new_term) = role(&r.base(next)).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     signal(pid, "CONT");
+    // At once, a write to the woken old leader: refused.
+    let (s, v) = post(&r.base(l), "/api/v1/rollouts/good-a/pause", "");
+    assert_eq!(s, 503, "the deposed leader took a write: {v}");
+    assert!(
+        !v.to_string().contains(&format!("leader: {}", r.base(l))),
+        "it does not name itself as the leader: {v}"
+    );
     // It rejoins as a follower, knowing the new term.
     let t = now();
     loop {
@@ -402,6 +409,16 @@ fn a_leader_paused_past_its_lease_comes_back_as_a_follower() {
     }
     let metrics = metrics_of(&r.base(l));
     assert!(metrics.contains("canary_ha_leader 0"), "{metrics}");
+    // As a follower it points writes to the new leader.
+    let (s, v) = post(&r.base(l), "/api/v1/rollouts/good-a/pause", "");
+    assert_eq!(s, 503, "{v}");
+    let new_leader = format!("leader: {}", r.base(next));
+    assert!(
+        v["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == &json!(new_leader))),
+        "{v}"
+    );
     // Whatever it tried after it woke was refused: the new leader's logs
     // are whole, no decision twice, and every rollout ends as it should.
     assert_eq!(r.leader(Duration::from_secs(5)), next);
