@@ -127,7 +127,11 @@ impl Server {
                 sender,
             });
         }
-        let warnings = recover_all(&app).await?;
+        let warnings = recover_all(&app)
+            .await?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
         app.ready.store(true, Ordering::SeqCst);
         let sender = outbox::spawn(store, ctx.clock.clone(), ctx.outbox_wake.clone());
         Ok(Server {
@@ -178,9 +182,9 @@ impl Server {
     }
 }
 
-/// Recovers every stored rollout into `app`'s runners; the ones that
-/// cannot be recovered, in words.
-async fn recover_all(app: &Arc<api::App>) -> Result<Vec<String>, String> {
+/// Recovers every stored rollout that `app` does not drive yet into its
+/// runners; the ones that cannot be recovered, each name with why.
+async fn recover_all(app: &Arc<api::App>) -> Result<Vec<(String, String)>, String> {
     let ctx = app.ctx.clone();
     let records = {
         let s = ctx.store.clone();
@@ -193,11 +197,14 @@ async fn recover_all(app: &Arc<api::App>) -> Result<Vec<String>, String> {
     let mut map = app.rollouts.lock().await;
     for rec in records {
         let name = rec.name.clone();
+        if map.contains_key(&name) {
+            continue;
+        }
         match Runner::recover(ctx.clone(), rec).await {
             Ok(r) => {
                 map.insert(name, r.spawn());
             }
-            Err(e) => warnings.push(format!("{e}; left in the store as it was")),
+            Err(e) => warnings.push((name, format!("{e}; left in the store as it was"))),
         }
     }
     Ok(warnings)
@@ -250,24 +257,43 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
             }
         };
         eprintln!("elected leader (term {won}): resuming the stored rollouts");
-        let renewer = tokio::spawn(renew(l.clone()));
-        match recover_all(&app).await {
-            Ok(warnings) => {
-                for w in warnings {
-                    eprintln!("warning: {w}");
-                }
-            }
-            Err(e) => eprintln!("cannot read the stored rollouts: {e}"),
-        }
+        let mut renewer = tokio::spawn(renew(l.clone()));
         let ctx = &app.ctx;
         let sender = outbox::spawn(
             ctx.store.clone(),
             ctx.clock.clone(),
             ctx.outbox_wake.clone(),
         );
-        let why = renewer
-            .await
-            .unwrap_or_else(|_| "the renewal task stopped".into());
+        // Rollouts that could not be recovered (etcd failing a read, say)
+        // are tried again every interval while this replica leads; each
+        // failure is said once.
+        let mut said = std::collections::BTreeSet::new();
+        let mut pending = true;
+        let why = loop {
+            if pending {
+                match recover_all(&app).await {
+                    Ok(failed) => {
+                        pending = !failed.is_empty();
+                        for (name, w) in failed {
+                            if said.insert(name) {
+                                eprintln!("warning: {w}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if said.insert(String::new()) {
+                            eprintln!("cannot read the stored rollouts (trying again): {e}");
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                r = &mut renewer => {
+                    break r.unwrap_or_else(|_| "the renewal task stopped".into());
+                }
+                _ = tokio::time::sleep(opts.interval), if pending => {}
+            }
+        };
         sender.abort();
         stop_all(&app).await;
         let lease = l.step_down();
