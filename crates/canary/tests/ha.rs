@@ -350,6 +350,23 @@ fn the_leader_killed_again_and_again_loses_and_repeats_nothing() {
         r.procs[l] = Some(p);
         l = next;
     }
+    // A leader stopped by SIGTERM revokes its lease: another leads well
+    // before the lease could have expired (TTL less one renewal cycle
+    // after its last renewal, at the earliest).
+    let stopped = now();
+    if let Some(p) = r.procs[l].as_mut() {
+        support::terminate(&mut p.child);
+    }
+    r.procs[l] = None;
+    r.leader(Duration::from_secs(30));
+    let took = stopped.elapsed();
+    assert!(
+        took < TTL - TTL / 5,
+        "a SIGTERMed leader handed over after {took:?}: its lease was not revoked: {}",
+        r.logs()
+    );
+    let p = r.spawn();
+    r.procs[l] = Some(p);
     wait_all_finished(&r, &specs, Duration::from_secs(60));
     drop(etcd);
 }
