@@ -286,7 +286,7 @@ impl EtcdStore {
         };
         let mut ops = Vec::new();
         for (i, d) in deliveries.iter().enumerate() {
-            let id = next + i as u64;
+            let id = next.saturating_add(i as u64);
             let q = Queued {
                 delivery: d.clone(),
                 attempts: 0,
@@ -301,7 +301,7 @@ impl EtcdStore {
                 0,
             ));
         }
-        let after = next + deliveries.len() as u64;
+        let after = next.saturating_add(deliveries.len() as u64);
         ops.push(etcd::put(&seq_key, after.to_string().as_bytes(), 0));
         Ok((vec![etcd::compare("MOD", &seq_key, modrev)], ops))
     }
@@ -330,10 +330,10 @@ impl EtcdStore {
         next.state = w.state.clone();
         next.finished = w.finished;
         next.updated_at_ms = w.at_ms;
-        next.revision = expected + 1;
+        next.revision = expected.saturating_add(1);
         let mut ops = Vec::new();
         for e in w.events {
-            next.events += 1;
+            next.events = next.events.saturating_add(1);
             ops.push(etcd::put(
                 &self.log_key("event", name, next.event_inc, next.events),
                 &to_vec(e),
@@ -343,11 +343,11 @@ impl EtcdStore {
         if w.reset_journal {
             let old = self.log_prefix("journal", name, rec.journal_inc);
             ops.push(etcd::delete(&old, Some(&etcd::prefix_end(&old))));
-            next.journal_inc += 1;
+            next.journal_inc = next.journal_inc.saturating_add(1);
             next.journal = 0;
         }
         for j in w.journal {
-            next.journal += 1;
+            next.journal = next.journal.saturating_add(1);
             ops.push(etcd::put(
                 &self.log_key("journal", name, next.journal_inc, next.journal),
                 j.as_bytes(),
@@ -429,7 +429,7 @@ impl EtcdStore {
             rec.journal_inc
         };
         let p = self.log_prefix(kind, name, inc);
-        let from = self.log_key(kind, name, inc, after + 1);
+        let from = self.log_key(kind, name, inc, after.saturating_add(1));
         let v = self
             .client
             .range(&from, Some(&etcd::prefix_end(&p)), at)
@@ -459,7 +459,11 @@ impl Store for EtcdStore {
                     let p = self.log_prefix(kind, &r.name, inc);
                     ops.push(etcd::delete(&p, Some(&etcd::prefix_end(&p))));
                 }
-                (*m, o.event_inc + 1, o.journal_inc + 1)
+                (
+                    *m,
+                    o.event_inc.saturating_add(1),
+                    o.journal_inc.saturating_add(1),
+                )
             }
             None => (0, 0, 0),
         };
