@@ -43,8 +43,8 @@ Examples:
   canary serve                                   # 127.0.0.1:7070, ./canary.db
   canary serve --listen 0.0.0.0:7070 --db /var/lib/canary/canary.db --token-file /etc/canary/token
   CANARY_TOKEN=$(cat token) canary serve --auth-reads
-  canary serve --store etcd --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379 \
-      --token-file /etc/canary/token --listen 0.0.0.0:7070 --advertise-url http://10.0.0.4:7070
+  canary serve --store etcd --etcd-endpoints http://e1:2379,http://e2:2379,http://e3:2379
+  canary serve --store etcd --etcd-endpoints ... --advertise-url http://10.0.0.4:7070  # docs/ha.md
 
 Then:
   export CANARY_SERVER=http://127.0.0.1:7070 CANARY_TOKEN=$(cat canary.db.token)
