@@ -413,3 +413,83 @@ impl Leadership {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    /// A replica that won term 7 at t = 1 s (TTL 10 s), on a clock the
+    /// test moves (ms).
+    fn leading() -> (Leadership, Arc<AtomicU64>) {
+        let now = Arc::new(AtomicU64::new(1_000));
+        let clock = now.clone();
+        let l = Leadership::new(
+            Client::new(vec!["http://127.0.0.1:9".into()], Duration::from_millis(10)),
+            "/t/",
+            HaOptions {
+                id: "me".into(),
+                url: None,
+                ttl: Duration::from_secs(10),
+                interval: Duration::from_secs(1),
+                clock: Arc::new(move || Duration::from_millis(clock.load(Ordering::SeqCst))),
+            },
+        );
+        {
+            let mut s = l.state();
+            s.term = Some(7);
+            s.lease = 42;
+            s.renewed_at = Some(Duration::from_secs(1));
+            s.leader = Some((
+                Holder {
+                    id: "me".into(),
+                    url: "http://me".into(),
+                },
+                7,
+            ));
+        }
+        (l, now)
+    }
+
+    #[test]
+    fn a_leader_stops_acting_half_its_ttl_after_its_last_renewal() {
+        let (l, now) = leading();
+        assert_eq!((l.fence(), l.role()), (Some(7), Role::Leader));
+        assert_eq!(l.leader_url().as_deref(), Some("http://me"));
+        now.store(1_000 + 4_999, Ordering::SeqCst);
+        assert!(l.acting());
+        assert_eq!(l.status().since_renewal_seconds, Some(4.999));
+        now.store(1_000 + 5_000, Ordering::SeqCst);
+        assert_eq!((l.fence(), l.role()), (None, Role::Follower));
+        let s = l.status();
+        assert_eq!((s.role.as_str(), s.term), ("follower", 7));
+        // It does not send clients to itself any more.
+        assert_eq!(l.leader_url(), None);
+        assert!(
+            l.leader_words().contains("no leader is known"),
+            "{}",
+            l.leader_words()
+        );
+        // Stepping down forgets the term and hands back the lease.
+        assert_eq!(l.step_down(), 42);
+        assert_eq!(l.term(), None);
+        assert_eq!(l.status().since_renewal_seconds, None);
+    }
+
+    #[test]
+    fn renewals_and_step_down_follow_the_ttl() {
+        let (l, _) = leading();
+        let o = l.options();
+        assert_eq!(o.renew_every(), Duration::from_secs(2));
+        assert_eq!(o.step_down_after(), Duration::from_secs(5));
+        assert!(
+            o.renew_every() * 2 < o.step_down_after(),
+            "two renewals may fail"
+        );
+        assert!(
+            o.step_down_after() < o.ttl,
+            "stops before etcd can expire the lease"
+        );
+    }
+}
