@@ -135,6 +135,62 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// With high availability, a follower refuses every write: 503, and who
+/// leads (the details have the leader's URL alone, for clients).
+fn require_leader(app: &App) -> Result<(), ApiError> {
+    let Some(l) = &app.ctx.leadership else {
+        return Ok(());
+    };
+    if l.acting() {
+        return Ok(());
+    }
+    let mut details = vec![format!("role: {}", l.status().role)];
+    if let Some(u) = l.leader_url() {
+        details.push(format!("leader: {u}"));
+    }
+    Err(ApiError::new(
+        503,
+        format!(
+            "this replica (`{}`) does not lead, so it changes nothing; {}",
+            l.options().id,
+            l.leader_words()
+        ),
+    )
+    .with_details(details))
+}
+
+/// Whether reads come from the store (a follower with high availability)
+/// rather than from this server's runners.
+fn reads_from_store(app: &App) -> bool {
+    app.ctx
+        .leadership
+        .as_ref()
+        .is_some_and(|l| l.role() == crate::ha::Role::Follower)
+}
+
+/// The stored record of `name` (a follower's reads).
+async fn stored(app: &App, name: &str) -> Result<crate::store::RolloutRecord, ApiError> {
+    let store = app.ctx.store.clone();
+    let n = name.to_string();
+    tokio::task::spawn_blocking(move || store.get(&n))
+        .await
+        .map_err(|e| ApiError::new(503, format!("store: {e}")))??
+        .ok_or_else(|| ApiError::new(404, format!("no rollout `{name}`")))
+}
+
+/// Every stored rollout's status (a follower's reads).
+async fn stored_statuses(app: &App) -> Result<Vec<RolloutStatus>, ApiError> {
+    let store = app.ctx.store.clone();
+    let recs = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .map_err(|e| ApiError::new(503, format!("store: {e}")))??;
+    let mut out = Vec::with_capacity(recs.len());
+    for r in recs {
+        out.push(crate::rollout::stored_status(&app.ctx, r).await?);
+    }
+    Ok(out)
+}
+
 async fn entry(app: &App, name: &str) -> Result<Arc<Entry>, ApiError> {
     app.rollouts
         .lock()
@@ -183,6 +239,7 @@ async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<RolloutStatus>), ApiError> {
     let actor = authorize(&app, &headers)?;
+    require_leader(&app)?;
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
@@ -255,21 +312,27 @@ async fn create(
 )]
 async fn list(State(app): Shared, headers: HeaderMap) -> Result<Json<RolloutList>, ApiError> {
     authorize_read(&app, &headers)?;
-    let map = app.rollouts.lock().await;
-    let rollouts = map
-        .values()
-        .map(|e| {
-            let s = e.status();
-            RolloutSummary {
-                name: s.name,
-                phase: s.phase,
-                mode: s.mode,
-                stage: s.stage,
-                stages: s.stages,
-                weight: s.applied_weight,
-                desired_weight: s.desired_weight,
-                updated_at: s.updated_at,
-            }
+    let statuses: Vec<RolloutStatus> = if reads_from_store(&app) {
+        stored_statuses(&app).await?
+    } else {
+        app.rollouts
+            .lock()
+            .await
+            .values()
+            .map(|e| e.status())
+            .collect()
+    };
+    let rollouts = statuses
+        .into_iter()
+        .map(|s| RolloutSummary {
+            name: s.name,
+            phase: s.phase,
+            mode: s.mode,
+            stage: s.stage,
+            stages: s.stages,
+            weight: s.applied_weight,
+            desired_weight: s.desired_weight,
+            updated_at: s.updated_at,
         })
         .collect();
     Ok(Json(RolloutList { rollouts }))
@@ -290,6 +353,10 @@ async fn get_one(
 ) -> Result<Json<RolloutStatus>, ApiError> {
     authorize_read(&app, &headers)?;
     let name = path_name(name)?;
+    if reads_from_store(&app) {
+        let rec = stored(&app, &name).await?;
+        return Ok(Json(crate::rollout::stored_status(&app.ctx, rec).await?));
+    }
     Ok(Json(entry(&app, &name).await?.status()))
 }
 
@@ -306,7 +373,11 @@ async fn events(
 ) -> Result<Json<EventLog>, ApiError> {
     authorize_read(&app, &headers)?;
     let name = path_name(name)?;
-    entry(&app, &name).await?;
+    if reads_from_store(&app) {
+        stored(&app, &name).await?;
+    } else {
+        entry(&app, &name).await?;
+    }
     let store = app.ctx.store.clone();
     let n = name.clone();
     let evs = tokio::task::spawn_blocking(move || store.events(&n, 0))
@@ -333,7 +404,9 @@ async fn history(
 ) -> Result<Json<History>, ApiError> {
     authorize_read(&app, &headers)?;
     let name = path_name(name)?;
-    entry(&app, &name).await?;
+    if !reads_from_store(&app) {
+        entry(&app, &name).await?;
+    }
     Ok(Json(crate::rollout::history_of(&app.ctx, &name).await?))
 }
 
@@ -365,6 +438,7 @@ async fn action(
     body: Body,
 ) -> Result<Json<RolloutStatus>, ApiError> {
     let actor = authorize(&app, &headers)?;
+    require_leader(&app)?;
     let Path((name, action)) =
         path.map_err(|e| ApiError::new(400, format!("bad path: {}", e.body_text())))?;
     let act = Action::parse(&action).ok_or_else(|| {
@@ -461,6 +535,7 @@ async fn delete(
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let actor = authorize(&app, &headers)?;
+    require_leader(&app)?;
     let name = path_name(name)?;
     let Query(q) = q.map_err(|e| ApiError::new(400, format!("bad query: {}", e.body_text())))?;
     let mut map = app.rollouts.lock().await;
@@ -589,21 +664,41 @@ async fn watch_one(
 async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
+        ha: None,
     })
 }
 
-/// Readiness: stored rollouts recovered and the store answers.
+/// Readiness: stored rollouts recovered and the store answers. With high
+/// availability, `ha` says this replica's role (`leader` or `follower`),
+/// the term, who leads and the seconds since the lease was last renewed;
+/// a replica that cannot read the store answers 503 with the same in
+/// `details`.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(app): Shared) -> Result<Json<Health>, ApiError> {
+    let ha = app.ctx.leadership.as_ref().map(|l| l.status());
+    let ha_details = || {
+        ha.as_ref().map_or_else(Vec::new, |h| {
+            vec![
+                format!("role: {}", h.role),
+                format!("term: {}", h.term),
+                format!(
+                    "leader: {}",
+                    h.leader_url.as_deref().unwrap_or("none known")
+                ),
+            ]
+        })
+    };
     if !app.ready.load(Ordering::SeqCst) {
         return Err(ApiError::new(503, "recovering stored rollouts"));
     }
     let store = app.ctx.store.clone();
     tokio::task::spawn_blocking(move || store.get(""))
         .await
-        .map_err(|e| ApiError::new(503, format!("store: {e}")))??;
+        .map_err(|e| ApiError::new(503, format!("store: {e}")))?
+        .map_err(|e| ApiError::from(e).with_details(ha_details()))?;
     Ok(Json(Health {
         status: "ok".into(),
+        ha,
     }))
 }
 
@@ -620,9 +715,10 @@ async fn metrics(State(app): Shared, headers: HeaderMap) -> Result<Response, Api
         .values()
         .map(|e| e.status())
         .collect();
+    let ha = app.ctx.leadership.as_ref().map(|l| l.status());
     let text = {
         let c = app.ctx.counters.lock().unwrap_or_else(|p| p.into_inner());
-        crate::metrics::render(&statuses, &c)
+        crate::metrics::render(&statuses, &c, ha.as_ref())
     };
     Ok((
         [(
@@ -657,7 +753,7 @@ impl utoipa::Modify for Security {
 #[openapi(
     info(title = "canary serve", description = "Progressive delivery: many rollouts, judged on statistical evidence."),
     paths(create, list, get_one, events, history, action, delete, watch_all, watch_one, healthz, readyz, metrics, openapi),
-    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, History, crate::model::Look, crate::model::LookMetric, Action, ActionBody, ErrorBody, Health, crate::model::Counts, crate::model::TrafficInfo, crate::model::MetricsInfo)),
+    components(schemas(RolloutStatus, RolloutList, RolloutSummary, EventLog, crate::model::EventEntry, History, crate::model::Look, crate::model::LookMetric, Action, ActionBody, ErrorBody, Health, crate::ha::HaStatus, crate::model::Counts, crate::model::TrafficInfo, crate::model::MetricsInfo)),
     modifiers(&Security),
 )]
 struct ApiDoc;

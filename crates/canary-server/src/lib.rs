@@ -3,7 +3,11 @@
 //! - [`store`]: the [`Store`](store::Store) trait (one record per rollout,
 //!   compare-and-set on its revision, an append-only gapless event log, a
 //!   journal of the engine's inputs) and its embedded SQLite
-//!   implementation, [`SqliteStore`](store::SqliteStore).
+//!   implementation, [`SqliteStore`](store::SqliteStore); the distributed
+//!   one on etcd, [`EtcdStore`](store::EtcdStore).
+//! - [`ha`]: leader election on etcd leases, and the fencing of the
+//!   leader's writes with its term (several replicas, one leader).
+//! - [`etcd`]: the small blocking client of etcd's JSON gateway both use.
 //! - [`Server`]: the HTTP API over any number of rollouts, each driven by a
 //!   task of its own (`rollout`), recovered from the store at start.
 //! - [`Token`]: the bearer token of the mutating endpoints.
@@ -21,6 +25,8 @@ mod auth;
 mod commit;
 mod dashboard;
 mod driver;
+pub mod etcd;
+pub mod ha;
 mod history;
 pub mod hooks;
 mod metrics;
@@ -53,6 +59,10 @@ pub struct ServeConfig {
     pub auth_reads: bool,
     /// Seeds the built-in proxies' routing draws.
     pub seed: u64,
+    /// High availability: this replica's election (the store given to
+    /// [`Server::start`] must fence its writes with the same one). `None`:
+    /// the only server of its store, driving every rollout from the start.
+    pub ha: Option<Arc<ha::Leadership>>,
 }
 
 /// A bound server, its stored rollouts recovered.
@@ -61,13 +71,16 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     warnings: Vec<String>,
     /// The outbox's sender (notifications, `event` and `post-rollout`
-    /// webhooks).
+    /// webhooks); with high availability, the election's task, which
+    /// runs the sender while it leads.
     sender: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     /// Recovers every stored rollout (replaying its journal and setting its
-    /// weight again), then binds the API.
+    /// weight again), then binds the API. With high availability
+    /// ([`ServeConfig::ha`]) it binds the API as a follower and campaigns;
+    /// the rollouts are recovered, the same way, when it is elected.
     ///
     /// # Errors
     /// The store cannot be read, or the address cannot be bound. A stored
@@ -87,6 +100,7 @@ impl Server {
             counters: Mutex::new(Default::default()),
             seed: config.seed,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            leadership: config.ha.clone(),
         });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -98,26 +112,26 @@ impl Server {
             auth_reads: config.auth_reads,
             ready: AtomicBool::new(false),
         });
-        let records = {
-            let s = store.clone();
-            tokio::task::spawn_blocking(move || s.list())
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
-        };
-        let mut warnings = Vec::new();
-        {
-            let mut map = app.rollouts.lock().await;
-            for rec in records {
-                let name = rec.name.clone();
-                match Runner::recover(ctx.clone(), rec).await {
-                    Ok(r) => {
-                        map.insert(name, r.spawn());
-                    }
-                    Err(e) => warnings.push(format!("{e}; left in the store as it was")),
+        if let Some(l) = &config.ha {
+            if l.options().url.is_none() {
+                if let Ok(a) = listener.local_addr() {
+                    l.set_url(format!("http://{a}"));
                 }
             }
+            app.ready.store(true, Ordering::SeqCst);
+            let sender = tokio::spawn(lead(app.clone(), l.clone()));
+            return Ok(Server {
+                app,
+                listener,
+                warnings: Vec::new(),
+                sender,
+            });
         }
+        let warnings = recover_all(&app)
+            .await?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
         app.ready.store(true, Ordering::SeqCst);
         let sender = outbox::spawn(store, ctx.clock.clone(), ctx.outbox_wake.clone());
         Ok(Server {
@@ -157,14 +171,164 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| e.to_string())?;
-        let entries: Vec<_> = self.app.rollouts.lock().await.values().cloned().collect();
-        for e in entries {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if e.tx.send(Cmd::Stop { reply: tx }).await.is_ok() {
-                let _ = rx.await;
-            }
-        }
         self.sender.abort();
+        stop_all(&self.app).await;
+        if let Some(l) = self.app.ctx.leadership.clone() {
+            // Hand over at once rather than when the lease expires.
+            let lease = l.step_down();
+            let _ = tokio::task::spawn_blocking(move || l.revoke(lease)).await;
+        }
         Ok(())
+    }
+}
+
+/// Recovers every stored rollout that `app` does not drive yet into its
+/// runners; the ones that cannot be recovered, each name with why.
+async fn recover_all(app: &Arc<api::App>) -> Result<Vec<(String, String)>, String> {
+    let ctx = app.ctx.clone();
+    let records = {
+        let s = ctx.store.clone();
+        tokio::task::spawn_blocking(move || s.list())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let mut warnings = Vec::new();
+    let mut map = app.rollouts.lock().await;
+    for rec in records {
+        let name = rec.name.clone();
+        if map.contains_key(&name) {
+            continue;
+        }
+        match Runner::recover(ctx.clone(), rec).await {
+            Ok(r) => {
+                map.insert(name, r.spawn());
+            }
+            Err(e) => warnings.push((name, format!("{e}; left in the store as it was"))),
+        }
+    }
+    Ok(warnings)
+}
+
+/// Stops every runner (their rollouts stay in the store).
+async fn stop_all(app: &api::App) {
+    let entries: Vec<_> = std::mem::take(&mut *app.rollouts.lock().await)
+        .into_values()
+        .collect();
+    for e in entries {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if e.tx.send(Cmd::Stop { reply: tx }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The election of one replica, for as long as the server runs: campaign
+/// every interval; once elected, keep the lease renewed while the
+/// rollouts are recovered and driven (and the outbox sent); when the lease
+/// cannot be renewed in time, or is gone, stop every rollout and campaign
+/// again. See [`ha`] for the rules and why they are safe.
+async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
+    let opts = l.options().clone();
+    // The last failure said, so that an outage is said once, not every
+    // interval.
+    let mut said = String::new();
+    loop {
+        let c = l.clone();
+        let won = match tokio::task::spawn_blocking(move || c.campaign()).await {
+            Ok(Ok(ha::Campaign::Won(term))) => term,
+            Ok(Ok(ha::Campaign::Held(..))) => {
+                said.clear();
+                tokio::time::sleep(opts.interval).await;
+                continue;
+            }
+            Ok(Err(e)) => {
+                let e = format!("election: cannot campaign: {e}");
+                if e != said {
+                    eprintln!("{e}");
+                    said = e;
+                }
+                tokio::time::sleep(opts.interval).await;
+                continue;
+            }
+            Err(_) => {
+                tokio::time::sleep(opts.interval).await;
+                continue;
+            }
+        };
+        eprintln!("elected leader (term {won}): resuming the stored rollouts");
+        let mut renewer = tokio::spawn(renew(l.clone()));
+        let ctx = &app.ctx;
+        let sender = outbox::spawn(
+            ctx.store.clone(),
+            ctx.clock.clone(),
+            ctx.outbox_wake.clone(),
+        );
+        // Rollouts that could not be recovered (etcd failing a read, say)
+        // are tried again every interval while this replica leads; each
+        // failure is said once.
+        let mut said = std::collections::BTreeSet::new();
+        let mut pending = true;
+        let why = loop {
+            if pending {
+                match recover_all(&app).await {
+                    Ok(failed) => {
+                        pending = !failed.is_empty();
+                        for (name, w) in failed {
+                            if said.insert(name) {
+                                eprintln!("warning: {w}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if said.insert(String::new()) {
+                            eprintln!("cannot read the stored rollouts (trying again): {e}");
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                r = &mut renewer => {
+                    break r.unwrap_or_else(|_| "the renewal task stopped".into());
+                }
+                _ = tokio::time::sleep(opts.interval), if pending => {}
+            }
+        };
+        sender.abort();
+        stop_all(&app).await;
+        let lease = l.step_down();
+        eprintln!("stepped down (term {won}): {why}");
+        let r = l.clone();
+        // Frees the key at once if etcd can still be reached; otherwise it
+        // expires with its TTL.
+        let _ = tokio::time::timeout(
+            opts.interval,
+            tokio::task::spawn_blocking(move || r.revoke(lease)),
+        )
+        .await;
+    }
+}
+
+/// Renews the leader's lease every [`ha::HaOptions::renew_every`] until it
+/// cannot be renewed in time or is gone; says why.
+async fn renew(l: Arc<ha::Leadership>) -> String {
+    let opts = l.options().clone();
+    loop {
+        tokio::time::sleep(opts.renew_every()).await;
+        if !l.acting() {
+            return format!("no renewal of the lease for {:?}", opts.step_down_after());
+        }
+        let c = l.clone();
+        let r = tokio::time::timeout(
+            opts.step_down_after(),
+            tokio::task::spawn_blocking(move || c.renew()),
+        )
+        .await;
+        match r {
+            Ok(Ok(Ok(true))) => {}
+            Ok(Ok(Ok(false))) => return "the lease is gone (expired or revoked)".into(),
+            Ok(Ok(Err(e))) => eprintln!("lease renewal: {e}"),
+            Ok(Err(_)) | Err(_) => eprintln!("lease renewal: no answer in time"),
+        }
     }
 }

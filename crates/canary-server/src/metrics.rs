@@ -18,8 +18,15 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Renders the metrics of `rollouts` and the server's counters.
-pub(crate) fn render(rollouts: &[RolloutStatus], c: &Counters) -> String {
+pub(crate) fn render(
+    rollouts: &[RolloutStatus],
+    c: &Counters,
+    ha: Option<&crate::ha::HaStatus>,
+) -> String {
     let mut out = String::new();
+    if let Some(h) = ha {
+        render_ha(&mut out, h);
+    }
     family(&mut out, "canary_rollouts", "gauge", "Rollouts by phase.");
     for phase in [
         "pending",
@@ -145,4 +152,54 @@ pub(crate) fn render(rollouts: &[RolloutStatus], c: &Counters) -> String {
         }
     }
     out
+}
+
+/// The election's families (high availability on etcd).
+fn render_ha(out: &mut String, h: &crate::ha::HaStatus) {
+    family(
+        out,
+        "canary_ha_leader",
+        "gauge",
+        "1 while this replica leads, 0 while it follows.",
+    );
+    let _ = writeln!(out, "canary_ha_leader {}", u8::from(h.role == "leader"));
+    family(
+        out,
+        "canary_ha_term",
+        "gauge",
+        "The leader's term (the election key's create revision) this replica knows of; 0 when none.",
+    );
+    let _ = writeln!(out, "canary_ha_term {}", h.term);
+    family(
+        out,
+        "canary_ha_seconds_since_renewal",
+        "gauge",
+        "Seconds since the leader's lease was last renewed (leader only).",
+    );
+    if let Some(s) = h.since_renewal_seconds {
+        let _ = writeln!(out, "canary_ha_seconds_since_renewal {s}");
+    }
+    family(
+        out,
+        "canary_ha_terms_won_total",
+        "counter",
+        "Terms this replica won, since it started.",
+    );
+    let _ = writeln!(out, "canary_ha_terms_won_total {}", h.terms_won);
+    family(
+        out,
+        "canary_ha_writes_refused_total",
+        "counter",
+        "Store writes refused because this replica did not lead: by this replica (by=\"replica\") or by etcd's fence on the term (by=\"etcd\").",
+    );
+    let _ = writeln!(
+        out,
+        "canary_ha_writes_refused_total{{by=\"replica\"}} {}",
+        h.writes_refused_local
+    );
+    let _ = writeln!(
+        out,
+        "canary_ha_writes_refused_total{{by=\"etcd\"}} {}",
+        h.writes_refused_fenced
+    );
 }

@@ -412,6 +412,10 @@ pub struct ErrorBody {
 pub struct Health {
     /// `ok`, or what is wrong.
     pub status: String,
+    /// With high availability: this replica's role, the term, the leader,
+    /// the time since the lease was last renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<crate::ha::HaStatus>,
 }
 
 /// Milliseconds since the epoch as RFC 3339 with milliseconds.

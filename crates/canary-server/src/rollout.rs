@@ -86,7 +86,7 @@ impl From<StoreError> for ApiError {
             StoreError::Exists(n) => ApiError::new(409, format!("rollout `{n}` is running")),
             StoreError::NotFound(n) => ApiError::new(404, format!("no rollout `{n}`")),
             StoreError::Conflict { .. } => ApiError::new(409, e.to_string()),
-            StoreError::Backend { .. } => ApiError::new(503, chain(&e)),
+            StoreError::NotLeader(_) | StoreError::Backend { .. } => ApiError::new(503, chain(&e)),
         }
     }
 }
@@ -101,6 +101,16 @@ pub(crate) struct Ctx {
     pub seed: u64,
     /// Wakes the outbox's sender when deliveries were queued.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// The election, with high availability.
+    pub leadership: Option<Arc<crate::ha::Leadership>>,
+}
+
+impl Ctx {
+    /// Whether this server may act: always without high availability;
+    /// with it, only while it leads and its lease is renewed in time.
+    pub(crate) fn acting(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|l| l.acting())
+    }
 }
 
 /// Counters for `/metrics`, since the server started.
@@ -544,11 +554,15 @@ impl Runner {
             // Its ticks call the webhooks it waits for again.
         } else {
             if !finished {
+                let why = match r.ctx.leadership.as_ref().and_then(|l| l.term()) {
+                    Some(term) => format!("this replica was elected leader (term {term})"),
+                    None => "server restarted".into(),
+                };
                 let e = r.event(
                     "controller",
                     "recovered",
                     format!(
-                        "server restarted: journal replayed, {} of weight re-applied",
+                        "{why}: journal replayed, {} of weight re-applied",
                         r.st.desired_weight
                     ),
                     json!({"desired_weight": r.st.desired_weight}),
@@ -636,6 +650,10 @@ impl Runner {
 
     /// One tick: read the window, let the engine judge and step.
     async fn tick(&mut self) {
+        // A replica whose lease may be running out does nothing.
+        if !self.ctx.acting() {
+            return;
+        }
         if self.stale && self.reload().await.is_err() {
             return;
         }
@@ -1137,7 +1155,9 @@ impl Runner {
     /// applied (step 4). `again`: set it even if recorded as applied (after
     /// a restart the traffic layer may have lost it).
     async fn actuate(&mut self, again: bool) {
-        if self.policy.mode == Mode::Advisory || self.stale {
+        // Only after a committed write, and only while this server may
+        // act (with high availability: leads, its lease renewed in time).
+        if self.policy.mode == Mode::Advisory || self.stale || !self.ctx.acting() {
             return;
         }
         let w = self.st.desired_weight;
@@ -1432,66 +1452,147 @@ impl Runner {
     }
 
     fn status(&self) -> RolloutStatus {
-        let state = self.engine.state();
-        let obs = self.engine.observations();
-        let stage = state.phase.stage();
-        let reason = match &state.phase {
-            Phase::Paused { reason, .. } => Some(reason.to_string()),
-            Phase::RollingBack { reason, .. }
-            | Phase::RolledBack { reason }
-            | Phase::Aborted { reason } => Some(reason.clone()),
-            _ => None,
-        };
-        let now = self.now();
-        let t = self.policy.traffic.as_ref();
-        RolloutStatus {
-            name: self.name.clone(),
-            mode: self.policy.mode.name().into(),
-            phase: state.phase.name().into(),
-            reason,
-            waiting_for: self.waiting_for(),
-            stage,
-            stages: self.policy.stages.len(),
-            desired_weight: self.st.desired_weight,
-            applied_weight: self.st.applied_weight,
-            actuator_weight: self.driver.actuator_weight(),
-            generation: self.st.generation,
+        build_status(View {
+            name: &self.name,
+            policy: &self.policy,
+            engine: &self.engine,
+            st: &self.st,
             revision: self.revision,
             created_at: self.stamps.0.clone(),
-            updated_at: rfc3339(self.updated_ms),
             started_at: if self.stamps.1 .0 == self.st.origin_ms {
                 self.stamps.1 .1.clone()
             } else {
                 rfc3339(self.st.origin_ms)
             },
-            stage_elapsed_seconds: stage
-                .map(|_| now.saturating_sub(state.stage_started_at).as_secs_f64()),
-            stage_bake_seconds: stage.map(|s| self.policy.stages[s].bake.as_secs_f64()),
-            counts: Counts {
-                stable: obs.stage.baseline.summary(),
-                canary: obs.stage.canary.summary(),
-            },
-            verdict: self.engine.last_verdict().cloned(),
-            traffic: TrafficInfo {
-                provider: t.map_or("proxy", |t| t.provider.name()).into(),
-                listen: self.driver.listen_addr().map(|a| a.to_string()),
-            },
-            metrics: {
-                let m = self.policy.metrics.as_ref();
-                MetricsInfo {
-                    provider: m.map_or("proxy", |m| m.provider.name()).into(),
-                    business: m.map_or_else(Vec::new, |m| {
-                        m.business.iter().map(|b| b.name.clone()).collect()
-                    }),
-                    thresholds: m.map_or_else(Vec::new, |m| {
-                        m.thresholds.iter().map(|t| t.name.clone()).collect()
-                    }),
-                }
-            },
+            updated_ms: self.updated_ms,
+            now: self.now(),
+            waiting_for: self.waiting_for(),
+            actuator_weight: self.driver.actuator_weight(),
+            listen: self.driver.listen_addr().map(|a| a.to_string()),
             source_failures: self.source_failures,
             last_error: self.last_error.clone(),
-        }
+        })
     }
+}
+
+/// What a status is made of.
+struct View<'a> {
+    name: &'a str,
+    policy: &'a Policy,
+    engine: &'a Engine,
+    st: &'a Stored,
+    revision: u64,
+    created_at: String,
+    started_at: String,
+    updated_ms: u64,
+    now: Duration,
+    waiting_for: Option<String>,
+    actuator_weight: f64,
+    listen: Option<String>,
+    source_failures: u64,
+    last_error: Option<String>,
+}
+
+fn build_status(v: View<'_>) -> RolloutStatus {
+    let state = v.engine.state();
+    let obs = v.engine.observations();
+    let stage = state.phase.stage();
+    let reason = match &state.phase {
+        Phase::Paused { reason, .. } => Some(reason.to_string()),
+        Phase::RollingBack { reason, .. }
+        | Phase::RolledBack { reason }
+        | Phase::Aborted { reason } => Some(reason.clone()),
+        _ => None,
+    };
+    let now = v.now;
+    let t = v.policy.traffic.as_ref();
+    RolloutStatus {
+        name: v.name.to_string(),
+        mode: v.policy.mode.name().into(),
+        phase: state.phase.name().into(),
+        reason,
+        waiting_for: v.waiting_for,
+        stage,
+        stages: v.policy.stages.len(),
+        desired_weight: v.st.desired_weight,
+        applied_weight: v.st.applied_weight,
+        actuator_weight: v.actuator_weight,
+        generation: v.st.generation,
+        revision: v.revision,
+        created_at: v.created_at,
+        updated_at: rfc3339(v.updated_ms),
+        started_at: v.started_at,
+        stage_elapsed_seconds: stage
+            .map(|_| now.saturating_sub(state.stage_started_at).as_secs_f64()),
+        stage_bake_seconds: stage.map(|s| v.policy.stages[s].bake.as_secs_f64()),
+        counts: Counts {
+            stable: obs.stage.baseline.summary(),
+            canary: obs.stage.canary.summary(),
+        },
+        verdict: v.engine.last_verdict().cloned(),
+        traffic: TrafficInfo {
+            provider: t.map_or("proxy", |t| t.provider.name()).into(),
+            listen: v.listen,
+        },
+        metrics: {
+            let m = v.policy.metrics.as_ref();
+            MetricsInfo {
+                provider: m.map_or("proxy", |m| m.provider.name()).into(),
+                business: m.map_or_else(Vec::new, |m| {
+                    m.business.iter().map(|b| b.name.clone()).collect()
+                }),
+                thresholds: m.map_or_else(Vec::new, |m| {
+                    m.thresholds.iter().map(|t| t.name.clone()).collect()
+                }),
+            }
+        },
+        source_failures: v.source_failures,
+        last_error: v.last_error,
+    }
+}
+
+/// A rollout's status as the store has it, for a follower (which drives
+/// nothing): its journal replayed into a fresh engine. The traffic layer
+/// is the leader's, so `actuator_weight` is the weight last confirmed.
+pub(crate) async fn stored_status(
+    ctx: &Ctx,
+    rec: RolloutRecord,
+) -> Result<RolloutStatus, ApiError> {
+    let name = rec.name.clone();
+    let policy = canary_prometheus::policy_from_text(&rec.spec)
+        .map_err(|e| ApiError::new(500, format!("rollout `{name}`: its stored spec: {e}")))?;
+    let st: Stored = serde_json::from_value(rec.state.clone()).map_err(|e| {
+        ApiError::new(
+            500,
+            format!("rollout `{name}`: stored state unreadable: {e}"),
+        )
+    })?;
+    let store = ctx.store.clone();
+    let n = name.clone();
+    let journal = blocking(move || store.journal(&n)).await?;
+    let now_ms = (ctx.clock)();
+    tokio::task::spawn_blocking(move || {
+        let (engine, _) =
+            replay_inputs(&name, &policy, &st, journal).map_err(|e| ApiError::new(500, e))?;
+        Ok(build_status(View {
+            name: &name,
+            policy: &policy,
+            engine: &engine,
+            st: &st,
+            revision: rec.revision,
+            created_at: rfc3339(rec.created_at_ms),
+            started_at: rfc3339(st.origin_ms),
+            updated_ms: rec.updated_at_ms,
+            now: Duration::from_millis(now_ms.saturating_sub(st.origin_ms)),
+            waiting_for: None,
+            actuator_weight: st.applied_weight,
+            listen: None,
+            source_failures: 0,
+            last_error: None,
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::new(500, format!("the replay did not finish: {e}")))?
 }
 
 /// A fresh engine for `policy` fed the rollout's journal, and the looks it

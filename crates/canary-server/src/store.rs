@@ -25,11 +25,13 @@
 //!   time, and leave the queue only once they are marked delivered or
 //!   given up.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod etcd;
 mod sqlite;
 
+pub use etcd::{EtcdConfig, EtcdStore};
 pub use sqlite::SqliteStore;
 
 /// A rollout as first stored.
@@ -48,7 +50,7 @@ pub struct NewRollout {
 }
 
 /// A delivery to queue in the outbox.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewDelivery {
     /// The rollout it is about.
     pub rollout: String,
@@ -119,7 +121,7 @@ pub struct RolloutRecord {
 }
 
 /// An event to append to a rollout's log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// When, ms since the epoch.
     pub at_ms: u64,
@@ -234,6 +236,10 @@ pub enum StoreError {
         /// The revision stored.
         found: u64,
     },
+    /// This replica does not lead (high availability on etcd): it writes
+    /// nothing; the words say who leads.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
     /// The store itself failed (disk, corruption, connection).
     #[error("store: {message}")]
     Backend {

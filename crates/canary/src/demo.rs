@@ -227,6 +227,7 @@ async fn serve_demo(args: &Args) -> Result<ExitCode> {
         token: token.clone(),
         auth_reads: false,
         seed: crate::live::seed(),
+        ha: None,
     };
     let store = SqliteStore::in_memory().map_err(|e| anyhow!("{e}"))?;
     let server = Server::start(

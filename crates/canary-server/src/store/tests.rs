@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::*;
 
-fn event(n: u64, what: &str) -> NewEvent {
+pub(super) fn event(n: u64, what: &str) -> NewEvent {
     NewEvent {
         at_ms: n,
         actor: "controller".into(),
@@ -13,11 +13,11 @@ fn event(n: u64, what: &str) -> NewEvent {
 }
 
 /// A journal entry.
-fn j(t: &str) -> String {
+pub(super) fn j(t: &str) -> String {
     format!("{{\"input\": {t:?}}}")
 }
 
-fn write<'a>(
+pub(super) fn write<'a>(
     state: serde_json::Value,
     finished: bool,
     at_ms: u64,
@@ -35,7 +35,7 @@ fn write<'a>(
     }
 }
 
-fn rollout(name: &str) -> NewRollout {
+pub(super) fn rollout(name: &str) -> NewRollout {
     NewRollout {
         name: name.into(),
         spec: "name: x\nstages: [{weight: 100, duration: 1m}]\n".into(),
@@ -46,7 +46,7 @@ fn rollout(name: &str) -> NewRollout {
 }
 
 /// The guarantees of the module docs, for any store.
-fn guarantees(s: &dyn Store) {
+pub(super) fn guarantees(s: &dyn Store) {
     let r = s.create(rollout("a"), event(1, "created")).unwrap();
     assert_eq!(r.revision, 1);
     assert!(!r.finished);
@@ -196,7 +196,12 @@ fn a_file_that_is_not_a_store_is_refused_with_its_name() {
 /// nothing of its own and leaves the others written.
 #[test]
 fn update_many_is_each_write_on_its_own_in_one_commit() {
-    let s = SqliteStore::in_memory().unwrap();
+    batches(&SqliteStore::in_memory().unwrap());
+}
+
+/// The checks of [`update_many_is_each_write_on_its_own_in_one_commit`],
+/// for any store.
+pub(super) fn batches(s: &dyn Store) {
     s.create(rollout("a"), event(1, "created")).unwrap();
     s.create(rollout("b"), event(1, "created")).unwrap();
     let up = |name: &str, expected: u64, n: u64| Update {
@@ -298,7 +303,11 @@ fn delivery(rollout: &str, target: &str, body: &str) -> NewDelivery {
 /// and target (a failing one holds the ones after it), gone once delivered.
 #[test]
 fn outbox_is_queued_with_its_write_and_handed_out_in_order_per_target() {
-    let s = SqliteStore::in_memory().unwrap();
+    outbox(&SqliteStore::in_memory().unwrap());
+}
+
+/// The checks of the outbox test, for any store.
+pub(super) fn outbox(s: &dyn Store) {
     let mut r = rollout("a");
     r.outbox = vec![delivery("a", "n1", "created")];
     s.create(r, event(1, "created")).unwrap();

@@ -410,3 +410,235 @@ pub fn follow_events(url: String) -> std::sync::mpsc::Receiver<(String, serde_js
     });
     rx
 }
+
+/// etcd's binary, or `None` ("skipped") unless `CANARY_REQUIRE_ETCD` is
+/// set (CI), where a missing one fails.
+pub fn etcd_binary() -> Option<PathBuf> {
+    let found = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CANARY_REQUIRE_ETCD").is_none(),
+            "CANARY_REQUIRE_ETCD is set but etcd is not installed (apt-get install etcd-server etcd-client)"
+        );
+        eprintln!("skipped: etcd is not installed (apt-get install etcd-server etcd-client)");
+    }
+    found
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Stops `child`: SIGTERM, then SIGKILL if it has not exited within 5 s.
+pub fn terminate(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    // A stopped process does not act on SIGTERM until it runs again.
+    signal(child.id(), "CONT");
+    signal(child.id(), "TERM");
+    for _ in 0..100 {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One member of an [`EtcdCluster`].
+pub struct EtcdMember {
+    pub name: String,
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+    pub child: Option<Child>,
+}
+
+/// A three-member (or `n`) etcd cluster on loopback ports, with data dirs
+/// in a scratch directory (on /dev/shm when there is one: etcd syncs
+/// every commit to disk); each member stopped by its PID when dropped.
+pub struct EtcdCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub members: Vec<EtcdMember>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster commits.
+    pub fn start(bin: &Path, tag: &str, n: usize) -> Self {
+        let shm = Path::new("/dev/shm");
+        let root = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = root.join(format!("canary-etcd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let members: Vec<EtcdMember> = (0..n)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                peer: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                child: None,
+            })
+            .collect();
+        let mut c = EtcdCluster {
+            bin: bin.to_path_buf(),
+            dir,
+            members,
+        };
+        for i in 0..n {
+            c.start_member(i);
+        }
+        c.wait_committing();
+        c
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// (Re)starts member `i` on its data dir.
+    pub fn start_member(&mut self, i: usize) {
+        let initial = self.initial_cluster();
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", m.name)))
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(self.dir.join(&m.name))
+            .arg(format!("--listen-client-urls=http://{}", m.client))
+            .arg(format!("--advertise-client-urls=http://{}", m.client))
+            .arg(format!("--listen-peer-urls=http://{}", m.peer))
+            .arg(format!("--initial-advertise-peer-urls=http://{}", m.peer))
+            .arg(format!("--initial-cluster={initial}"))
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "canary-test"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.members[i].child = Some(child);
+    }
+
+    /// Client URLs, comma-separated, as `--etcd-endpoints` takes them.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills member `i` (SIGKILL, by its PID).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether a write commits (through any running member) within 1 s.
+    pub fn commits(&self) -> bool {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(1)))
+            .build()
+            .into();
+        // key "probe", value "1", base64.
+        let body = r#"{"key":"cHJvYmU=","value":"MQ=="}"#;
+        self.members.iter().filter(|m| m.child.is_some()).any(|m| {
+            agent
+                .post(format!("http://{}/v3/kv/put", m.client))
+                .send(body)
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .is_some_and(|t| t.contains("\"header\"") && !t.contains("error"))
+        })
+    }
+
+    /// Waits (at most 30 s) until the cluster commits writes.
+    pub fn wait_committing(&self) {
+        for _ in 0..300 {
+            if self.commits() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                std::fs::read_to_string(self.dir.join(format!("{}.log", m.name)))
+                    .unwrap_or_default()
+            })
+            .collect();
+        panic!(
+            "the etcd cluster does not commit: {}",
+            logs.join("\n----\n")
+        );
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                terminate(&mut c);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `canary serve --store etcd` replica with [`SERVE_TOKEN`], its
+/// stderr in `log`; stopped by its PID when dropped.
+pub fn serve_etcd(endpoints: &str, args: &[&str], log: &Path) -> ServeProc {
+    use std::io::BufRead;
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "etcd"])
+        .args(["--etcd-endpoints", endpoints])
+        .args(args)
+        .env("CANARY_TOKEN", SERVE_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .expect("start canary serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("canary serve listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "unexpected first line {line:?}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+        .to_string();
+    ServeProc { child, base }
+}
