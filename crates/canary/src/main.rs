@@ -50,6 +50,11 @@ enum Command {
     Validate(validate::Args),
 }
 
+/// mimalloc, not the system allocator: see the dependency's note in
+/// Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
