@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The default judge against the judge it replaced (stage e-values
-# multiplied, k = 100: bench/decisions/product-judge.yaml), same seeds, on
-# the built-in scenarios, the fault scenarios of issue 12
-# (examples/faults/) and the realism scenarios (examples/realism/).
+# The default sequential judge (stage e-values multiplied, k = 100) against
+# its issue-12 options (no evidence debt, a mixture concentration per stage:
+# bench/decisions/restart-judge.yaml), same seeds, on the fault scenarios of
+# issue 12 (examples/faults/), the realism scenarios (examples/realism/) and
+# the built-in scenarios. Slow on shared cores: 2 × 20 scenarios.
 # Usage: bench/decisions.sh [RUNS] [SEED]
 # Results: docs/records/2026-12-07-decisions-v2.md.
 set -euo pipefail
@@ -19,7 +20,7 @@ done
 for s in healthy errors-2x errors-5x latency-20pct latency-50pct memory-leak burst load-dependent; do
   args+=(--scenario "$s")
 done
-echo "== new default judge"
+echo "== default judge"
 "$BIN" evaluate --runs "$RUNS" --seed "$SEED" "${args[@]}"
-echo "== previous judge (bench/decisions/product-judge.yaml)"
-"$BIN" evaluate --runs "$RUNS" --seed "$SEED" --spec bench/decisions/product-judge.yaml "${args[@]}"
+echo "== restart judge (bench/decisions/restart-judge.yaml)"
+"$BIN" evaluate --runs "$RUNS" --seed "$SEED" --spec bench/decisions/restart-judge.yaml "${args[@]}"

@@ -445,10 +445,10 @@ pub enum AcrossStages {
     /// One e-process over the whole rollout: the product of the stages'
     /// e-values. A healthy early phase drives it below 1, and a fault that
     /// starts later must first pay off that debt.
+    #[default]
     Product,
     /// A mixture of e-processes, one started at each stage's start (the
     /// first of them is the product): no evidence debt.
-    #[default]
     Restart,
 }
 
@@ -463,7 +463,7 @@ pub struct SequentialOptions {
     /// the mixture's standard deviation of ln(error-rate ratio) is this:
     /// k = 1 / (sd² ρ(1 − ρ)) at the stage's weight ρ (at 100 %, at the
     /// baseline error rate tested against). Keeps large ratios plausible at
-    /// high weights, where a fixed k makes the mixture narrow. Default 1;
+    /// high weights, where a fixed k makes the mixture narrow. Default
     /// null: the fixed `k` at every stage.
     pub ratio_prior_sd: Option<f64>,
     /// How evidence carries from stage to stage.
@@ -494,7 +494,7 @@ impl Default for SequentialOptions {
     fn default() -> Self {
         Self {
             k: 100.0,
-            ratio_prior_sd: Some(1.0),
+            ratio_prior_sd: None,
             across_stages: AcrossStages::default(),
             carried_weight: 0.7,
             latency_carried_weight: 1.0,

@@ -116,15 +116,25 @@ fn rolled_back(judge: &str, seed: u64, per_tick: u64, points: &[f64]) -> bool {
 fn aa_rollouts_sequential_holds_alpha_ztest_does_not() {
     let runs = 300;
     let points = latency_points();
-    let (mut seq, mut z) = (0, 0);
+    let restart = "sequential {across_stages: restart, ratio_prior_sd: 1}";
+    let (mut seq, mut rs, mut z) = (0, 0, 0);
     for r in 0..runs {
         seq += usize::from(rolled_back("sequential", 1000 + r as u64, 2000, &points));
+        rs += usize::from(rolled_back(restart, 3000 + r as u64, 2000, &points));
         z += usize::from(rolled_back("ztest", 5000 + r as u64, 2000, &points));
     }
-    let (fs, fz) = (seq as f64 / runs as f64, z as f64 / runs as f64);
+    let (fs, fr, fz) = (
+        seq as f64 / runs as f64,
+        rs as f64 / runs as f64,
+        z as f64 / runs as f64,
+    );
     let bound = ALPHA + 2.0 * se(ALPHA, runs);
-    println!("A/A rollouts, {runs} runs: sequential {fs:.3}, ztest every tick {fz:.3} (alpha {ALPHA}, MC s.e. at alpha {:.3})", se(ALPHA, runs));
+    println!("A/A rollouts, {runs} runs: sequential {fs:.3}, sequential restarted per stage {fr:.3}, ztest every tick {fz:.3} (alpha {ALPHA}, MC s.e. at alpha {:.3})", se(ALPHA, runs));
     assert!(fs <= bound, "sequential false-alarm rate {fs} > {bound}");
+    assert!(
+        fr <= bound,
+        "restarted sequential false-alarm rate {fr} > {bound}"
+    );
     assert!(
         fz > ALPHA + 4.0 * se(ALPHA, runs),
         "the repeated z-test should exceed alpha clearly, got {fz}"

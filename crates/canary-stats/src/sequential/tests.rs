@@ -286,7 +286,8 @@ fn a_late_fault_fires_without_paying_off_the_debt() {
 #[test]
 fn the_mixture_concentration_follows_the_stage_weight() {
     let mut o = SequentialOptions::default();
-    assert_eq!(o.ratio_prior_sd, Some(1.0));
+    assert_eq!(o.ratio_prior_sd, None);
+    o.ratio_prior_sd = Some(1.0);
     assert!((concentration(&o, 0.5) - 4.0).abs() < 1e-12);
     assert!((concentration(&o, 0.01) - 1.0 / 0.0099).abs() < 1e-9);
     o.ratio_prior_sd = None;
@@ -294,7 +295,9 @@ fn the_mixture_concentration_follows_the_stage_weight() {
     // The judge uses it: a 50 % stage's error e-value is the count test's
     // at k = 4.
     let p =
-        Policy::from_text("name: s\nstages:\n  - {weight: 50, duration: 1m, min_requests: 10}\n")
+        Policy::from_text(
+        "name: s\nstages:\n  - {weight: 50, duration: 1m, min_requests: 10}\nanalysis:\n  judges:\n    sequential: {ratio_prior_sd: 1}\n",
+    )
             .unwrap();
     let mut j = SequentialJudge::new(&p);
     let mut obs = Observations::new();
