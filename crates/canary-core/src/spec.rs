@@ -438,12 +438,43 @@ pub enum Combine {
     Average,
 }
 
+/// How the `sequential` judge carries evidence from stage to stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AcrossStages {
+    /// One e-process over the whole rollout: the product of the stages'
+    /// e-values. A healthy early phase drives it below 1, and a fault that
+    /// starts later must first pay off that debt.
+    #[default]
+    Product,
+    /// A mixture of e-processes, one started at each stage's start (the
+    /// first of them is the product): no evidence debt.
+    Restart,
+}
+
 /// Options of the `sequential` judge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SequentialOptions {
-    /// Concentration of the Beta mixture of the Poisson count test.
+    /// Concentration of the Beta mixture of the Poisson count test, when
+    /// `ratio_prior_sd` is null (and always in `canary analyze`).
     pub k: f64,
+    /// The count test's mixture concentration is chosen per stage so that
+    /// the mixture's standard deviation of ln(error-rate ratio) is this:
+    /// k = 1 / (sd² ρ(1 − ρ)) at the stage's weight ρ (at 100 %, at the
+    /// baseline error rate tested against). Keeps large ratios plausible at
+    /// high weights, where a fixed k makes the mixture narrow. Default
+    /// null: the fixed `k` at every stage.
+    pub ratio_prior_sd: Option<f64>,
+    /// How evidence carries from stage to stage.
+    pub across_stages: AcrossStages,
+    /// `restart`: the error test's mixture weight on the e-process carried
+    /// from the first stage (the product); the rest is shared by the
+    /// e-processes restarted at the later stages' starts, in proportion to
+    /// their stages' weights. 1 is `product`.
+    pub carried_weight: f64,
+    /// `restart`: the same for the latency mean test.
+    pub latency_carried_weight: f64,
     /// Test only for "canary worse" (one-sided).
     pub one_sided: bool,
     /// How error and latency evidence are combined.
@@ -463,6 +494,10 @@ impl Default for SequentialOptions {
     fn default() -> Self {
         Self {
             k: 100.0,
+            ratio_prior_sd: None,
+            across_stages: AcrossStages::default(),
+            carried_weight: 0.7,
+            latency_carried_weight: 1.0,
             one_sided: true,
             combine: Combine::default(),
             evidence_mode: false,

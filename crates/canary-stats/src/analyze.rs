@@ -452,13 +452,16 @@ fn sequential(input: &AnalyzeInput) -> Result<Verdict, AnalyzeError> {
         match m.kind {
             MetricKind::Count => {
                 let c = counts(i, m)?;
-                let ln_e = count::log_e(c.base, c.canary, c.share, o.k, o.one_sided);
+                // One look at a given share: the fixed concentration `k`
+                // (`ratio_prior_sd` is the rollout judge's, per stage).
+                let k = o.k;
+                let ln_e = count::log_e(c.base, c.canary, c.share, k, o.one_sided);
                 let harm = match m.direction {
                     MetricDirection::Increase => c.canary * (1.0 - c.share) > c.base * c.share,
                     MetricDirection::Decrease => c.canary * (1.0 - c.share) < c.base * c.share,
                     MetricDirection::Either => true,
                 };
-                let iv = count::rate_ratio_interval(c.base, c.canary, c.share, o.k, e_alpha);
+                let iv = count::rate_ratio_interval(c.base, c.canary, c.share, k, e_alpha);
                 let mut e = MetricEvidence::new(
                     &m.name,
                     Outcome::Inconclusive,

@@ -20,11 +20,19 @@
 //!   stage's latency histograms: does the canary's CDF fall below the
 //!   baseline's by more than both bands together?
 //!
-//! **Across stages** each e-process restarts at a stage's start and the
-//! rollout's e-value is the product of the per-stage e-values (a test
-//! martingale started afresh and multiplied on is still one), so one alpha
-//! covers every look of every stage. The band test has no e-value; its share
-//! of alpha is split evenly over the stages.
+//! **Across stages** each e-process restarts at a stage's start (the share
+//! changes). `across_stages: product` multiplies the per-stage e-values into
+//! one rollout-wide e-value (a test martingale started afresh and multiplied
+//! on is still one), so one alpha covers every look of every stage; but a
+//! healthy early phase drives the product below 1 and a fault that starts
+//! later must first pay off that debt. `across_stages: restart` uses the
+//! mixture Σ_k w_k C_k, where C_k is 1 until stage k starts and the product
+//! of the stage e-values since then afterwards, with weights summing to 1
+//! (`carried_weight` on C_0, the product, the rest evenly on the later
+//! starts): each C_k is a test supermartingale because a stage's start is a
+//! stopping time, so their average is one too, and no component carries the
+//! debt of the stages before its start ([`carry`], docs/judges.md). The band
+//! test has no e-value; its share of alpha is split evenly over the stages.
 //!
 //! **Across metrics** (`combine`): `bonferroni` gives the error test α/3,
 //! the latency mean test 4α/15 and the band test 2α/5 (a weighted
@@ -55,11 +63,12 @@
 //! them approximately, not exactly, martingales. `tests/monte_carlo.rs`
 //! checks the rollout-wide false-alarm rate on A/A data at every tick.
 
-use canary_core::spec::{Combine, Margins, SequentialOptions};
+use canary_core::spec::{AcrossStages, Combine, Margins, SequentialOptions};
 use canary_core::{JudgeKind, Observations, Policy, Stage, Verdict, VersionStats};
 
 pub mod band;
 mod budget;
+pub mod carry;
 pub mod count;
 mod decide;
 mod errors;
@@ -69,6 +78,20 @@ pub mod msprt;
 pub use budget::{Budget, ROLLOUT_MEAN_WEIGHT};
 pub(crate) use decide::fmt_e;
 use latency::MIN_LOG_VAR;
+
+/// The count test's mixture concentration at a canary share (or null
+/// rate) `rho`: the option `k`, or with `ratio_prior_sd` the k that gives
+/// the Beta mixture that standard deviation of ln(rate ratio), 1/(sd² ρ(1−ρ))
+/// (the logit of a Beta(kρ, k(1−ρ)) has variance ≈ 1/(kρ) + 1/(k(1−ρ))).
+pub fn concentration(opts: &SequentialOptions, rho: f64) -> f64 {
+    match opts.ratio_prior_sd {
+        Some(sd) => {
+            let r = rho.clamp(1e-9, 1.0 - 1e-9);
+            (1.0 / (sd * sd * r * (1.0 - r))).clamp(1e-3, 1e12)
+        }
+        None => opts.k,
+    }
+}
 
 /// Caps e^l to the largest finite f64 so the evidence stays printable.
 fn e_of(l: f64) -> f64 {
@@ -139,8 +162,14 @@ pub struct SequentialJudge {
     margins: Margins,
     budget: Budget,
     n_stages: usize,
-    past_ln_e_err: f64,
-    past_ln_e_lat: f64,
+    /// Weights of the error e-processes started at each stage's start (sum
+    /// 1; `product`: all on the first).
+    weights: Vec<f64>,
+    /// The same for the latency mean test.
+    weights_lat: Vec<f64>,
+    /// ln E of each finished stage, errors and latency.
+    done_err: Vec<f64>,
+    done_lat: Vec<f64>,
     max_ln_e_err: f64,
     max_ln_e_lat: f64,
     min_p_dist: f64,
@@ -152,13 +181,25 @@ impl SequentialJudge {
     pub fn new(policy: &Policy) -> Self {
         let a = &policy.analysis;
         let has_full = policy.stages.iter().any(|s| s.weight >= 100.0);
-        Self::with(
+        let mut j = Self::with(
             a.alpha,
             a.judges.sequential.clone(),
             policy.stages.len(),
             has_full,
         )
-        .with_margins(a.margins)
+        .with_margins(a.margins);
+        let stage_weights: Vec<f64> = policy.stages.iter().map(|s| s.weight).collect();
+        j.set_carry(&stage_weights);
+        j
+    }
+
+    /// Sets the mixture weights of the restarted e-processes from the
+    /// stages' traffic weights (`restart` shares what the first stage's
+    /// process does not carry in proportion to them).
+    fn set_carry(&mut self, stage_weights: &[f64]) {
+        let o = &self.opts;
+        self.weights = carry::weights(o.across_stages, o.carried_weight, stage_weights);
+        self.weights_lat = carry::weights(o.across_stages, o.latency_carried_weight, stage_weights);
     }
 
     /// The same judge testing for harm beyond `margins` (one-sided tests
@@ -179,18 +220,24 @@ impl SequentialJudge {
             n_band: 1,
             mean_weight: ROLLOUT_MEAN_WEIGHT,
         };
-        Self {
+        let n_stages = n_stages.max(1);
+        let mut j = Self {
             opts,
             margins: Margins::ZERO,
             budget,
-            n_stages: n_stages.max(1),
-            past_ln_e_err: 0.0,
-            past_ln_e_lat: 0.0,
+            n_stages,
+            weights: Vec::new(),
+            weights_lat: Vec::new(),
+            done_err: Vec::new(),
+            done_lat: Vec::new(),
             max_ln_e_err: 0.0,
             max_ln_e_lat: 0.0,
             min_p_dist: 1.0,
             stage: StageState::default(),
-        }
+        };
+        // Without the stages' weights: the restarts share evenly.
+        j.set_carry(&vec![1.0; n_stages]);
+        j
     }
 
     /// The alpha split in use.
@@ -198,14 +245,35 @@ impl SequentialJudge {
         self.budget
     }
 
-    /// ln of the rollout-wide error e-value so far (product over stages).
+    /// ln of the rollout-wide error e-value so far (the product over the
+    /// stages, or the mixture of restarted products: `across_stages`).
     pub fn ln_e_errors(&self) -> f64 {
-        self.past_ln_e_err + self.stage.ln_e_err
+        carry::ln_mixture(&self.weights, &self.done_err, self.stage.ln_e_err)
     }
 
-    /// ln of the rollout-wide latency e-value so far (product over stages).
+    /// ln of the rollout-wide latency e-value so far (as the errors').
     pub fn ln_e_latency(&self) -> f64 {
-        self.past_ln_e_lat + self.stage.ln_e_lat
+        carry::ln_mixture(&self.weights_lat, &self.done_lat, self.stage.ln_e_lat)
+    }
+
+    /// The count test's mixture concentration for a stage whose canary
+    /// share (or, at 100 %, null error rate) is about `rho`: `k`, or the one
+    /// that gives the mixture the standard deviation `ratio_prior_sd` of
+    /// ln(rate ratio).
+    fn k_at(&self, rho: f64) -> f64 {
+        concentration(&self.opts, rho)
+    }
+
+    /// How the evidence carries across stages, in words (for the reasons).
+    fn describe_carry(&self) -> String {
+        match self.opts.across_stages {
+            AcrossStages::Product => "e-values multiplied across stages".into(),
+            AcrossStages::Restart => format!(
+                "e-values mixtures of e-processes restarted at each stage start (weight {} for errors, {} for latency on the one carried from the first stage)",
+                self.weights.first().copied().unwrap_or(1.0),
+                self.weights_lat.first().copied().unwrap_or(1.0)
+            ),
+        }
     }
 
     fn reference(&mut self, rollout_base: &VersionStats) -> Reference {
@@ -268,14 +336,14 @@ impl SequentialJudge {
     /// Stage `index` begins with `stage`'s settings: resets per-stage state.
     pub fn start_stage(&mut self, index: usize, _stage: &Stage) {
         if index == 0 {
-            self.past_ln_e_err = 0.0;
-            self.past_ln_e_lat = 0.0;
+            self.done_err.clear();
+            self.done_lat.clear();
             self.max_ln_e_err = 0.0;
             self.max_ln_e_lat = 0.0;
             self.min_p_dist = 1.0;
         } else {
-            self.past_ln_e_err += self.stage.ln_e_err;
-            self.past_ln_e_lat += self.stage.ln_e_lat;
+            self.done_err.push(self.stage.ln_e_err);
+            self.done_lat.push(self.stage.ln_e_lat);
         }
         self.stage = StageState::default();
     }
@@ -294,7 +362,7 @@ impl SequentialJudge {
         } else {
             let b = &obs.stage.baseline;
             (
-                self.errors_two_sample(b, c),
+                self.errors_two_sample(stage, b, c),
                 self.latency_two_sample(stage, &b.latency, &c.latency),
                 b,
             )

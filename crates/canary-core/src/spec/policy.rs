@@ -636,6 +636,27 @@ fn check_sequential(s: &SequentialOptions, found: &mut Findings) {
             "the mixture concentration must be positive and finite".into(),
         );
     }
+    if let Some(sd) = s.ratio_prior_sd {
+        if !(sd > 0.0 && sd.is_finite()) {
+            found.add(
+                "analysis.judges.sequential.ratio_prior_sd".into(),
+                fmt_f64(sd),
+                "the mixture's standard deviation must be positive and finite".into(),
+            );
+        }
+    }
+    for (f, w) in [
+        ("carried_weight", s.carried_weight),
+        ("latency_carried_weight", s.latency_carried_weight),
+    ] {
+        if !(w > 0.0 && w <= 1.0) {
+            found.add(
+                format!("analysis.judges.sequential.{f}"),
+                fmt_f64(w),
+                "a mixture weight must be in (0, 1]".into(),
+            );
+        }
+    }
 }
 
 /// Checks the live traffic settings: for the proxy a listen address with a

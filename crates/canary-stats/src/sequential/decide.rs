@@ -109,7 +109,7 @@ impl SequentialJudge {
         stage: &Stage,
         canary_requests: u64,
     ) {
-        let combine = self.budget.describe();
+        let combine = format!("{}; {}", self.budget.describe(), self.describe_carry());
         let ok_size = canary_requests >= stage.min_requests.max(1);
         let any_fail = metrics.iter().any(|m| m.outcome == Outcome::Fail);
         let tol_e = self.opts.tolerated_error_ratio;

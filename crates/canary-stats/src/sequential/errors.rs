@@ -4,7 +4,7 @@
 //! of the rate stable had earlier in the rollout; both against the error
 //! margin (`analysis.margins`), with their confidence sequences.
 
-use canary_core::VersionStats;
+use canary_core::{Stage, VersionStats};
 
 use super::{count, intersect, Look, Reference, SequentialJudge};
 
@@ -18,8 +18,15 @@ fn margin_note(ratio: f64) -> String {
 }
 
 impl SequentialJudge {
-    pub(super) fn errors_two_sample(&mut self, b: &VersionStats, c: &VersionStats) -> Look {
-        let k = self.opts.k;
+    pub(super) fn errors_two_sample(
+        &mut self,
+        stage: &Stage,
+        b: &VersionStats,
+        c: &VersionStats,
+    ) -> Look {
+        // Fixed for the stage (its weight, not the observed share), so the
+        // stage's e-process keeps one mixture.
+        let k = self.k_at(stage.weight / 100.0);
         let n = (b.requests, c.requests);
         if b.requests == 0 || c.requests == 0 {
             return Look::nothing(n, "no requests on one side yet");
@@ -57,9 +64,10 @@ impl SequentialJudge {
     }
 
     pub(super) fn errors_one_sample(&mut self, r: &Reference, c: &VersionStats) -> Look {
-        let k = self.opts.k;
         let n = (r.requests, c.requests);
         let p0 = r.rate[1];
+        // p0 is frozen at the stage's first look, so k is fixed too.
+        let k = self.k_at(p0);
         if r.requests == 0 || c.requests == 0 || !(p0 > 0.0 && p0 < 1.0) {
             return Look::nothing(n, "no baseline error rate to compare with");
         }

@@ -162,7 +162,7 @@ fn full_weight_stage_compares_with_the_earlier_baseline() {
 #[test]
 fn evidence_carries_across_stages_as_a_product() {
     let p = Policy::from_text(
-        "name: s\nstages:\n  - {weight: 10, duration: 1m, min_requests: 10}\n  - {weight: 20, duration: 1m, min_requests: 10}\n",
+        "name: s\nstages:\n  - {weight: 10, duration: 1m, min_requests: 10}\n  - {weight: 20, duration: 1m, min_requests: 10}\nanalysis:\n  judges:\n    sequential: {across_stages: product, ratio_prior_sd: null}\n",
     )
     .unwrap();
     let mut j = SequentialJudge::new(&p);
@@ -235,5 +235,80 @@ fn the_weighted_split_still_spends_exactly_the_tests_alpha() {
         b.describe().contains("latency mean at 0.0100"),
         "{}",
         b.describe()
+    );
+}
+
+/// Issue 12: healthy stages leave the product of the stage e-values in
+/// debt, and a fault that starts in the last stage must first pay it off.
+/// The restarted mixture fires on the last stage's evidence alone (at the
+/// price of its weight), the product does not.
+#[test]
+fn a_late_fault_fires_without_paying_off_the_debt() {
+    let verdict = |mode: &str| {
+        let p = Policy::from_text(&format!(
+            "name: s\nstages:\n  - {{weight: 10, duration: 1m, min_requests: 10}}\n  - {{weight: 20, duration: 1m, min_requests: 10}}\n  - {{weight: 50, duration: 1m, min_requests: 10}}\nanalysis:\n  judges:\n    sequential: {{across_stages: {mode}, carried_weight: 0.5, ratio_prior_sd: null}}\n"
+        ))
+        .unwrap();
+        let mut j = SequentialJudge::new(&p);
+        let mut obs = Observations::new();
+        // Two long healthy stages (the canary even a little cleaner).
+        run(&mut j, &mut obs, &p, 0, 30, |_| Pair {
+            baseline: stats(900, 9, 100.0),
+            canary: stats(100, 0, 100.0),
+        });
+        run(&mut j, &mut obs, &p, 1, 30, |_| Pair {
+            baseline: stats(800, 8, 100.0),
+            canary: stats(200, 1, 100.0),
+        });
+        let debt = j.ln_e_errors();
+        // Then the canary's error rate more than triples.
+        let v = run(&mut j, &mut obs, &p, 2, 4, |_| Pair {
+            baseline: stats(500, 5, 100.0),
+            canary: stats(500, 17, 100.0),
+        });
+        (debt, v, j.ln_e_errors())
+    };
+    let (debt, v, ln_e) = verdict("product");
+    assert!(debt < -4.0, "the healthy stages leave a debt: {debt}");
+    assert_ne!(v.outcome, Outcome::Fail, "product: {} ({ln_e})", v.reason);
+    let (_, v, ln_e) = verdict("restart");
+    assert_eq!(v.outcome, Outcome::Fail, "restart: {} ({ln_e})", v.reason);
+    assert!(v.reason.contains("restarted"), "{}", v.reason);
+    // At least the last stage's own e-value through its weight, half of
+    // the mixture shared over the later stages as their weights 20 : 50.
+    let stage = count::log_e(20.0, 68.0, 0.5, 100.0, true).unwrap();
+    let w = 0.5 * 50.0 / 70.0f64;
+    assert!(ln_e >= stage + w.ln() - 1e-9, "{ln_e} {stage}");
+}
+
+/// With `ratio_prior_sd` the count test's concentration follows the stage's
+/// weight, k = 1/(sd² ρ(1 − ρ)); null keeps the fixed k.
+#[test]
+fn the_mixture_concentration_follows_the_stage_weight() {
+    let mut o = SequentialOptions::default();
+    assert_eq!(o.ratio_prior_sd, None);
+    o.ratio_prior_sd = Some(1.0);
+    assert!((concentration(&o, 0.5) - 4.0).abs() < 1e-12);
+    assert!((concentration(&o, 0.01) - 1.0 / 0.0099).abs() < 1e-9);
+    o.ratio_prior_sd = None;
+    assert_eq!(concentration(&o, 0.5), o.k);
+    // The judge uses it: a 50 % stage's error e-value is the count test's
+    // at k = 4.
+    let p =
+        Policy::from_text(
+        "name: s\nstages:\n  - {weight: 50, duration: 1m, min_requests: 10}\nanalysis:\n  judges:\n    sequential: {ratio_prior_sd: 1}\n",
+    )
+            .unwrap();
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    run(&mut j, &mut obs, &p, 0, 1, |_| Pair {
+        baseline: stats(500, 5, 100.0),
+        canary: stats(500, 9, 100.0),
+    });
+    let want = count::log_e(5.0, 9.0, 0.5, 4.0, true).unwrap();
+    assert!(
+        (j.ln_e_errors() - want).abs() < 1e-12,
+        "{} {want}",
+        j.ln_e_errors()
     );
 }
