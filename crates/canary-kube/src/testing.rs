@@ -61,6 +61,8 @@ struct State {
     log: Vec<Recorded>,
     faults: Faults,
     writes: u64,
+    /// Every version stored, per path.
+    history: BTreeMap<String, Vec<Value>>,
 }
 
 /// A stand-in API server on a free loopback port, stopped when dropped.
@@ -193,7 +195,19 @@ impl StandIn {
         s.version += 1;
         let rv = s.version.to_string();
         obj["metadata"]["resourceVersion"] = json!(rv);
-        s.objects.insert(path_of(&obj), obj);
+        let path = path_of(&obj);
+        s.history.entry(path.clone()).or_default().push(obj.clone());
+        s.objects.insert(path, obj);
+    }
+
+    /// Every version of the object stored so far (by [`StandIn::put`] and
+    /// by each accepted write), oldest first.
+    pub fn history(&self, like: &Value) -> Vec<Value> {
+        self.lock()
+            .history
+            .get(&path_of(like))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The object stored at its path (apiVersion, kind, namespace, name as
@@ -395,6 +409,10 @@ fn handle(
     }
     s.version += 1;
     next["metadata"]["resourceVersion"] = json!(s.version.to_string());
+    s.history
+        .entry(path.clone())
+        .or_default()
+        .push(next.clone());
     s.objects.insert(path, next.clone());
     (
         StatusCode::OK,
