@@ -318,7 +318,7 @@ mod with_the_feature {
         let source = Idle;
         let mut c =
             canary_controller::Controller::new(canary_engine::Engine::new(policy), source, driver);
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         c.start(t0.elapsed()).await.unwrap();
         for _ in 0..ticks {
             if matches!(c.engine().state().phase, canary_core::Phase::Paused { .. }) {
@@ -390,7 +390,7 @@ mod with_the_feature {
         s.put_deployment("shop", "checkout-stable", 2, 2, true);
         s.put_deployment("shop", "checkout-canary", 2, 0, true);
         let health = "  health:\n    deployments: {stable: checkout-stable, canary: checkout-canary}\n    deadline: 1s\n";
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let report = until_paused(policy(&s, &dir.0, health), 20).await;
         assert!(started.elapsed() >= std::time::Duration::from_secs(1));
         assert!(report.contains("\"paused\""), "{report}");
