@@ -56,8 +56,8 @@ pub struct KubernetesTraffic {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_header: Option<String>,
     /// A/B route: a cookie that forces a version (`istio`, `ingress-nginx`;
-    /// the Gateway API and SMI match no cookies). Default `canary`; `""`
-    /// turns it off.
+    /// the Gateway API and SMI match no cookies, and refuse one written
+    /// here). Default `canary`; `""` turns it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_cookie: Option<String>,
     /// How long one API call may take (default 10s).

@@ -763,7 +763,7 @@ fn kubernetes_sections_are_checked_field_by_field() {
     // The Gateway API cannot match a cookie; SMI has no header routes.
     let errs = errors_of(&good(
         "gateway-api",
-        &format!("    http_route: r\n{backends}"),
+        &format!("    http_route: r\n    route_cookie: canary\n{backends}"),
     ));
     assert_eq!(errs[0].path, "traffic.kubernetes.route_cookie", "{errs:?}");
     // A section without the provider, and a provider without its section.
