@@ -229,6 +229,33 @@ async fn istio_sets_weights_summing_to_100_and_adds_header_and_cookie_routes() {
     let mut sp = spec();
     sp.virtual_service = Some("checkout".into());
     let mut k = layer(&s, Kind::Istio, &sp);
+    k.set_weight(5.0).await.unwrap();
+    let reqs = s.take_requests();
+    let p = patches(&reqs);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].content_type, "application/json-patch+json");
+    assert_eq!(
+        p[0].path,
+        "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/checkout"
+    );
+    let ab = |value: &str, subset: &str| {
+        json!({"op": "add", "path": "/spec/http/1", "value": {
+            "name": format!("canary-ab-{value}"),
+            "match": [{"headers": {"x-canary": {"exact": value}}},
+                      {"headers": {"cookie": {"regex": format!("^(.*?;\\s*)?canary={value}(;.*)?$")}}}],
+            "route": [{"destination": {"host": "checkout", "subset": subset}}]}})
+    };
+    assert_eq!(
+        p[0].body,
+        json!([
+            {"op": "replace", "path": "/metadata/resourceVersion",
+             "value": before["metadata"]["resourceVersion"]},
+            {"op": "replace", "path": "/spec/http/1/route/0/weight", "value": 95},
+            {"op": "replace", "path": "/spec/http/1/route/1/weight", "value": 5},
+            ab("stable", "checkout-stable"),
+            ab("canary", "checkout-canary"),
+        ])
+    );
     for w in [5.0, 25.0, 50.0, 100.0, 0.0] {
         k.set_weight(w).await.unwrap();
         let now = s.get(&virtual_service()).unwrap();
@@ -356,6 +383,17 @@ async fn smi_sets_the_two_backends_and_leaves_a_third_at_zero() {
     sp.route_header = Some(String::new());
     sp.route_cookie = Some(String::new());
     let mut k = layer(&s, Kind::Smi, &sp);
+    let rv = s.get(&traffic_split()).unwrap()["metadata"]["resourceVersion"].clone();
+    k.set_weight(1.0).await.unwrap();
+    let reqs = s.take_requests();
+    assert_eq!(
+        patches(&reqs)[0].body,
+        json!([
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "replace", "path": "/spec/backends/0/weight", "value": 99},
+            {"op": "replace", "path": "/spec/backends/1/weight", "value": 1},
+        ])
+    );
     for (w, st, ca) in [(1.0, 99, 1), (20.0, 4, 1), (100.0, 0, 1), (0.0, 1, 0)] {
         k.set_weight(w).await.unwrap();
         let now = s.get(&traffic_split()).unwrap();
