@@ -8,6 +8,7 @@
 //! `spec::SpecErrors`, ...) as well as at the crate root.
 
 mod hooks;
+mod kubernetes;
 mod metrics;
 mod policy;
 mod traffic;
@@ -24,6 +25,10 @@ pub use hooks::{
     Hooks, Notification, NotificationEvent, NotificationFormat, NotificationSpec, SecretRef,
     WaitAction, WaitLimit, WaitLimitSpec, Webhook, WebhookSpec, WebhookType, DEFAULT_GATE_TIMEOUT,
     DEFAULT_NOTIFICATION_TIMEOUT, DEFAULT_RETRY_FOR, DEFAULT_WEBHOOK_TIMEOUT,
+};
+pub use kubernetes::{
+    is_label, is_object_name, HealthSpec, KubernetesTraffic, VersionNames, DEFAULT_HEALTH_DEADLINE,
+    GATEWAY_MAX_WEIGHT,
 };
 pub use metrics::{
     is_label_name, BusinessMetric, Direction, MetricsProvider, MetricsSpec, OnMetricsUnavailable,
@@ -544,6 +549,14 @@ pub struct TrafficSpec {
     /// `alb`: the listener (or rule) and the two target groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alb: Option<AlbTraffic>,
+    /// `gateway-api`, `istio`, `ingress-nginx`, `smi`: the cluster, the
+    /// object canary sets and its two backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesTraffic>,
+    /// What must be healthy before the start and before each stage (the
+    /// Deployments, an HTTP probe), and how long to wait for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
 }
 
 /// What carries a live rollout's traffic.
@@ -569,9 +582,36 @@ pub enum TrafficProvider {
     /// in a listener's (or rule's) forward action, set through the AWS API
     /// (`traffic.alb`). The numbers come from the `metrics` section.
     Alb,
+    /// Kubernetes Gateway API: the weights of an HTTPRoute rule's two
+    /// backendRefs, header-match rules for A/B routes
+    /// (`traffic.kubernetes`).
+    #[serde(rename = "gateway-api")]
+    GatewayApi,
+    /// Istio: the weights of a VirtualService route's two destinations,
+    /// header and cookie match routes for A/B (`traffic.kubernetes`).
+    Istio,
+    /// ingress-nginx: the canary Ingress's `canary-weight`,
+    /// `canary-by-header` and `canary-by-cookie` annotations
+    /// (`traffic.kubernetes`).
+    #[serde(rename = "ingress-nginx")]
+    IngressNginx,
+    /// SMI: the weights of a TrafficSplit's two backends (v1alpha4,
+    /// `traffic.kubernetes`).
+    Smi,
 }
 
 impl TrafficProvider {
+    /// Whether the provider is one of the Kubernetes ones.
+    pub fn is_kubernetes(self) -> bool {
+        matches!(
+            self,
+            TrafficProvider::GatewayApi
+                | TrafficProvider::Istio
+                | TrafficProvider::IngressNginx
+                | TrafficProvider::Smi
+        )
+    }
+
     /// The provider's name as written.
     pub fn name(self) -> &'static str {
         match self {
@@ -580,6 +620,10 @@ impl TrafficProvider {
             TrafficProvider::Nginx => "nginx",
             TrafficProvider::Haproxy => "haproxy",
             TrafficProvider::Alb => "alb",
+            TrafficProvider::GatewayApi => "gateway-api",
+            TrafficProvider::Istio => "istio",
+            TrafficProvider::IngressNginx => "ingress-nginx",
+            TrafficProvider::Smi => "smi",
         }
     }
 }

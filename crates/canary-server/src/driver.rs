@@ -1,6 +1,7 @@
 //! The traffic layer of one rollout (the built-in proxy, a simulated
-//! service, nginx or HAProxy, chosen by the spec's `traffic.provider`) and
-//! its metrics
+//! service, nginx, HAProxy, ALB or a Kubernetes object, chosen by the
+//! spec's `traffic.provider`), the health gate in front of it
+//! (`traffic.health`), and its metrics
 //! source (the layer's own counts, or what `metrics.provider` names:
 //! Prometheus, a scrape of each version's `/metrics`). Both seams in one
 //! value, so the runner holds one thing per rollout.
@@ -8,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use canary_core::spec::HealthSpec;
 use canary_core::{Pair, Policy, TrafficProvider, VersionStats};
 use canary_engine::{ActuatorError, MetricsSource, SourceError, TrafficActuator};
 use canary_prometheus::{Source, UnixClock};
@@ -22,6 +24,15 @@ pub struct Driver {
     layer: Layer,
     /// The spec's `metrics` source, when not the layer's own counts.
     source: Option<Source>,
+    /// What must be healthy before the weight goes up.
+    health: Option<Health>,
+}
+
+/// `traffic.health` and how long it has been failing.
+struct Health {
+    spec: HealthSpec,
+    /// When the current failing streak began.
+    failing_since: Option<tokio::time::Instant>,
 }
 
 /// A rollout's traffic layer.
@@ -57,6 +68,25 @@ pub(crate) enum Layer {
         /// The weight last read back from the listener or rule.
         applied: f64,
     },
+    /// A Kubernetes object: an HTTPRoute, a VirtualService, a canary
+    /// Ingress or a TrafficSplit (numbers from the `metrics` section).
+    #[cfg(feature = "kubernetes")]
+    Kube {
+        kube: Box<canary_kube::KubeTraffic>,
+        /// The weight last read back from the object.
+        applied: f64,
+    },
+}
+
+/// Why a build without the `kubernetes` feature cannot drive a Kubernetes
+/// provider.
+#[cfg(not(feature = "kubernetes"))]
+pub(crate) fn kube_not_built(provider: &str) -> String {
+    format!(
+        "traffic.provider: `{provider}` needs a canary built with the Kubernetes providers \
+         (the kube client is not in the default build): cargo build --release --features \
+         kubernetes"
+    )
 }
 
 /// Why a build without the `alb` feature cannot drive an ALB.
@@ -103,9 +133,18 @@ impl Driver {
             Some(m) => Source::for_spec(m, wall, policy.analysis.interval)?,
             None => None,
         };
+        let health = policy
+            .traffic
+            .as_ref()
+            .and_then(|t| t.health.clone())
+            .map(|spec| Health {
+                spec,
+                failing_since: None,
+            });
         Ok(Driver {
             layer: Layer::start(policy, seed, clock).await?,
             source,
+            health,
         })
     }
 
@@ -153,6 +192,32 @@ impl Layer {
             }
             #[cfg(not(feature = "alb"))]
             TrafficProvider::Alb => Err(ALB_NOT_BUILT.to_string()),
+            #[cfg(feature = "kubernetes")]
+            TrafficProvider::GatewayApi
+            | TrafficProvider::Istio
+            | TrafficProvider::IngressNginx
+            | TrafficProvider::Smi => {
+                let k = t.kubernetes.as_ref().ok_or_else(|| {
+                    format!(
+                        "traffic.kubernetes: required for `provider: {}`",
+                        t.provider.name()
+                    )
+                })?;
+                let kind = canary_kube::kind_of(t.provider)
+                    .ok_or_else(|| format!("traffic.provider: `{}`", t.provider.name()))?;
+                // A kubeconfig that is missing or does not parse stops the
+                // start, before any weight is set.
+                canary_kube::check_kubeconfig(k).map_err(|e| format!("traffic.kubernetes: {e}"))?;
+                Ok(Layer::Kube {
+                    kube: Box::new(canary_kube::KubeTraffic::new(kind, k)),
+                    applied: 0.0,
+                })
+            }
+            #[cfg(not(feature = "kubernetes"))]
+            TrafficProvider::GatewayApi
+            | TrafficProvider::Istio
+            | TrafficProvider::IngressNginx
+            | TrafficProvider::Smi => Err(kube_not_built(t.provider.name())),
             TrafficProvider::Simulated => {
                 let s = scenario_of(policy)?.unwrap_or_else(|| unreachable!("simulated"));
                 let seed = t.seed.unwrap_or(1);
@@ -207,6 +272,8 @@ impl Layer {
             Layer::Nginx { applied, .. } | Layer::Haproxy { applied, .. } => *applied,
             #[cfg(feature = "alb")]
             Layer::Alb { applied, .. } => *applied,
+            #[cfg(feature = "kubernetes")]
+            Layer::Kube { applied, .. } => *applied,
         }
     }
 
@@ -216,6 +283,8 @@ impl Layer {
             Layer::Simulated(_) | Layer::Nginx { .. } | Layer::Haproxy { .. } => None,
             #[cfg(feature = "alb")]
             Layer::Alb { .. } => None,
+            #[cfg(feature = "kubernetes")]
+            Layer::Kube { .. } => None,
         }
     }
 }
@@ -246,12 +315,117 @@ impl MetricsSource for Layer {
             Layer::Alb { .. } => Err(SourceError::permanent(
                 "canary does not read an ALB's counts: the spec needs a metrics section",
             )),
+            #[cfg(feature = "kubernetes")]
+            Layer::Kube { .. } => Err(SourceError::permanent(
+                "canary does not read the mesh's or ingress's counts: the spec needs a metrics \
+                 section",
+            )),
         }
     }
 }
 
+impl Driver {
+    /// Whether `traffic.health` holds now: `Ok(Err(why))` when it does not.
+    async fn healthy(&mut self) -> Result<Result<(), String>, ActuatorError> {
+        let Some(h) = &self.health else {
+            return Ok(Ok(()));
+        };
+        let spec = h.spec.clone();
+        let mut why = Vec::new();
+        if let Some(names) = &spec.deployments {
+            match &mut self.layer {
+                #[cfg(feature = "kubernetes")]
+                Layer::Kube { kube, .. } => {
+                    if let Err(w) = kube.deployments_ready(names).await? {
+                        why.push(w);
+                    }
+                }
+                _ => {
+                    // Validation allows `deployments` with the Kubernetes
+                    // providers only.
+                    let _ = names;
+                    return Err(ActuatorError::permanent(
+                        "traffic.health.deployments: only with a Kubernetes provider",
+                    ));
+                }
+            }
+        }
+        if let Some(urls) = &spec.http {
+            let timeout = spec.timeout.map_or(Duration::from_secs(5), |t| t.0);
+            for (side, url) in [("stable", &urls.stable), ("canary", &urls.canary)] {
+                if let Err(w) = probe(url.clone(), timeout).await {
+                    why.push(format!("{side} health probe {url}: {w}"));
+                }
+            }
+        }
+        Ok(if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        })
+    }
+
+    /// Before the weight goes up (the start, each stage): holds while
+    /// `traffic.health` fails, and refuses for good once it has failed for
+    /// its deadline.
+    async fn gate(&mut self, percent: f64) -> Result<(), ActuatorError> {
+        if self.health.is_none() || percent <= self.actuator_weight() {
+            return Ok(());
+        }
+        let verdict = self.healthy().await?;
+        let Some(h) = &mut self.health else {
+            return Ok(());
+        };
+        match verdict {
+            Ok(()) => {
+                h.failing_since = None;
+                Ok(())
+            }
+            Err(why) => {
+                let now = tokio::time::Instant::now();
+                let since = *h.failing_since.get_or_insert(now);
+                let deadline = h
+                    .spec
+                    .deadline
+                    .map_or(canary_core::spec::DEFAULT_HEALTH_DEADLINE, |d| d.0);
+                if now.duration_since(since) >= deadline {
+                    h.failing_since = None;
+                    Err(ActuatorError::permanent(format!(
+                        "not healthy after {} (traffic.health.deadline): {why}",
+                        humantime::format_duration(deadline)
+                    )))
+                } else {
+                    Err(ActuatorError::transient(format!(
+                        "holding the weight below {percent} % until healthy: {why}"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// GETs `url`: `Ok` for a 2xx answer within `timeout`.
+async fn probe(url: String, timeout: Duration) -> Result<(), String> {
+    let r = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        match agent.get(&url).call() {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(format!("answered {}", resp.status().as_u16())),
+            Err(e) => Err(format!("unreachable: {e}")),
+        }
+    })
+    .await;
+    r.unwrap_or_else(|e| Err(format!("the probe failed: {e}")))
+}
+
 impl TrafficActuator for Driver {
     async fn set_weight(&mut self, percent: f64) -> Result<(), ActuatorError> {
+        self.gate(percent).await?;
         match &mut self.layer {
             Layer::Proxy { handle, .. } => TrafficActuator::set_weight(handle, percent).await,
             Layer::Simulated(s) => s.set_weight(percent).await,
@@ -270,6 +444,12 @@ impl TrafficActuator for Driver {
             #[cfg(feature = "alb")]
             Layer::Alb { alb, applied } => {
                 alb.set_weight(percent).await?;
+                *applied = percent;
+                Ok(())
+            }
+            #[cfg(feature = "kubernetes")]
+            Layer::Kube { kube, applied } => {
+                kube.set_weight(percent).await?;
                 *applied = percent;
                 Ok(())
             }

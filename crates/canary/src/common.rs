@@ -58,14 +58,47 @@ pub fn load_policy(path: Option<&Path>) -> Result<Policy> {
         return Ok(Policy::default_strategy());
     };
     let text = read_document(path, "spec")?;
-    canary_prometheus::policy_from_text(&text).map_err(|errors| {
+    let policy = canary_prometheus::policy_from_text(&text).map_err(|errors| {
         let lines: Vec<String> = errors
             .0
             .iter()
             .map(|e| format!("{}: {e}", path.display()))
             .collect();
         anyhow!("{} error(s) in spec:\n{}", errors.0.len(), lines.join("\n"))
-    })
+    })?;
+    if let Some(e) = kubeconfig_problem(&policy) {
+        bail!("{}: {e}", path.display());
+    }
+    Ok(policy)
+}
+
+/// What is wrong with the kubeconfig a Kubernetes provider's spec names
+/// (`traffic.kubernetes.kubeconfig`, else `KUBECONFIG`): missing, not
+/// parseable, without the context. A build without the Kubernetes
+/// providers checks only that a named file exists.
+pub fn kubeconfig_problem(policy: &Policy) -> Option<String> {
+    let t = policy.traffic.as_ref()?;
+    let k = t
+        .kubernetes
+        .as_ref()
+        .filter(|_| t.provider.is_kubernetes())?;
+    #[cfg(feature = "kubernetes")]
+    {
+        canary_kube::check_kubeconfig(k)
+            .err()
+            .map(|e| format!("traffic.kubernetes: {e}"))
+    }
+    #[cfg(not(feature = "kubernetes"))]
+    {
+        let path = k.kubeconfig.as_ref()?;
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => None,
+            Ok(_) => Some(format!(
+                "traffic.kubernetes.kubeconfig: {path} is not a file"
+            )),
+            Err(e) => Some(format!("traffic.kubernetes.kubeconfig: {path}: {e}")),
+        }
+    }
 }
 
 /// Prints `value` as pretty JSON with a final newline.

@@ -19,8 +19,9 @@ use crate::live::{runtime, shutdown_signal, unless_signalled, ProxyArgs, StatusL
 ///
 /// The spec's `traffic` section names the provider: the built-in proxy
 /// (listen address and the two upstreams), `nginx` (the include file canary
-/// writes, checked and reloaded) or `haproxy` (the runtime API whose server
-/// weights canary sets). The weight starts at 0; every
+/// writes, checked and reloaded), `haproxy` (the runtime API whose server
+/// weights canary sets), `alb`, or a Kubernetes object (`gateway-api`,
+/// `istio`, `ingress-nginx`, `smi`; docs/kubernetes.md). The weight starts at 0; every
 /// `analysis.interval` the controller reads the proxy's per-version numbers,
 /// asks the judge, steps the same state machine as `canary simulate` and sets
 /// the weight. A status line goes to stderr, the final report (the same JSON

@@ -13,7 +13,7 @@ use crate::common::{load_policy, write_stdout};
 use crate::live::runtime;
 
 /// Print the nginx or HAProxy configuration a spec's traffic section needs,
-/// or set its weight by hand (nginx, HAProxy, ALB).
+/// or set its weight by hand (nginx, HAProxy, ALB, Kubernetes).
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -21,6 +21,7 @@ Examples:
   canary traffic render --spec rollout.yaml            # HAProxy: the backend section to paste
   canary traffic set --spec rollout.yaml --weight 0    # send everything back to stable, now
   canary traffic set --spec alb.yaml --weight 10       # ALB: 10 % to the canary target group
+  canary traffic set --spec istio.yaml --weight 0      # Kubernetes: the VirtualService back to stable
 
 `render` prints, for nginx, the include file at the given weight (write it
 before nginx first loads it: `proxy_pass http://$<upstream>_route;` needs
@@ -29,7 +30,9 @@ A/B routes (`--stable`/`--canary` fill in the servers' addresses).
 `set` writes, checks and reloads nginx, or sets HAProxy's server weights
 over the runtime API and reads them back, or sets an ALB listener's (or
 rule's) target group weights and reads them back (a build with
-`--features alb`; AWS credentials and region from the standard chain); it
+`--features alb`; AWS credentials and region from the standard chain), or
+the weights of a Kubernetes object (a build with `--features kubernetes`;
+the cluster from the kubeconfig or the in-cluster service account); it
 prints the split applied.")]
 pub struct Args {
     #[command(subcommand)]
@@ -56,7 +59,8 @@ enum Action {
     },
     /// Set the canary's weight on the spec's traffic layer now.
     Set {
-        /// Rollout spec with a `traffic` section (nginx, haproxy or alb).
+        /// Rollout spec with a `traffic` section (nginx, haproxy, alb,
+        /// gateway-api, istio, ingress-nginx or smi).
         #[arg(long, value_name = "FILE")]
         spec: PathBuf,
         /// The canary's weight, percent, in [0, 100].
@@ -86,6 +90,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
                      `canary traffic set` sets its weights",
                     spec.display()
                 ),
+                Layer::Kube(p, _) => bail!(
+                    "{}: traffic.provider: `{}`: canary changes the object in the cluster; \
+                     `canary traffic set` sets its weights (docs/kubernetes.md has the objects' \
+                     YAML)",
+                    spec.display(),
+                    p.name()
+                ),
             };
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
@@ -114,6 +125,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
                      cargo build --release --features alb",
                     spec.display()
                 ),
+                #[cfg(feature = "kubernetes")]
+                Layer::Kube(p, k) => {
+                    let kind = canary_kube::kind_of(p)
+                        .ok_or_else(|| anyhow!("traffic.provider: `{}`", p.name()))?;
+                    canary_kube::check_kubeconfig(k)
+                        .map_err(|e| anyhow!("{}: traffic.kubernetes: {e}", spec.display()))?;
+                    (
+                        p.name(),
+                        rt.block_on(canary_kube::KubeTraffic::new(kind, k).set_weight(weight)),
+                    )
+                }
+                #[cfg(not(feature = "kubernetes"))]
+                Layer::Kube(p, _) => bail!(
+                    "{}: traffic.provider: `{}` needs a canary built with the Kubernetes \
+                     providers: cargo build --release --features kubernetes",
+                    spec.display(),
+                    p.name()
+                ),
             };
             result.map_err(|e| anyhow!("{}: {e}", spec.display()))?;
             write_stdout(&format!("{name}: {weight} % to the canary, applied\n"))?;
@@ -127,6 +156,11 @@ enum Layer<'a> {
     Haproxy(&'a canary_core::spec::HaproxyTraffic),
     #[cfg_attr(not(feature = "alb"), allow(dead_code))]
     Alb(&'a canary_core::spec::AlbTraffic),
+    Kube(
+        TrafficProvider,
+        #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+        &'a canary_core::spec::KubernetesTraffic,
+    ),
 }
 
 fn layer_of<'a>(policy: &'a Policy, spec: &std::path::Path) -> Result<Layer<'a>> {
@@ -138,8 +172,16 @@ fn layer_of<'a>(policy: &'a Policy, spec: &std::path::Path) -> Result<Layer<'a>>
         (TrafficProvider::Nginx, Some(n), _, _) => Ok(Layer::Nginx(n)),
         (TrafficProvider::Haproxy, _, Some(h), _) => Ok(Layer::Haproxy(h)),
         (TrafficProvider::Alb, _, _, Some(a)) => Ok(Layer::Alb(a)),
+        (p, _, _, _) if p.is_kubernetes() && t.kubernetes.is_some() => {
+            let k = t
+                .kubernetes
+                .as_ref()
+                .ok_or_else(|| anyhow!("{}: no traffic.kubernetes", spec.display()))?;
+            Ok(Layer::Kube(p, k))
+        }
         (p, _, _, _) => bail!(
-            "{}: traffic.provider: `{}`: `canary traffic` works on nginx, haproxy and alb",
+            "{}: traffic.provider: `{}`: `canary traffic` works on nginx, haproxy, alb and the \
+             Kubernetes providers",
             spec.display(),
             p.name()
         ),

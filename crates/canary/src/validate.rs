@@ -21,6 +21,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let text = read_document(&args.file, "spec")?;
     match canary_prometheus::policy_from_text(&text) {
+        Ok(p) if crate::common::kubeconfig_problem(&p).is_some() => {
+            let e = crate::common::kubeconfig_problem(&p).unwrap_or_default();
+            eprintln!("{}: {e}", args.file.display());
+            eprintln!("1 error(s)");
+            Ok(ExitCode::from(1))
+        }
         Ok(p) => {
             write_stdout(&format!(
                 "ok: {} — {} stage(s), judge {}\n",

@@ -793,3 +793,63 @@ fn serve_drives_an_alb_listener_and_an_abort_returns_it_to_stable() {
     let w = rt.block_on(alb.weights()).unwrap();
     assert_eq!((w.stable, w.canary), (1, 0));
 }
+
+/// `canary serve` built with `--features kubernetes` (CI: `cargo test -p
+/// canary --features kubernetes --test serve kubernetes`) drives an Istio
+/// VirtualService on the test kit's stand-in API server, through a
+/// kubeconfig: the first stage's weights are in the object (read back from
+/// the stand-in) when the status says applied, and an abort puts
+/// everything back on stable.
+#[cfg(feature = "kubernetes")]
+#[test]
+fn serve_drives_a_kubernetes_virtual_service_and_an_abort_returns_it_to_stable() {
+    use canary_kube::testing::StandIn;
+    let s = StandIn::start();
+    let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"hosts": ["web"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
+            {"destination": {"host": "web", "subset": "canary"}, "weight": 0}]}]}});
+    s.put(vs.clone());
+    let dir = TempDir::new("kubernetes");
+    let kubeconfig = s.kubeconfig(&dir.0, "shop");
+    let serve = ServeProc::start(&dir.0.join("c.db"));
+    let base = serve.base.clone();
+    // Metrics from endpoints nobody serves: the rollout holds at its first
+    // stage (no evidence, nothing promoted) with the weight applied.
+    let spec = format!(
+        "name: web\nstages:\n  - {{weight: 10, duration: 1m}}\n  - {{weight: 100, duration: 1m}}\n\
+         analysis: {{interval: 200ms}}\n\
+         traffic:\n  provider: istio\n  kubernetes:\n    kubeconfig: {}\n    \
+         virtual_service: web\n    stable: stable\n    canary: canary\n\
+         metrics:\n  provider: scrape\n  scrape:\n    preset: http\n    \
+         stable: [\"http://127.0.0.1:9/metrics\"]\n    canary: [\"http://127.0.0.1:8/metrics\"]\n",
+        kubeconfig.display()
+    );
+    let (code, v) = post(&base, "/api/v1/rollouts", &spec);
+    assert_eq!(code, 201, "{v}");
+    let v = wait_for(&base, "web", Duration::from_secs(20), |v| {
+        v["applied_weight"] == json!(10.0)
+    });
+    assert_eq!(v["phase"], "progressing", "{v}");
+    let weights = |v: &serde_json::Value| -> Vec<u64> {
+        v["spec"]["http"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "primary")
+            .unwrap()["route"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["weight"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(weights(&s.get(&vs).unwrap()), [90, 10]);
+    let (code, v) = action(&base, "web", "abort");
+    assert_eq!(code, 200, "{v}");
+    wait_for(&base, "web", Duration::from_secs(20), |v| {
+        v["phase"] == "aborted" && v["applied_weight"] == json!(0.0)
+    });
+    assert_eq!(weights(&s.get(&vs).unwrap()), [100, 0]);
+}

@@ -282,11 +282,9 @@ impl RolloutSpec {
         if let Some(m) = &self.metrics {
             super::metrics::check_metrics(m, &mut found);
         }
-        let uncounted = self
-            .traffic
-            .as_ref()
-            .map(|t| t.provider)
-            .filter(|p| matches!(p, TrafficProvider::Nginx | TrafficProvider::Alb));
+        let uncounted = self.traffic.as_ref().map(|t| t.provider).filter(|p| {
+            matches!(p, TrafficProvider::Nginx | TrafficProvider::Alb) || p.is_kubernetes()
+        });
         let own_counts = self
             .metrics
             .as_ref()
@@ -295,6 +293,8 @@ impl RolloutSpec {
             let name = p.name();
             let layer = if p == TrafficProvider::Alb {
                 "canary does not read an ALB's counts"
+            } else if p.is_kubernetes() {
+                "canary does not read the mesh's or ingress's counts"
             } else {
                 "nginx does not count requests per version"
             };
@@ -702,6 +702,17 @@ fn check_traffic(t: &TrafficSpec, weights: &[(String, f64)], found: &mut Finding
     if t.provider != TrafficProvider::Alb && t.alb.is_some() {
         only(found, "alb", "(a section)".into(), "alb");
     }
+    if !t.provider.is_kubernetes() && t.kubernetes.is_some() {
+        only(
+            found,
+            "kubernetes",
+            "(a section)".into(),
+            "gateway-api`, `istio`, `ingress-nginx` or `smi",
+        );
+    }
+    if let Some(h) = &t.health {
+        super::kubernetes::check_health(h, provider, t.provider.is_kubernetes(), found);
+    }
     let missing = |found: &mut Findings, field: &str, what: &str| {
         found.add(
             format!("traffic.{field}"),
@@ -733,6 +744,20 @@ fn check_traffic(t: &TrafficSpec, weights: &[(String, f64)], found: &mut Finding
                 found,
                 "alb",
                 "`listener`, `stable_target_group` and `canary_target_group`",
+            ),
+        },
+        TrafficProvider::GatewayApi
+        | TrafficProvider::Istio
+        | TrafficProvider::IngressNginx
+        | TrafficProvider::Smi => match &t.kubernetes {
+            Some(k) => super::kubernetes::check_kubernetes(provider, k, weights, found),
+            None => missing(
+                found,
+                "kubernetes",
+                &format!(
+                    "`{}` (and, but for ingress-nginx, `stable` and `canary`)",
+                    super::kubernetes::object_field(provider)
+                ),
             ),
         },
         TrafficProvider::Simulated => {

@@ -702,3 +702,103 @@ pause_timeout: {after: 0s}
     assert_eq!(e[0].line, Some(4));
     assert_eq!(e[9].line, Some(11));
 }
+
+#[test]
+fn kubernetes_sections_are_checked_field_by_field() {
+    let base = "name: p\nstages: [{weight: 10, duration: 1m}, {weight: 100, duration: 1m}]\n";
+    let scrape = "metrics:\n  provider: scrape\n  scrape: {stable: [http://a:1/metrics], canary: [http://b:2/metrics], preset: http}\n";
+    let good = |provider: &str, fields: &str| {
+        format!("{base}traffic:\n  provider: {provider}\n  kubernetes:\n    namespace: shop\n{fields}{scrape}")
+    };
+    let backends = "    stable: checkout-stable\n    canary: checkout-canary\n";
+    for (provider, fields, want) in [
+        ("gateway-api", format!("    http_route: checkout\n    route_cookie: \"\"\n{backends}"), TrafficProvider::GatewayApi),
+        ("istio", format!("    virtual_service: checkout\n{backends}"), TrafficProvider::Istio),
+        ("ingress-nginx", "    ingress: checkout-canary\n".to_string(), TrafficProvider::IngressNginx),
+        ("smi", format!("    traffic_split: checkout\n    route_header: \"\"\n    route_cookie: \"\"\n{backends}"), TrafficProvider::Smi),
+    ] {
+        let text = good(provider, &fields);
+        let p = Policy::from_text(&text).unwrap_or_else(|e| panic!("{provider}: {e}"));
+        assert_eq!(p.traffic.unwrap().provider, want);
+        // The mesh's counts are not read: a metrics section is needed.
+        let errs = errors_of(&text.replace(scrape, ""));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "metrics");
+    }
+    // The object of another provider, a bad name, a missing backend.
+    let errs = errors_of(&good(
+        "istio",
+        "    virtual_service: Checkout\n    http_route: checkout\n    stable: checkout-stable\n",
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "traffic.kubernetes.http_route",
+            "traffic.kubernetes.virtual_service",
+            "traffic.kubernetes.canary"
+        ],
+        "{errs:?}"
+    );
+    assert_eq!(errs[1].line, Some(7));
+    // The same backend for both versions.
+    let errs = errors_of(&good(
+        "smi",
+        "    traffic_split: t\n    route_header: \"\"\n    route_cookie: \"\"\n    stable: a\n    canary: a\n",
+    ));
+    assert_eq!(errs[0].path, "traffic.kubernetes.canary", "{errs:?}");
+    // Istio's weights sum to 100 in whole percentages: 2.5 % cannot be set,
+    // neither as a stage nor as a rollback step.
+    let istio = good(
+        "istio",
+        &format!("    virtual_service: checkout\n{backends}"),
+    );
+    let errs = errors_of(&format!(
+        "{}rollback: {{mode: gradual, steps: [5, 0.5, 0]}}\n",
+        istio.replace("weight: 10,", "weight: 2.5,")
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["stages[0].weight", "rollback.steps[1]"], "{errs:?}");
+    assert!(errs[0].rule.contains("sum"), "{}", errs[0].rule);
+    // The Gateway API cannot match a cookie; SMI has no header routes.
+    let errs = errors_of(&good(
+        "gateway-api",
+        &format!("    http_route: r\n    route_cookie: canary\n{backends}"),
+    ));
+    assert_eq!(errs[0].path, "traffic.kubernetes.route_cookie", "{errs:?}");
+    // A section without the provider, and a provider without its section.
+    let errs = errors_of(&format!(
+        "{base}traffic:\n  provider: haproxy\n  haproxy: {{socket: /s, backend: a, stable: [s], canary: [c]}}\n  kubernetes: {{ingress: x}}\n"
+    ));
+    assert_eq!(errs[0].path, "traffic.kubernetes", "{errs:?}");
+    let errs = errors_of(&format!("{base}traffic: {{provider: istio}}\n{scrape}"));
+    assert_eq!(errs[0].path, "traffic.kubernetes", "{errs:?}");
+    assert!(errs[0].rule.contains("virtual_service"), "{}", errs[0].rule);
+}
+
+#[test]
+fn health_sections_are_checked() {
+    let base = "name: p\nstages: [{weight: 10, duration: 1m}, {weight: 100, duration: 1m}]\n";
+    let proxy = "traffic:\n  listen: 127.0.0.1:8080\n  stable: http://127.0.0.1:9001\n  canary: http://127.0.0.1:9002\n";
+    let ok = format!(
+        "{base}{proxy}  health:\n    http: {{stable: http://127.0.0.1:9001/healthz, canary: http://127.0.0.1:9002/healthz}}\n    deadline: 2m\n"
+    );
+    let p = Policy::from_text(&ok).unwrap();
+    assert!(p.traffic.unwrap().health.is_some());
+    // Deployments only with a Kubernetes provider; URLs must be http://.
+    let errs = errors_of(&format!(
+        "{base}{proxy}  health:\n    deployments: {{stable: a, canary: b}}\n    http: {{stable: ftp://x, canary: http://y:1/}}\n    deadline: 0s\n"
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "traffic.health.deployments",
+            "traffic.health.http.stable",
+            "traffic.health.deadline"
+        ],
+        "{errs:?}"
+    );
+    let errs = errors_of(&format!("{base}{proxy}  health: {{}}\n"));
+    assert_eq!(errs[0].path, "traffic.health", "{errs:?}");
+}
