@@ -9,19 +9,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub fn prometheus_binary() -> Option<PathBuf> {
-    let found = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
+/// The first of `paths` that exists, or `None` ("skipped", with how to
+/// install it) unless the environment variable `require` is set (CI),
+/// where a missing one fails.
+fn system_binary(paths: &[&str], require: &str, what: &str, install: &str) -> Option<PathBuf> {
+    let found = paths.iter().map(PathBuf::from).find(|p| p.exists());
     if found.is_none() {
         assert!(
-            std::env::var_os("CANARY_REQUIRE_PROMETHEUS").is_none(),
-            "CANARY_REQUIRE_PROMETHEUS is set but no prometheus binary is installed"
+            std::env::var_os(require).is_none(),
+            "{require} is set but {what} is not installed ({install})"
         );
-        eprintln!("skipped: prometheus is not installed (apt-get install prometheus)");
+        eprintln!("skipped: {what} is not installed ({install})");
     }
     found
+}
+
+/// Prometheus's binary, or `None` ("skipped") unless
+/// `CANARY_REQUIRE_PROMETHEUS` is set.
+pub fn prometheus_binary() -> Option<PathBuf> {
+    system_binary(
+        &["/usr/bin/prometheus", "/usr/local/bin/prometheus"],
+        "CANARY_REQUIRE_PROMETHEUS",
+        "prometheus",
+        "apt-get install prometheus",
+    )
 }
 
 pub fn free_port() -> u16 {
@@ -414,18 +425,12 @@ pub fn follow_events(url: String) -> std::sync::mpsc::Receiver<(String, serde_js
 /// etcd's binary, or `None` ("skipped") unless `CANARY_REQUIRE_ETCD` is
 /// set (CI), where a missing one fails.
 pub fn etcd_binary() -> Option<PathBuf> {
-    let found = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CANARY_REQUIRE_ETCD").is_none(),
-            "CANARY_REQUIRE_ETCD is set but etcd is not installed (apt-get install etcd-server etcd-client)"
-        );
-        eprintln!("skipped: etcd is not installed (apt-get install etcd-server etcd-client)");
-    }
-    found
+    system_binary(
+        &["/usr/bin/etcd", "/usr/local/bin/etcd"],
+        "CANARY_REQUIRE_ETCD",
+        "etcd",
+        "apt-get install etcd-server etcd-client",
+    )
 }
 
 /// Sends `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to process `pid`.
