@@ -1167,6 +1167,18 @@ impl Runner {
         if !again && self.refused_weight == Some(w) {
             return;
         }
+        // With high availability, the term is confirmed with the store
+        // right before the traffic layer moves: a replica deposed since
+        // its last write (its lease lost while it was stalled) moves
+        // nothing.
+        if self.ctx.leadership.is_some() {
+            let store = self.ctx.store.clone();
+            if let Err(e) = blocking(move || store.confirm_term()).await {
+                self.last_error = Some(format!("store: weight {w} % not set: {e}"));
+                self.refresh_status();
+                return;
+            }
+        }
         match self.driver.set_weight(w).await {
             Ok(()) => {
                 self.refused_weight = None;

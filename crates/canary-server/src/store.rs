@@ -325,6 +325,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Backend`].
     fn attempted(&self, id: u64, outcome: Attempted) -> Result<(), StoreError>;
 
+    /// Confirms, just before the traffic layer is moved, that this server
+    /// still holds the term its writes are fenced with, so a deposed
+    /// leader that has not noticed yet does not move traffic. A store
+    /// without leader election has nothing to confirm.
+    ///
+    /// # Errors
+    /// [`StoreError::NotLeader`] when the term has passed to another
+    /// replica, [`StoreError::Backend`] when it cannot be confirmed.
+    fn confirm_term(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// How many deliveries are queued, and how many were given up.
     ///
     /// # Errors

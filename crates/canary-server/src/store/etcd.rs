@@ -669,6 +669,24 @@ impl Store for EtcdStore {
         Ok(())
     }
 
+    fn confirm_term(&self) -> Result<(), StoreError> {
+        let Some(l) = &self.leadership else {
+            return Ok(());
+        };
+        // A transaction with the fence as its only compare and nothing to
+        // write: it succeeds only while the election key is this term's.
+        let compares = self.fence()?;
+        let (ok, answer) = self
+            .client
+            .txn(compares, Vec::new(), vec![etcd::get(l.key())])
+            .map_err(backend("confirm the leader's term"))?;
+        if !ok {
+            self.fenced_out(&answer);
+            return Err(self.not_leader());
+        }
+        Ok(())
+    }
+
     fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
         let all = self.all_queued()?;
         let given_up = all.iter().filter(|(_, q)| q.given_up).count() as u64;

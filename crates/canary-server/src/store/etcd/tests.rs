@@ -192,10 +192,14 @@ fn etcd_refuses_the_writes_of_a_deposed_leader() {
     sa.create(rollout("r"), event(1, "created")).unwrap();
     sa.update("r", 1, write(json!(1), false, 2, &[event(2, "x")], &[]))
         .unwrap();
+    // The leader may move traffic; a follower may not.
+    sa.confirm_term().unwrap();
+    assert!(matches!(sb.confirm_term(), Err(StoreError::NotLeader(_))));
     // A follower: refused before anything is sent.
     let r = sb.update("r", 2, write(json!("b"), false, 3, &[], &[]));
     assert!(matches!(r, Err(StoreError::NotLeader(_))), "{r:?}");
-    assert_eq!(b.status().writes_refused_local, 1);
+    // Both refusals counted: the confirmation and the write.
+    assert_eq!(b.status().writes_refused_local, 2);
 
     // a's lease ends (as when it expires while a is paused); b is elected.
     let lease = a_lease(&e.url);
@@ -215,6 +219,12 @@ fn etcd_refuses_the_writes_of_a_deposed_leader() {
     );
     assert!(matches!(late, Err(StoreError::NotLeader(_))), "{late:?}");
     assert_eq!(a.status().writes_refused_fenced, 1);
+    // Nor may it move traffic: etcd refuses its term before the traffic
+    // layer is called.
+    let moved = sa.confirm_term();
+    assert!(matches!(moved, Err(StoreError::NotLeader(_))), "{moved:?}");
+    assert_eq!(a.status().writes_refused_fenced, 2);
+    sb.confirm_term().unwrap();
     let late = sa.delete("r", 2);
     assert!(matches!(late, Err(StoreError::NotLeader(_))), "{late:?}");
     // Nothing of it landed; the new leader writes on.
