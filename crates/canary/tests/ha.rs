@@ -480,8 +480,11 @@ fn no_replica_acts_while_etcd_has_no_quorum() {
     etcd.wait_committing();
     r.leader(TTL * 3);
     etcd.kill(1);
-    // Within half the TTL plus a renewal interval (and a request's
-    // time limit) the leader has stepped down; from then on nobody leads.
+    // Once the last member has noticed it lost the quorum (it renews
+    // leases until then), within half the TTL plus a renewal interval
+    // (and a request's time limit) the leader has stepped down; from then
+    // on nobody leads.
+    etcd.wait_no_raft_leader();
     std::thread::sleep(TTL / 2 + TTL / 5 + TTL / 4 + Duration::from_millis(300));
     let t = now();
     while t.elapsed() < TTL * 2 {

@@ -579,6 +579,37 @@ impl EtcdCluster {
         })
     }
 
+    /// Waits (at most 30 s) until no running member has a raft leader:
+    /// after losing its quorum, a member that led keeps answering (lease
+    /// renewals among it) until it notices, an election timeout later.
+    pub fn wait_no_raft_leader(&self) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(1)))
+            .build()
+            .into();
+        let led = |m: &EtcdMember| {
+            agent
+                .post(format!("http://{}/v3/maintenance/status", m.client))
+                .send("{}")
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| match &v["leader"] {
+                    serde_json::Value::String(s) => s != "0",
+                    serde_json::Value::Number(n) => n.as_u64() != Some(0),
+                    _ => false,
+                })
+        };
+        for _ in 0..300 {
+            if !self.members.iter().filter(|m| m.child.is_some()).any(led) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("an etcd member still has a raft leader 30 s after losing its quorum");
+    }
+
     /// Waits (at most 30 s) until the cluster commits writes.
     pub fn wait_committing(&self) {
         for _ in 0..300 {
