@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 fn run(name: &str, json: &str, extra: &[&str]) -> (i32, String, String) {
-    let dir = std::env::temp_dir().join(format!("canary-analyze-{}", std::process::id()));
+    // A directory of each call's own (tests run in parallel), removed after.
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("canary-analyze-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path: PathBuf = dir.join(format!("{name}.json"));
     std::fs::write(&path, json).unwrap();
@@ -16,6 +20,7 @@ fn run(name: &str, json: &str, extra: &[&str]) -> (i32, String, String) {
         .args(extra)
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
