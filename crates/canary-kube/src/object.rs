@@ -176,10 +176,15 @@ fn set_weight_op(entry: &Value, path: &str, w: u64) -> Option<Value> {
 
 fn names(list: &[Value], key: impl Fn(&Value) -> String) -> String {
     let n: Vec<String> = list.iter().map(key).collect();
-    if n.is_empty() {
+    joined(&n, ", ")
+}
+
+/// `items` joined by `sep`, or `none` when there are none (for messages).
+fn joined(items: &[String], sep: &str) -> String {
+    if items.is_empty() {
         "none".into()
     } else {
-        n.join(", ")
+        items.join(sep)
     }
 }
 
@@ -247,11 +252,7 @@ fn find(kind: Kind, obj: &Value, spec: &KubernetesTraffic) -> Result<Found, Obje
             Err(ObjectError(format!(
                 "no rule has both backendRefs `{s}` (stable) and `{c}` (canary); the rules' \
                  backendRefs are: {}",
-                if have.is_empty() {
-                    "none".into()
-                } else {
-                    have.join("; ")
-                }
+                joined(&have, "; ")
             )))
         }
         Kind::Istio => {
@@ -320,11 +321,7 @@ fn find(kind: Kind, obj: &Value, spec: &KubernetesTraffic) -> Result<Found, Obje
             Err(ObjectError(format!(
                 "no http route {which}has both destinations `{s}` (stable) and `{c}` (canary) \
                  (a subset, or a host without subset); the routes are: {}",
-                if have.is_empty() {
-                    "none".into()
-                } else {
-                    have.join("; ")
-                }
+                joined(&have, "; ")
             )))
         }
         Kind::Smi => {

@@ -253,13 +253,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let rt = runtime(None)?;
     rt.block_on(async move {
-        let server = Server::start(config, Arc::new(store), wall_clock())
-            .await
-            .map_err(|e| anyhow!(e))?;
-        let addr = server
-            .local_addr()
-            .ok_or_else(|| anyhow!("cannot read the API's address"))?;
-        announce(&format!("canary serve listening on http://{addr}"));
+        let (server, addr) = start(config, Arc::new(store)).await?;
         eprintln!("dashboard: http://{addr}/");
         match &origin {
             TokenOrigin::Generated(f) => eprintln!(
@@ -289,6 +283,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Starts the server on `store` and announces its address.
+async fn start(
+    config: ServeConfig,
+    store: Arc<dyn canary_server::store::Store>,
+) -> Result<(Server, SocketAddr)> {
+    let server = Server::start(config, store, wall_clock())
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let addr = server
+        .local_addr()
+        .ok_or_else(|| anyhow!("cannot read the API's address"))?;
+    announce(&format!("canary serve listening on http://{addr}"));
+    Ok((server, addr))
+}
+
 /// `canary serve --store etcd`: one replica of several.
 fn run_etcd(args: Args) -> Result<ExitCode> {
     // Every replica must take the same token: none is generated here.
@@ -314,13 +323,7 @@ fn run_etcd(args: Args) -> Result<ExitCode> {
     };
     let rt = runtime(None)?;
     rt.block_on(async move {
-        let server = Server::start(config, Arc::new(store), wall_clock())
-            .await
-            .map_err(|e| anyhow!(e))?;
-        let addr = server
-            .local_addr()
-            .ok_or_else(|| anyhow!("cannot read the API's address"))?;
-        announce(&format!("canary serve listening on http://{addr}"));
+        let (server, _) = start(config, Arc::new(store)).await?;
         eprintln!(
             "store etcd {} (prefix {}): replica `{}`, lease TTL {}; a follower until elected",
             args.etcd_endpoints.as_deref().unwrap_or_default(),
