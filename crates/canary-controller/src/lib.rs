@@ -13,7 +13,9 @@
 //!   nothing is promoted.
 //! - A weight the actuator refused for a transient reason is retried on
 //!   every later tick and once more when the rollout ends, and each failure
-//!   is reported; it is never recorded as applied.
+//!   is reported; it is never recorded as applied. Until it is applied the
+//!   stage's clock stands still (the engine is told the weight is held), so
+//!   no stage passes on traffic at the old weight.
 //! - A permanent failure of the source (a failure no retry can mend)
 //!   aborts the rollout with the failure as its reason: the weight goes back
 //!   to 0 through the same path.
@@ -67,6 +69,8 @@ pub struct Controller<M, A> {
     permanent: Option<String>,
     /// A weight the actuator refused for good, not yet acted on.
     refused: Option<String>,
+    /// The time of the last start, tick or abort.
+    now: Duration,
 }
 
 impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
@@ -81,6 +85,7 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
             source_failures: 0,
             permanent: None,
             refused: None,
+            now: Duration::ZERO,
         }
     }
 
@@ -116,6 +121,7 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
     /// # Errors
     /// The state machine's refusal (already started or finished).
     pub async fn start(&mut self, now: Duration) -> Result<Vec<String>, TransitionError> {
+        self.now = now;
         let mut notes = Vec::new();
         if let Err(e) = self.source.read_window().await {
             if e.is_permanent() {
@@ -135,6 +141,7 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
     /// # Errors
     /// The state machine's refusal (not started, or already finished).
     pub async fn tick(&mut self, now: Duration) -> Result<Vec<String>, TransitionError> {
+        self.now = now;
         let mut notes = Vec::new();
         self.retry_pending(&mut notes).await;
         if self.stop_if_permanent(now, &mut notes).await? {
@@ -215,6 +222,7 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
         reason: &str,
         now: Duration,
     ) -> Result<Vec<String>, TransitionError> {
+        self.now = now;
         let mut notes = Vec::new();
         let commands = self.engine.apply(
             Event::Abort {
@@ -248,6 +256,9 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
                 // The next window starts at the new weight: drop what
                 // finished between the last read and the change.
                 let _ = self.source.read_window().await;
+                if self.engine.state().weight_held {
+                    self.tell_engine(Event::WeightApplied, notes);
+                }
             }
             Err(e) => {
                 self.pending_weight = Some(w);
@@ -262,6 +273,27 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
                         "{}: weight {w} % not applied; will retry",
                         chain(&e)
                     ));
+                }
+                if !self.engine.state().weight_held {
+                    self.tell_engine(Event::WeightHeld { note: chain(&e) }, notes);
+                }
+            }
+        }
+    }
+
+    /// Tells the engine whether the traffic layer took its weight (a held
+    /// weight stops the stage's clock). Only a rollout in a stage holds.
+    fn tell_engine(&mut self, event: Event, notes: &mut Vec<String>) {
+        if !matches!(
+            self.engine.state().phase,
+            Phase::Progressing { .. } | Phase::Paused { .. }
+        ) {
+            return;
+        }
+        if let Ok(commands) = self.engine.apply(event, self.now) {
+            for c in commands {
+                if let Command::Notify(n) = c {
+                    notes.push(n);
                 }
             }
         }

@@ -286,3 +286,50 @@ async fn transient_failures_are_retried_not_fatal() {
     assert_eq!(act.weights.lock().unwrap()[0], 10.0);
     assert!(!c.report().phase.contains("abort"));
 }
+
+/// A weight the layer holds back (a health gate) for longer than the
+/// stage: the stage does not pass on traffic at the old weight, and its bake
+/// counts from when the weight was taken.
+#[tokio::test]
+async fn a_held_weight_never_lets_its_stage_pass_at_the_old_weight() {
+    let act = Recorder::default();
+    let mut c = controller(Script(vec![]), act.clone());
+    c.start(S(0)).await.unwrap();
+    // Every try of the next weight (50 %) is refused for 10 tries; each
+    // stage lasts 2 s.
+    *act.fail.lock().unwrap() = 10;
+    let mut t = 0;
+    let mut held_notes = 0;
+    while c.engine().state().phase == (Phase::Progressing { stage: 0 }) {
+        t += 1;
+        let notes = c.tick(S(t)).await.unwrap();
+        held_notes += notes.iter().filter(|n| n.starts_with("held:")).count();
+    }
+    assert_eq!(c.engine().state().phase, Phase::Progressing { stage: 1 });
+    while *act.fail.lock().unwrap() > 0 {
+        t += 1;
+        let notes = c.tick(S(t)).await.unwrap();
+        held_notes += notes.iter().filter(|n| n.starts_with("held:")).count();
+        assert_eq!(
+            c.engine().state().phase,
+            Phase::Progressing { stage: 1 },
+            "at {t}s"
+        );
+        assert!(!c.is_finished());
+    }
+    assert_eq!(held_notes, 1);
+    assert!(c.engine().state().weight_held);
+    // Taken at the next tick: the clock restarts there.
+    t += 1;
+    let notes = c.tick(S(t)).await.unwrap();
+    assert!(notes.iter().any(|n| n.starts_with("applied:")), "{notes:?}");
+    assert!(!c.engine().state().weight_held);
+    assert_eq!(c.engine().state().stage_started_at, S(t));
+    assert_eq!(c.engine().state().phase, Phase::Progressing { stage: 1 });
+    c.tick(S(t + 1)).await.unwrap();
+    assert_eq!(c.engine().state().phase, Phase::Progressing { stage: 1 });
+    c.tick(S(t + 2)).await.unwrap();
+    assert!(c.is_finished());
+    assert_eq!(c.report().phase, "succeeded");
+    assert_eq!(*act.weights.lock().unwrap(), vec![10.0, 50.0, 100.0]);
+}

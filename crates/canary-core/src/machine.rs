@@ -15,6 +15,11 @@
 //!   met: a tick alone (e.g. while the metrics source is down) never promotes.
 //! - A passing verdict that carries a guardrail breach pauses instead of
 //!   advancing: an absolute limit holds whatever the comparison says.
+//! - While the traffic layer has not taken the current weight (a health
+//!   hold, a layer that refuses it), no stage passes and no stage times
+//!   out: the stage's clock stands still, and restarts when the weight is
+//!   applied ([`Event::WeightHeld`], [`Event::WeightApplied`]). A failing
+//!   verdict still rolls back.
 
 use std::fmt;
 use std::time::Duration;
@@ -217,6 +222,16 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The traffic layer did not take the weight the rollout is at (its
+    /// health gate holds it, or it refused): until it does, the stage's
+    /// clock stands still and nothing passes or times out.
+    WeightHeld {
+        /// Why, in words.
+        note: String,
+    },
+    /// The traffic layer took the weight the rollout is at: after a hold,
+    /// the stage's clock restarts now.
+    WeightApplied,
 }
 
 impl Event {
@@ -234,6 +249,8 @@ impl Event {
             Event::MetricsUnavailable { .. } => "metrics-unavailable",
             Event::GateOpened { .. } => "gate-opened",
             Event::Rollback { .. } => "rollback",
+            Event::WeightHeld { .. } => "weight-held",
+            Event::WeightApplied => "weight-applied",
         }
     }
 }
@@ -317,6 +334,10 @@ pub struct RolloutState {
     pub stage_started_at: Duration,
     /// When the current pause began (meaningful while paused).
     pub paused_at: Duration,
+    /// True while the traffic layer has not taken `weight`
+    /// ([`Event::WeightHeld`]): the stage's clock stands still.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub weight_held: bool,
 }
 
 impl Default for RolloutState {
@@ -333,6 +354,7 @@ impl RolloutState {
             weight: 0.0,
             stage_started_at: Duration::ZERO,
             paused_at: Duration::ZERO,
+            weight_held: false,
         }
     }
 }
@@ -661,6 +683,8 @@ pub fn step(
             Event::Tick | Event::Verdict(_) | Event::MetricsUnavailable { .. },
         ) => s.step_down(reason, *step),
         (Phase::RollingBack { .. }, Event::Abort { reason }) => s.abort(reason),
+        // The steps down are not held: nothing passes while rolling back.
+        (Phase::RollingBack { .. }, Event::WeightHeld { .. } | Event::WeightApplied) => {}
         (Phase::RollingBack { .. }, e) => return Err(refuse(&e)),
 
         (Phase::Pending, Event::Start) => {
@@ -683,6 +707,11 @@ pub fn step(
         }
         (Phase::Pending, e) => return Err(refuse(&e)),
 
+        // The layer has not taken the weight: the evidence is still at the
+        // old one, so a failure rolls back but nothing passes or times out.
+        (Phase::Progressing { .. }, Event::Verdict(v))
+            if state.weight_held && v.outcome != Outcome::Fail => {}
+        (Phase::Progressing { .. }, Event::Tick) if state.weight_held => {}
         (&Phase::Progressing { stage }, Event::Verdict(v)) => match v.outcome {
             Outcome::Fail => s.roll_back(v.reason.clone(), Some(v)),
             Outcome::Pass
@@ -803,6 +832,29 @@ pub fn step(
             s.next_stage(stage, Action::Promote, "promoted by hand".into(), None)
         }
         (Phase::Paused { .. }, e @ (Event::Start | Event::Pause { .. })) => return Err(refuse(&e)),
+
+        (Phase::Progressing { .. } | Phase::Paused { .. }, Event::WeightHeld { note }) => {
+            if !state.weight_held {
+                s.state.weight_held = true;
+                let stage = state.phase.stage().unwrap_or(0);
+                s.commands.push(Command::Notify(format!(
+                    "held: the traffic layer has not taken {} %: {note}; stage {stage}'s clock stands still until it does",
+                    state.weight
+                )));
+            }
+        }
+        (Phase::Progressing { .. } | Phase::Paused { .. }, Event::WeightApplied) => {
+            if state.weight_held {
+                s.state.weight_held = false;
+                if let Phase::Progressing { stage } = state.phase {
+                    s.state.stage_started_at = now;
+                    s.commands.push(Command::Notify(format!(
+                        "applied: the traffic layer routes {} %; stage {stage}'s clock restarts",
+                        state.weight
+                    )));
+                }
+            }
+        }
     }
     if matches!(s.state.phase, Phase::Paused { .. }) && !matches!(state.phase, Phase::Paused { .. })
     {

@@ -143,7 +143,8 @@ pub struct EventEntry {
     pub actor: String,
     /// What happened: `created`, `start`, `advance`, `pause`, `resume`,
     /// `promote`, `promote_full`, `succeed`, `rollback`, `abort`, `retry`,
-    /// `weight_applied`, `weight_failed`, `recovered`.
+    /// `weight_applied`, `weight_held` (the traffic layer has not taken the
+    /// weight: the stage's clock stands still), `weight_failed`, `recovered`.
     pub event: String,
     /// Why, in words.
     pub reason: String,

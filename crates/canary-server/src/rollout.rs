@@ -630,6 +630,14 @@ impl Runner {
         }
     }
 
+    /// True while the rollout is in a stage (progressing or paused).
+    fn in_stage(&self) -> bool {
+        matches!(
+            self.engine.state().phase,
+            Phase::Progressing { .. } | Phase::Paused { .. }
+        )
+    }
+
     fn finished(&self) -> bool {
         self.engine.state().phase.is_terminal()
     }
@@ -1026,6 +1034,22 @@ impl Runner {
         input: Input,
         actor: &str,
         reason: Option<&str>,
+        events: Vec<NewEvent>,
+        reset: bool,
+    ) -> Result<(), ApiError> {
+        self.record(input, actor, reason, events, reset).await?;
+        self.actuate(false).await;
+        Ok(())
+    }
+
+    /// Steps 1 and 2 of the module docs for one input: the engine decides,
+    /// and the input, its decisions and the weight they call for are
+    /// committed. Nothing moves.
+    async fn record(
+        &mut self,
+        input: Input,
+        actor: &str,
+        reason: Option<&str>,
         mut events: Vec<NewEvent>,
         reset: bool,
     ) -> Result<(), ApiError> {
@@ -1081,9 +1105,7 @@ impl Runner {
         self.st.desired_weight = self.engine.state().weight;
         self.st.phase = self.engine.state().phase.name().to_string();
         let journal = vec![serde_json::to_string(&input).unwrap_or_default()];
-        self.persist(events, journal, reset).await?;
-        self.actuate(false).await;
-        Ok(())
+        self.persist(events, journal, reset).await
     }
 
     /// Writes the state (with `events` and `journal`) at the next revision.
@@ -1184,19 +1206,33 @@ impl Runner {
                 self.refused_weight = None;
                 // The next window starts at the new weight.
                 let _ = self.driver.read_window().await;
-                if self.st.applied_weight != w {
+                let held = self.engine.state().weight_held && self.in_stage();
+                if self.st.applied_weight != w || held {
                     let before = self.st.applied_weight;
                     self.st.applied_weight = w;
+                    let mut reason = format!("traffic layer routes {w} % to the canary");
+                    if held {
+                        reason.push_str("; the stage's clock restarts");
+                    }
                     let e = self.event(
                         "controller",
                         "weight_applied",
-                        format!("traffic layer routes {w} % to the canary"),
+                        reason,
                         json!({"weight_before": before, "weight_after": w}),
                     );
-                    if self.persist(vec![e], Vec::new(), false).await.is_err() {
-                        // Recorded on the next write, or set again after a
-                        // restart: the weight itself is where it should be.
-                    }
+                    // After a hold the engine is told too (its stage clock
+                    // restarts), in the journal with the event. A failed
+                    // write is recorded on the next one, or the weight set
+                    // again after a restart: it is where it should be.
+                    let _ = if held {
+                        let input = Input::Apply {
+                            event: Event::WeightApplied,
+                            now: self.now(),
+                        };
+                        self.record(input, "controller", None, vec![e], false).await
+                    } else {
+                        self.persist(vec![e], Vec::new(), false).await
+                    };
                 }
                 if self
                     .last_error
@@ -1214,6 +1250,26 @@ impl Runner {
                 if e.is_permanent() && !self.finished() {
                     self.refused = Some(format!("weight {w} % not applied: {}", chain(&e)));
                     self.refused_weight = Some(w);
+                }
+                // Until the layer takes the weight, the stage's clock
+                // stands still: nothing passes on traffic at the old one.
+                if !self.engine.state().weight_held && self.in_stage() {
+                    let why = chain(&e);
+                    let log = self.event(
+                        "controller",
+                        "weight_held",
+                        format!(
+                            "traffic layer has not taken {w} %: {why}; the stage's clock stands still until it does"
+                        ),
+                        json!({"weight": w}),
+                    );
+                    let input = Input::Apply {
+                        event: Event::WeightHeld { note: why },
+                        now: self.now(),
+                    };
+                    let _ = self
+                        .record(input, "controller", None, vec![log], false)
+                        .await;
                 }
             }
         }
@@ -1436,6 +1492,13 @@ impl Runner {
             Phase::Pending if h.has(WebhookType::ConfirmRollout) => (
                 "the confirm-rollout webhook(s) to answer 2xx before any traffic moves".to_string(),
                 Some(WebhookType::ConfirmRollout),
+            ),
+            Phase::Progressing { .. } if self.engine.state().weight_held => (
+                format!(
+                    "the traffic layer to take {} % (the stage's clock stands still until it does)",
+                    self.engine.state().weight
+                ),
+                None,
             ),
             Phase::Paused { reason, .. } => (
                 reason.waiting_for(),

@@ -853,3 +853,107 @@ fn serve_drives_a_kubernetes_virtual_service_and_an_abort_returns_it_to_stable()
     });
     assert_eq!(weights(&s.get(&vs).unwrap()), [100, 0]);
 }
+
+/// A tiny health endpoint: 200 while `ok` is set, 503 otherwise.
+fn health_endpoint(ok: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let answer = if ok.load(std::sync::atomic::Ordering::SeqCst) {
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            } else {
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsick"
+            };
+            let _ = s.write_all(answer.as_bytes());
+        }
+    });
+    format!("http://{addr}/healthz")
+}
+
+/// A weight held back by `traffic.health` for longer than its stage: the
+/// stage does not pass at the old weight meanwhile, the log says it was
+/// held and when it was applied, and the stage's bake counts from then.
+#[test]
+fn a_health_hold_stops_the_stage_clock_until_the_weight_is_applied() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new("health-hold");
+    let srv = ServeProc::start(&dir.0.join("t.db"));
+    let base = srv.base.clone();
+    let stable_ok = Arc::new(AtomicBool::new(true));
+    let canary_ok = Arc::new(AtomicBool::new(true));
+    let spec = format!(
+        "name: held\nstages:\n  - {{weight: 10, duration: 3s}}\n  - {{weight: 50, duration: 2s}}\n  - {{weight: 100, duration: 1s}}\n\
+         analysis: {{interval: 200ms, min_requests: 50}}\n\
+         traffic:\n  provider: simulated\n  scenario: healthy\n  requests_per_second: 3000\n  health:\n    http: {{stable: {}, canary: {}}}\n    deadline: 1m\n",
+        health_endpoint(stable_ok),
+        health_endpoint(canary_ok.clone()),
+    );
+    let (s, v) = post(&base, "/api/v1/rollouts", &spec);
+    assert_eq!(s, 201, "{v}");
+    wait_for(&base, "held", Duration::from_secs(20), |v| {
+        v["applied_weight"] == 10.0
+    });
+    // The canary turns unhealthy before its first stage (3 s) passes.
+    canary_ok.store(false, Ordering::SeqCst);
+    let v = wait_for(&base, "held", Duration::from_secs(20), |v| {
+        v["desired_weight"] == 50.0
+    });
+    assert_eq!(v["applied_weight"], 10.0, "{v}");
+    // Held for 40 polls 100 ms apart (over 4 s, twice the stage's 2 s):
+    // never past the 50 % stage.
+    for _ in 0..40 {
+        let (_, v) = get(&base, "/api/v1/rollouts/held");
+        assert_eq!(v["phase"], "progressing", "{v}");
+        assert_eq!(v["desired_weight"], 50.0, "{v}");
+        assert_eq!(v["applied_weight"], 10.0, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, v) = get(&base, "/api/v1/rollouts/held");
+    let waiting = v["waiting_for"].as_str().unwrap_or("");
+    assert!(waiting.contains("traffic layer to take 50 %"), "{v}");
+    canary_ok.store(true, Ordering::SeqCst);
+    let v = wait_for(&base, "held", Duration::from_secs(30), |v| {
+        v["phase"] == "succeeded"
+    });
+    assert_eq!(v["applied_weight"], 100.0, "{v}");
+    let log = events(&base, "held");
+    let find = |event: &str, weight: f64| {
+        log.iter()
+            .find(|e| {
+                e["event"] == event
+                    && (e["detail"]["weight"] == weight || e["detail"]["weight_after"] == weight)
+            })
+            .unwrap_or_else(|| panic!("no {event} at {weight}: {log:#?}"))
+    };
+    let held = find("weight_held", 50.0);
+    assert!(
+        held["reason"]
+            .as_str()
+            .unwrap()
+            .contains("canary health probe"),
+        "{held}"
+    );
+    assert_eq!(
+        log.iter().filter(|e| e["event"] == "weight_held").count(),
+        1,
+        "{log:#?}"
+    );
+    let applied = find("weight_applied", 50.0);
+    assert!(
+        applied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("clock restarts"),
+        "{applied}"
+    );
+    let advance = find("advance", 100.0);
+    let ms = |e: &Value| e["at_ms"].as_u64().unwrap();
+    assert!(ms(applied) - ms(held) >= 4000, "{log:#?}");
+    // The 2 s bake of the 50 % stage counts from when 50 % was applied.
+    assert!(ms(advance) - ms(applied) >= 2000, "{log:#?}");
+}

@@ -36,6 +36,7 @@ fn at(phase: Phase, weight: f64) -> RolloutState {
         weight,
         stage_started_at: secs(0),
         paused_at: secs(0),
+        weight_held: false,
     }
 }
 
@@ -57,6 +58,10 @@ fn all_events() -> Vec<Event> {
         Event::Rollback {
             reason: "kill switch".into(),
         },
+        Event::WeightHeld {
+            note: "not ready".into(),
+        },
+        Event::WeightApplied,
     ]
 }
 
@@ -123,6 +128,7 @@ fn expected(phase: &Phase, event: &Event) -> Expect {
         (Phase::Pending, Event::Abort { .. }) => Ok(("aborted", None, 0.0)),
         (Phase::Pending, Event::Tick) => same,
         (Phase::Pending, _) => Err(false),
+        (_, Event::WeightHeld { .. } | Event::WeightApplied) => same,
         (_, Event::Verdict(v)) if v.outcome == Fail => Ok(("rolled_back", None, 0.0)),
         (_, Event::Abort { .. }) => Ok(("aborted", None, 0.0)),
         (_, Event::Rollback { .. }) => Ok(("rolled_back", None, 0.0)),
@@ -209,7 +215,7 @@ fn every_phase_event_pair() {
         }
     }
     assert_eq!(checked, all_phases().len() * all_events().len());
-    assert_eq!(checked, 10 * 12);
+    assert_eq!(checked, 10 * 14);
 }
 
 /// Seed "break it": advancing after the rollout completed.
@@ -447,6 +453,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(Event::Promote),
         Just(Event::PromoteFull),
         Just(Event::Abort { reason: "a".into() }),
+        Just(Event::WeightHeld { note: "h".into() }),
+        Just(Event::WeightApplied),
     ]
 }
 
@@ -839,4 +847,87 @@ fn a_rollback_event_rolls_back_through_the_gradual_steps() {
         t.state.phase
     );
     assert!(t.state.weight < st.weight);
+}
+
+/// A stage whose weight the traffic layer has not taken (a health hold)
+/// neither passes nor times out; its clock restarts when the weight lands.
+#[test]
+fn a_held_weight_stops_the_stage_clock_until_it_is_applied() {
+    let p = policy();
+    let go = |st: &RolloutState, e: Event, t: u64| step(&p, st, e, secs(t)).unwrap();
+    let st = go(&RolloutState::new(), Event::Start, 0).state;
+    let held = go(
+        &st,
+        Event::WeightHeld {
+            note: "canary not ready".into(),
+        },
+        1,
+    );
+    assert!(held.state.weight_held);
+    assert!(held
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::Notify(n) if n.contains("canary not ready"))));
+    let st = held.state;
+    // Past the bake (1m) and the timeout (3m): still stage 0, not paused.
+    for t in [61, 200, 400] {
+        let t1 = go(&st, Event::Verdict(verdict(Outcome::Pass)), t);
+        assert_eq!(t1.state, st, "a pass at {t}s moved a held stage");
+        let t2 = go(&st, Event::Tick, t);
+        assert_eq!(t2.state, st, "a tick at {t}s moved a held stage");
+    }
+    // Held again: no second note.
+    assert!(go(&st, Event::WeightHeld { note: "x".into() }, 401)
+        .commands
+        .is_empty());
+    // Applied at 400 s: the bake counts from there.
+    let st = go(&st, Event::WeightApplied, 400).state;
+    assert!(!st.weight_held);
+    assert_eq!(st.stage_started_at, secs(400));
+    assert_eq!(
+        go(&st, Event::Verdict(verdict(Outcome::Pass)), 430)
+            .state
+            .phase,
+        Phase::Progressing { stage: 0 }
+    );
+    assert_eq!(
+        go(&st, Event::Verdict(verdict(Outcome::Pass)), 461)
+            .state
+            .phase,
+        Phase::Progressing { stage: 1 }
+    );
+    // Applied again: nothing happens.
+    assert_eq!(go(&st, Event::WeightApplied, 470).state, st);
+}
+
+#[test]
+fn a_failure_rolls_back_a_held_stage_and_a_promote_by_hand_stays_held() {
+    let p = policy();
+    let go = |st: &RolloutState, e: Event, t: u64| step(&p, st, e, secs(t)).unwrap();
+    let st = go(&RolloutState::new(), Event::Start, 0).state;
+    let st = go(&st, Event::WeightHeld { note: "n".into() }, 1).state;
+    let failed = go(&st, Event::Verdict(verdict(Outcome::Fail)), 5).state;
+    assert!(matches!(failed.phase, Phase::RolledBack { .. }));
+    assert_eq!(failed.weight, 0.0);
+    // A person promotes past the hold: the next weight is not applied yet
+    // either, so the hold stays until the layer takes it.
+    let promoted = go(&st, Event::Promote, 5).state;
+    assert_eq!(promoted.phase, Phase::Progressing { stage: 1 });
+    assert!(promoted.weight_held);
+    // Paused and resumed while held: still held.
+    let paused = go(&promoted, Event::Pause { note: "p".into() }, 6).state;
+    let resumed = go(&paused, Event::Resume, 7).state;
+    assert!(resumed.weight_held);
+    assert_eq!(
+        go(&resumed, Event::Verdict(verdict(Outcome::Pass)), 500).state,
+        resumed
+    );
+    // The pending rollout has no weight to hold.
+    assert!(step(
+        &p,
+        &RolloutState::new(),
+        Event::WeightHeld { note: "n".into() },
+        secs(0)
+    )
+    .is_err());
 }
