@@ -97,12 +97,28 @@ fn private_key(field: &str, path: &str) -> Result<PrivateKey<'static>, (String, 
 mod tests {
     use super::*;
 
-    fn scratch(name: &str, body: &str) -> String {
-        let dir = std::env::temp_dir().join(format!("canary-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        std::fs::write(&p, body).unwrap();
-        p.display().to_string()
+    /// A directory of one test's files, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(test: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("canary-tls-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn file(&self, name: &str, body: &str) -> String {
+            let p = self.0.join(name);
+            std::fs::write(&p, body).unwrap();
+            p.display().to_string()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     fn spec(ca: Option<String>, cert: Option<String>, key: Option<String>) -> TlsSpec {
@@ -127,7 +143,8 @@ mod tests {
 
     #[test]
     fn a_file_without_a_certificate_is_refused() {
-        let p = scratch("empty.pem", "just text\n");
+        let dir = Scratch::new("no-cert");
+        let p = dir.file("empty.pem", "just text\n");
         let (field, msg) = error_of(&spec(Some(p), None, None));
         assert_eq!(field, "metrics.prometheus.tls.ca_file");
         assert!(msg.contains("holds no certificate"), "{msg}");
@@ -135,11 +152,12 @@ mod tests {
 
     #[test]
     fn a_key_file_without_a_key_is_refused() {
-        let cert = scratch(
+        let dir = Scratch::new("no-key");
+        let cert = dir.file(
             "cert.pem",
             "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
         );
-        let key = scratch("nokey.pem", "nothing here\n");
+        let key = dir.file("nokey.pem", "nothing here\n");
         let (field, msg) = error_of(&spec(None, Some(cert), Some(key)));
         assert_eq!(field, "metrics.prometheus.tls.key_file");
         assert!(msg.contains("holds no private key"), "{msg}");
