@@ -716,9 +716,16 @@ async fn metrics(State(app): Shared, headers: HeaderMap) -> Result<Response, Api
         .map(|e| e.status())
         .collect();
     let ha = app.ctx.leadership.as_ref().map(|l| l.status());
+    // Left out when the store does not answer (its outage shows on
+    // /readyz).
+    let store = app.ctx.store.clone();
+    let outbox = tokio::task::spawn_blocking(move || store.outbox_counts())
+        .await
+        .ok()
+        .and_then(Result::ok);
     let text = {
         let c = app.ctx.counters.lock().unwrap_or_else(|p| p.into_inner());
-        crate::metrics::render(&statuses, &c, ha.as_ref())
+        crate::metrics::render(&statuses, &c, ha.as_ref(), outbox)
     };
     Ok((
         [(

@@ -133,7 +133,7 @@ impl Server {
             .map(|(_, w)| w)
             .collect();
         app.ready.store(true, Ordering::SeqCst);
-        let sender = outbox::spawn(store, ctx.clock.clone(), ctx.outbox_wake.clone());
+        let sender = outbox::spawn(ctx.clone());
         Ok(Server {
             app,
             listener,
@@ -259,11 +259,7 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
         eprintln!("elected leader (term {won}): resuming the stored rollouts");
         let mut renewer = tokio::spawn(renew(l.clone()));
         let ctx = &app.ctx;
-        let sender = outbox::spawn(
-            ctx.store.clone(),
-            ctx.clock.clone(),
-            ctx.outbox_wake.clone(),
-        );
+        let sender = outbox::spawn(ctx.clone());
         // Rollouts that could not be recovered (etcd failing a read, say)
         // are tried again every interval while this replica leads; each
         // failure is said once.

@@ -17,16 +17,53 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// The outbox: attempts by outcome since the start, and what the store
+/// holds now.
+fn render_outbox(out: &mut String, c: &Counters, outbox: Option<(u64, u64)>) {
+    family(
+        out,
+        "canary_outbox_attempts_total",
+        "counter",
+        "Notification and webhook delivery attempts by outcome (delivered, retry, gave_up), since the server started.",
+    );
+    for outcome in ["delivered", "retry", "gave_up"] {
+        let n = c.deliveries.get(outcome).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "canary_outbox_attempts_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    if let Some((queued, given_up)) = outbox {
+        family(
+            out,
+            "canary_outbox_queued",
+            "gauge",
+            "Deliveries queued in the store, not yet delivered or given up.",
+        );
+        let _ = writeln!(out, "canary_outbox_queued {queued}");
+        family(
+            out,
+            "canary_outbox_given_up",
+            "gauge",
+            "Deliveries given up after their deadline (kept in the store).",
+        );
+        let _ = writeln!(out, "canary_outbox_given_up {given_up}");
+    }
+}
+
 /// Renders the metrics of `rollouts` and the server's counters.
+/// `outbox`: the store's queued and given-up deliveries, when it answered.
 pub(crate) fn render(
     rollouts: &[RolloutStatus],
     c: &Counters,
     ha: Option<&crate::ha::HaStatus>,
+    outbox: Option<(u64, u64)>,
 ) -> String {
     let mut out = String::new();
     if let Some(h) = ha {
         render_ha(&mut out, h);
     }
+    render_outbox(&mut out, c, outbox);
     family(&mut out, "canary_rollouts", "gauge", "Rollouts by phase.");
     for phase in [
         "pending",

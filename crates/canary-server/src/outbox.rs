@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::hooks::{call, DELIVERY_HEADER};
-use crate::rollout::WallClock;
+use crate::rollout::{Ctx, WallClock};
 use crate::store::{Attempted, Delivery, Store};
 
 /// The longest wait between two attempts at a delivery.
@@ -42,12 +42,12 @@ fn backoff(attempts: u32) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1u64 << attempts.min(16))).min(MAX_BACKOFF)
 }
 
-/// Starts the sender; it runs until the task is aborted.
-pub(crate) fn spawn(
-    store: Arc<dyn Store>,
-    clock: WallClock,
-    wake: Arc<Notify>,
-) -> tokio::task::JoinHandle<()> {
+/// Starts the sender for `ctx`'s store; it runs until the task is aborted.
+/// Each attempt's outcome is counted in `ctx`'s counters (`/metrics`).
+pub(crate) fn spawn(ctx: Arc<Ctx>) -> tokio::task::JoinHandle<()> {
+    let store = ctx.store.clone();
+    let clock = ctx.clock.clone();
+    let wake: Arc<Notify> = ctx.outbox_wake.clone();
     tokio::spawn(async move {
         loop {
             let now = clock();
@@ -71,13 +71,17 @@ pub(crate) fn spawn(
             let sends = due
                 .into_iter()
                 .map(|d| deliver(store.clone(), clock.clone(), d));
-            futures_util::future::join_all(sends).await;
+            let outcomes = futures_util::future::join_all(sends).await;
+            let mut c = ctx.counters.lock().unwrap_or_else(|p| p.into_inner());
+            for o in outcomes {
+                *c.deliveries.entry(o).or_default() += 1;
+            }
         }
     })
 }
 
-/// One attempt at `d`, and its outcome recorded.
-async fn deliver(store: Arc<dyn Store>, clock: WallClock, d: Delivery) {
+/// One attempt at `d`, and its outcome recorded; gives the outcome's name.
+async fn deliver(store: Arc<dyn Store>, clock: WallClock, d: Delivery) -> &'static str {
     let meta: Option<Meta> = serde_json::from_value(d.delivery.meta.clone()).ok();
     let now = clock();
     let answer = match &meta {
@@ -119,11 +123,17 @@ async fn deliver(store: Arc<dyn Store>, clock: WallClock, d: Delivery) {
             error: answer.describe(),
         }
     };
+    let name = match outcome {
+        Attempted::Delivered => "delivered",
+        Attempted::Retry { .. } => "retry",
+        Attempted::GaveUp { .. } => "gave_up",
+    };
     let id = d.id;
     let r = tokio::task::spawn_blocking(move || store.attempted(id, outcome)).await;
     if let Ok(Err(e)) = r {
         eprintln!("outbox: {e}");
     }
+    name
 }
 
 #[cfg(test)]

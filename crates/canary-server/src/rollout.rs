@@ -122,6 +122,9 @@ pub(crate) struct Counters {
     pub decisions: std::collections::BTreeMap<String, u64>,
     /// Ticks run.
     pub ticks: u64,
+    /// Outbox delivery attempts by outcome (`delivered`, `retry`,
+    /// `gave_up`).
+    pub deliveries: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// One state change, for the watchers.

@@ -40,6 +40,17 @@ fn get(base: &str, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// One sample of `/metrics` (`series` with its labels, as printed).
+fn metric(base: &str, series: &str) -> Option<f64> {
+    let mut r = agent()
+        .get(&format!("{base}/metrics"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn apply(base: &str, spec: &str) -> (u16, Value) {
     let mut r = agent()
         .post(&format!("{base}/api/v1/rollouts"))
@@ -718,6 +729,20 @@ fn notifications_survive_a_receiver_outage_across_a_kill_9_and_restart() {
     assert_eq!(phase(&v), "succeeded");
     thread::sleep(Duration::from_secs(1));
     assert!(rx.got("/generic").is_empty());
+    // /metrics shows the queue, and the attempts that failed since the
+    // restart.
+    assert!(
+        metric(&srv.base, "canary_outbox_queued").unwrap() >= 1.0,
+        "nothing queued"
+    );
+    assert!(metric(&srv.base, "canary_outbox_attempts_total{outcome=\"retry\"}").unwrap() >= 1.0);
+    assert_eq!(
+        metric(
+            &srv.base,
+            "canary_outbox_attempts_total{outcome=\"delivered\"}"
+        ),
+        Some(0.0)
+    );
     rx.up();
     rx.wait("/post", "the outcome", |g| !g.is_empty());
     let got = rx.wait("/generic", "every event", |g| {
@@ -739,6 +764,22 @@ fn notifications_survive_a_receiver_outage_across_a_kill_9_and_restart() {
     assert_eq!(post["outcome"], "succeeded");
     assert_eq!(post["type"], "post-rollout");
     assert_eq!(verified(&rx.got("/post")[0]), Ok(()));
+    // Everything delivered: the queue is empty (it empties once each
+    // delivery's answer is recorded, just after the receiver got it).
+    for _ in 0..100 {
+        if metric(&srv.base, "canary_outbox_queued") == Some(0.0) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&srv.base, "canary_outbox_queued"), Some(0.0));
+    let delivered = metric(
+        &srv.base,
+        "canary_outbox_attempts_total{outcome=\"delivered\"}",
+    )
+    .unwrap();
+    assert!(delivered >= (HEALTHY.len() + 1) as f64, "{delivered}");
+    assert_eq!(metric(&srv.base, "canary_outbox_given_up"), Some(0.0));
     drop(srv);
 }
 
