@@ -50,7 +50,7 @@ pub enum EtcdError {
 }
 
 /// Checks a list of endpoints as `--etcd-endpoints` takes them:
-/// `http://host:port` URLs, comma-separated.
+/// `http://host:port` or `https://host:port` URLs, comma-separated.
 ///
 /// # Errors
 /// The first entry that is not such a URL, in words.
@@ -61,9 +61,14 @@ pub fn parse_endpoints(text: &str) -> Result<Vec<String>, String> {
         if e.is_empty() {
             continue;
         }
-        let rest = e.strip_prefix("http://").ok_or_else(|| {
-            format!("`{e}` is not an http:// URL (for example http://127.0.0.1:2379)")
-        })?;
+        let rest = e
+            .strip_prefix("http://")
+            .or_else(|| e.strip_prefix("https://"))
+            .ok_or_else(|| {
+                format!(
+                    "`{e}` is not an http:// URL (nor https://; for example http://127.0.0.1:2379)"
+                )
+            })?;
         let ok = !rest.is_empty()
             && !rest.contains('/')
             && rest
@@ -71,7 +76,7 @@ pub fn parse_endpoints(text: &str) -> Result<Vec<String>, String> {
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         if !ok {
             return Err(format!(
-                "`{e}` is not host:port after http:// (for example http://127.0.0.1:2379)"
+                "`{e}` is not host:port after the scheme (for example http://127.0.0.1:2379)"
             ));
         }
         out.push(e.to_string());
@@ -201,6 +206,31 @@ impl Client {
         }
     }
 
+    /// A client of `endpoints` for `https://` ones: `tls` says which CA to
+    /// trust (else the system's) and which client certificate to show
+    /// (etcd's `--client-cert-auth`). Its files are read now.
+    ///
+    /// # Errors
+    /// A file that cannot be read or holds no certificate (or key): the
+    /// flag (`--etcd-ca-file`, `--etcd-cert-file`, `--etcd-key-file`) and
+    /// what is wrong.
+    pub fn with_tls(
+        endpoints: Vec<String>,
+        timeout: Duration,
+        tls: Option<&canary_core::spec::TlsSpec>,
+    ) -> Result<Client, String> {
+        let agent =
+            canary_prometheus::tls::agent(timeout, tls, "--etcd").map_err(|(field, message)| {
+                let flag = field.replace("--etcd.", "--etcd-").replace('_', "-");
+                format!("{flag}: {message}")
+            })?;
+        Ok(Client {
+            endpoints,
+            agent,
+            current: AtomicUsize::new(0),
+        })
+    }
+
     /// The endpoints, as given.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
@@ -321,16 +351,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_are_http_host_port_urls() {
+    fn endpoints_are_http_or_https_host_port_urls() {
         assert_eq!(
-            parse_endpoints("http://127.0.0.1:2379, http://e2:2379/").unwrap(),
-            vec!["http://127.0.0.1:2379", "http://e2:2379"]
+            parse_endpoints("http://127.0.0.1:2379, https://e2:2379/").unwrap(),
+            vec!["http://127.0.0.1:2379", "https://e2:2379"]
         );
         for bad in [
             "",
             ",",
             "127.0.0.1:2379",
-            "https://e:2379",
+            "ftp://e:2379",
+            "https://e",
             "http://e",
             "http://e:port",
             "http://:2379",

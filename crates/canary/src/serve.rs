@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
+use canary_core::spec::TlsSpec;
 use canary_server::etcd::{parse_endpoints, Client};
 use canary_server::ha::{HaOptions, Leadership};
-use canary_server::store::{EtcdConfig, EtcdStore, SqliteStore};
+use canary_server::store::{EtcdStore, SqliteStore};
 use canary_server::{ServeConfig, Server, Token, TokenOrigin, WallClock};
 
 use crate::live::{announce, runtime, shutdown_signal};
@@ -45,6 +46,7 @@ Examples:
   CANARY_TOKEN=$(cat token) canary serve --auth-reads
   canary serve --store etcd --etcd-endpoints http://e1:2379,http://e2:2379,http://e3:2379
   canary serve --store etcd --etcd-endpoints ... --advertise-url http://10.0.0.4:7070  # docs/ha.md
+  canary serve --store etcd --etcd-endpoints https://e1:2379,... --etcd-ca-file ca.pem --etcd-cert-file client.pem --etcd-key-file client-key.pem
 
 Then:
   export CANARY_SERVER=http://127.0.0.1:7070 CANARY_TOKEN=$(cat canary.db.token)
@@ -73,6 +75,17 @@ pub struct Args {
     /// etcd's client URLs, comma-separated (with `--store etcd`).
     #[arg(long, value_name = "URL,URL,...")]
     etcd_endpoints: Option<String>,
+    /// CA certificate(s) (PEM) to trust for `https://` etcd endpoints
+    /// (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    etcd_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) to show etcd (its `--client-cert-auth`);
+    /// with `--etcd-key-file`.
+    #[arg(long, value_name = "FILE")]
+    etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    etcd_key_file: Option<PathBuf>,
     /// Prefix of every key canary writes on etcd (several installations
     /// can share a cluster).
     #[arg(long, value_name = "PREFIX", default_value = "/canary/")]
@@ -156,6 +169,7 @@ fn etcd_store(args: &Args) -> Result<(EtcdStore, Arc<Leadership>)> {
         .as_deref()
         .ok_or_else(|| anyhow!("--store etcd needs --etcd-endpoints URL,URL,..."))?;
     let endpoints = parse_endpoints(raw).map_err(|e| anyhow!("--etcd-endpoints: {e}"))?;
+    let tls = etcd_tls(args, &endpoints)?;
     let ttl = args.lease_ttl;
     if ttl.subsec_nanos() != 0 || ttl.as_secs() < 2 {
         return Err(anyhow!(
@@ -197,22 +211,58 @@ fn etcd_store(args: &Args) -> Result<(EtcdStore, Arc<Leadership>)> {
         interval: args.campaign_interval,
         clock: monotonic(),
     };
-    let leadership = Arc::new(Leadership::new(
-        Client::new(endpoints.clone(), timeout),
-        &args.etcd_prefix,
-        opts,
-    ));
+    let client =
+        || Client::with_tls(endpoints.clone(), timeout, tls.as_ref()).map_err(|e| anyhow!(e));
+    let leadership = Arc::new(Leadership::new(client()?, &args.etcd_prefix, opts));
     if let Some(u) = &args.advertise_url {
         leadership.set_url(u.clone());
     }
-    let config = EtcdConfig {
-        endpoints,
-        prefix: args.etcd_prefix.clone(),
-        timeout,
-    };
-    let store = EtcdStore::connect(&config, Some(leadership.clone()))
+    let store = EtcdStore::connect_with(client()?, &args.etcd_prefix, Some(leadership.clone()))
         .map_err(|e| anyhow!("--etcd-endpoints {raw}: cannot reach etcd: {}", chain(&e)))?;
     Ok((store, leadership))
+}
+
+/// The TLS flags for etcd, checked: a certificate needs its key and the
+/// other way round, and they are for `https://` endpoints.
+fn etcd_tls(args: &Args, endpoints: &[String]) -> Result<Option<TlsSpec>> {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let (ca, cert, key) = (
+        path(&args.etcd_ca_file),
+        path(&args.etcd_cert_file),
+        path(&args.etcd_key_file),
+    );
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    match (&cert, &key) {
+        (Some(_), None) => {
+            return Err(anyhow!(
+                "--etcd-cert-file needs --etcd-key-file (its private key)"
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(anyhow!(
+                "--etcd-key-file needs --etcd-cert-file (the certificate it goes with)"
+            ))
+        }
+        _ => {}
+    }
+    if !endpoints.iter().any(|e| e.starts_with("https://")) {
+        let flag = if ca.is_some() {
+            "--etcd-ca-file"
+        } else {
+            "--etcd-cert-file"
+        };
+        return Err(anyhow!(
+            "{flag}: TLS is for https:// endpoints, and --etcd-endpoints has none (write https://host:port)"
+        ));
+    }
+    Ok(Some(TlsSpec {
+        ca_file: ca,
+        cert_file: cert,
+        key_file: key,
+        insecure_skip_verify: false,
+    }))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

@@ -139,9 +139,23 @@ impl EtcdStore {
         leadership: Option<Arc<Leadership>>,
     ) -> Result<EtcdStore, StoreError> {
         let client = Client::new(config.endpoints.clone(), config.timeout);
+        Self::connect_with(client, &config.prefix, leadership)
+    }
+
+    /// [`EtcdStore::connect`] through a client already built (with TLS,
+    /// say), under key prefix `prefix`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when etcd does not answer.
+    pub fn connect_with(
+        client: Client,
+        prefix: &str,
+        leadership: Option<Arc<Leadership>>,
+    ) -> Result<EtcdStore, StoreError> {
+        let endpoints = client.endpoints().join(",");
         let store = EtcdStore {
             client,
-            prefix: config.prefix.as_bytes().to_vec(),
+            prefix: prefix.as_bytes().to_vec(),
             leadership,
             cache: Mutex::new(HashMap::new()),
             writing: Mutex::new(()),
@@ -150,7 +164,7 @@ impl EtcdStore {
         store
             .client
             .range(&probe, None, 0)
-            .map_err(backend(format!("etcd at {}", config.endpoints.join(","))))?;
+            .map_err(backend(format!("etcd at {endpoints}")))?;
         Ok(store)
     }
 

@@ -247,21 +247,27 @@ impl Pki {
         let ca_cert = ca_params().self_signed(&ca_key).unwrap();
         let ca = write("ca.pem", ca_cert.pem());
         let issuer = Issuer::new(ca_params(), ca_key);
-        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
             let mut p = CertificateParams::new(names).unwrap();
-            p.extended_key_usages = vec![usage];
+            p.extended_key_usages = usages;
             p.use_authority_key_identifier_extension = true;
             let key = KeyPair::generate().unwrap();
             let cert = p.signed_by(&key, &issuer).unwrap();
             (cert.pem(), key.serialize_pem())
         };
+        // The server certificate allows client auth too: etcd's JSON
+        // gateway connects to etcd itself with it, and with
+        // `--client-cert-auth` etcd checks that usage.
         let (sc, sk) = leaf(
             vec!["localhost".into(), "127.0.0.1".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         );
         let (cc, ck) = leaf(
             vec!["canary-client".into()],
-            ExtendedKeyUsagePurpose::ClientAuth,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
         );
         let other_key = KeyPair::generate().unwrap();
         let other = ca_params().self_signed(&other_key).unwrap();
