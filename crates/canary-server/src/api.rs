@@ -587,11 +587,17 @@ fn watch_stream(
             loop {
                 if let Some(p) = pending.as_mut() {
                     if p.is_empty() {
-                        // First call, or after a lag: the current state.
-                        let map = app.rollouts.lock().await;
-                        for (n, e) in map.iter() {
-                            if only.as_deref().is_none_or(|o| o == n) {
-                                p.push(snapshot_event(&e.status()));
+                        // First call, or after a lag: the current state
+                        // (a follower's from the store).
+                        let statuses: Vec<RolloutStatus> = if reads_from_store(&app) {
+                            stored_statuses(&app).await.unwrap_or_default()
+                        } else {
+                            let map = app.rollouts.lock().await;
+                            map.values().map(|e| e.status()).collect()
+                        };
+                        for s in &statuses {
+                            if only.as_deref().is_none_or(|o| o == s.name) {
+                                p.push(snapshot_event(s));
                             }
                         }
                         p.reverse();
@@ -655,7 +661,11 @@ async fn watch_one(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     authorize_read(&app, &headers)?;
     let name = path_name(name)?;
-    entry(&app, &name).await?;
+    if reads_from_store(&app) {
+        stored(&app, &name).await?;
+    } else {
+        entry(&app, &name).await?;
+    }
     Ok(Sse::new(watch_stream(app.clone(), Some(name))).keep_alive(KeepAlive::default()))
 }
 
@@ -708,13 +718,16 @@ async fn readyz(State(app): Shared) -> Result<Json<Health>, ApiError> {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 401, body = ErrorBody)))]
 async fn metrics(State(app): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize_read(&app, &headers)?;
-    let statuses: Vec<RolloutStatus> = app
-        .rollouts
-        .lock()
-        .await
-        .values()
-        .map(|e| e.status())
-        .collect();
+    let statuses: Vec<RolloutStatus> = if reads_from_store(&app) {
+        stored_statuses(&app).await?
+    } else {
+        app.rollouts
+            .lock()
+            .await
+            .values()
+            .map(|e| e.status())
+            .collect()
+    };
     let ha = app.ctx.leadership.as_ref().map(|l| l.status());
     // Left out when the store does not answer (its outage shows on
     // /readyz).

@@ -30,6 +30,7 @@ pub mod ha;
 mod history;
 pub mod hooks;
 mod metrics;
+mod mirror;
 pub mod model;
 mod outbox;
 mod rollout;
@@ -233,12 +234,15 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
     // The last failure said, so that an outage is said once, not every
     // interval.
     let mut said = String::new();
+    // A follower's watchers see the store's changes through it.
+    let mut mirror = mirror::Mirror::default();
     loop {
         let c = l.clone();
         let won = match tokio::task::spawn_blocking(move || c.campaign()).await {
             Ok(Ok(ha::Campaign::Won(term))) => term,
             Ok(Ok(ha::Campaign::Held(..))) => {
                 said.clear();
+                mirror.step(&app).await;
                 tokio::time::sleep(opts.interval).await;
                 continue;
             }
@@ -256,6 +260,7 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
                 continue;
             }
         };
+        mirror.reset();
         eprintln!("elected leader (term {won}): resuming the stored rollouts");
         let mut renewer = tokio::spawn(renew(l.clone()));
         let ctx = &app.ctx;

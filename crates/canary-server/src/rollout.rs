@@ -1779,7 +1779,7 @@ fn outbox_for(
     out
 }
 
-fn placeholder(name: &str) -> RolloutStatus {
+pub(crate) fn placeholder(name: &str) -> RolloutStatus {
     RolloutStatus {
         name: name.into(),
         mode: "enforce".into(),

@@ -589,3 +589,112 @@ fn bad_etcd_flags_and_an_unreachable_etcd_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--token-file FILE or CANARY_TOKEN"), "{err}");
 }
+
+/// A follower's watch stream and `/metrics` show the leader's rollouts:
+/// its watcher gets the snapshot, then every change (the log entries
+/// gapless, in order, none twice) up to the end and the deletion; its
+/// `/metrics` counts the rollout by phase.
+#[test]
+fn a_followers_watch_stream_and_metrics_follow_the_leaders_rollouts() {
+    let Some(bin) = etcd_binary() else {
+        return;
+    };
+    let etcd = EtcdCluster::start(&bin, "follow", 1);
+    let dir = TempDir::new("follow");
+    let mut r = Replicas {
+        procs: Vec::new(),
+        endpoints: etcd.endpoints(),
+        dir: dir.0.clone(),
+        started: 0,
+    };
+    let first = r.spawn();
+    r.procs.push(Some(first));
+    let leader = r.base(r.leader(Duration::from_secs(20)));
+    let second = r.spawn();
+    r.procs.push(Some(second));
+    let follower = r.base(1);
+    let t = now();
+    while role(&follower).map(|(r, _)| r) != Some("follower".into()) {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", r.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, v) = post(&leader, "/api/v1/rollouts", &sim("seen", "healthy", "1s"));
+    assert_eq!(s, 201, "{v}");
+    // Watch the one rollout on the follower (it knows it from the store),
+    // and everything.
+    let (s, v) = get(&follower, "/api/v1/rollouts/seen");
+    assert_eq!(s, 200, "{v}");
+    let one = support::follow_events(format!("{follower}/api/v1/rollouts/seen/watch"));
+    let all = support::follow_events(format!("{follower}/api/v1/watch"));
+    let mut seqs = Vec::new();
+    let mut phases = Vec::new();
+    let t = now();
+    loop {
+        let left = Duration::from_secs(60).saturating_sub(t.elapsed());
+        let (kind, data) = one
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no change in time ({e}): {}", r.logs()));
+        for e in data["events"].as_array().unwrap() {
+            seqs.push(e["seq"].as_u64().unwrap());
+        }
+        let phase = data["status"]["phase"].as_str().unwrap().to_string();
+        if kind == "change" && phases.last() != Some(&phase) {
+            phases.push(phase.clone());
+        }
+        if phase == "succeeded" {
+            break;
+        }
+    }
+    assert!(phases.len() >= 2, "{phases:?}");
+    // The log entries after the snapshot: consecutive, none twice, and
+    // with the earlier ones they are the whole log.
+    let log: Vec<u64> = get(&leader, "/api/v1/rollouts/seen/events").1["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(!seqs.is_empty());
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "not gapless: {seqs:?}"
+    );
+    assert_eq!(seqs.last(), log.last(), "{seqs:?} against {log:?}");
+    // /metrics on the follower.
+    let metrics = metrics_of(&follower);
+    assert!(
+        metrics.contains("canary_rollouts{phase=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("canary_rollout_weight_percent{rollout=\"seen\"} 100"),
+        "{metrics}"
+    );
+    // Deleted on the leader: the follower's watchers hear of it, and the
+    // one-rollout stream ends.
+    let r2 = agent()
+        .delete(format!("{leader}/api/v1/rollouts/seen"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    assert_eq!(r2.status().as_u16(), 204);
+    let t = now();
+    loop {
+        let left = Duration::from_secs(20).saturating_sub(t.elapsed());
+        let (kind, data) = all.recv_timeout(left).expect("the deletion");
+        if kind == "deleted" {
+            assert_eq!(data["status"]["name"], "seen");
+            break;
+        }
+    }
+    let t = now();
+    loop {
+        match one.recv_timeout(Duration::from_secs(20).saturating_sub(t.elapsed())) {
+            Ok((kind, _)) if kind == "deleted" => {}
+            Ok(_) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("the one-rollout stream did not end: {e}"),
+        }
+    }
+    drop(r);
+}

@@ -1,0 +1,94 @@
+//! A follower's watch streams (with high availability).
+//!
+//! On the leader every runner publishes its changes as it makes them. A
+//! follower has no runners: it looks at the store every campaign interval
+//! and publishes, for each rollout whose revision moved since its last
+//! look, the status rebuilt from the store (as its `GET` does) with the new
+//! log entries, and a `deleted` change for a rollout that is gone. A
+//! watcher of a follower therefore sees every change, up to one interval
+//! late, without the judge's `look` (`/history` has it). A change between
+//! a watcher's snapshot and the next look may come to it once more: the
+//! same status again, never a lost one.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::api::App;
+use crate::rollout::{entry_of, placeholder, stored_status, Change};
+
+/// What a follower saw at its last look: each rollout's revision and the
+/// number of its last log entry. `None` until the first look, which
+/// publishes nothing (watchers get their snapshot when they connect).
+#[derive(Default)]
+pub(crate) struct Mirror {
+    seen: Option<HashMap<String, (u64, u64)>>,
+}
+
+impl Mirror {
+    /// Forgets what it saw (this replica led meanwhile).
+    pub(crate) fn reset(&mut self) {
+        self.seen = None;
+    }
+
+    /// One look at the store; publishes what changed since the last.
+    pub(crate) async fn step(&mut self, app: &App) {
+        let ctx = &app.ctx;
+        let store = ctx.store.clone();
+        let Ok(Ok(records)) = tokio::task::spawn_blocking(move || store.list()).await else {
+            return;
+        };
+        let first = self.seen.is_none();
+        let seen = self.seen.get_or_insert_with(HashMap::new);
+        let watching = ctx.changes.receiver_count() > 0;
+        let mut present = BTreeSet::new();
+        for rec in records {
+            present.insert(rec.name.clone());
+            let before = seen.get(&rec.name).copied();
+            if before.is_some_and(|(revision, _)| revision == rec.revision) {
+                continue;
+            }
+            let after = before.map_or(0, |(_, seq)| seq);
+            let store = ctx.store.clone();
+            let name = rec.name.clone();
+            let Ok(Ok(events)) =
+                tokio::task::spawn_blocking(move || store.events(&name, after)).await
+            else {
+                continue;
+            };
+            let last = events.last().map_or(after, |e| e.seq);
+            seen.insert(rec.name.clone(), (rec.revision, last));
+            if first || !watching {
+                continue;
+            }
+            let Ok(status) = stored_status(ctx, rec).await else {
+                continue;
+            };
+            let _ = ctx.changes.send(Arc::new(Change {
+                status,
+                events: events.iter().map(entry_of).collect(),
+                look: None,
+                deleted: false,
+            }));
+        }
+        let gone: Vec<String> = seen
+            .keys()
+            .filter(|n| !present.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let Some((revision, _)) = seen.remove(&name) else {
+                continue;
+            };
+            if watching && !first {
+                let mut status = placeholder(&name);
+                status.revision = revision + 1;
+                let _ = ctx.changes.send(Arc::new(Change {
+                    status,
+                    events: Vec::new(),
+                    look: None,
+                    deleted: true,
+                }));
+            }
+        }
+    }
+}
