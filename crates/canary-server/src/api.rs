@@ -718,8 +718,11 @@ async fn readyz(State(app): Shared) -> Result<Json<Health>, ApiError> {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 401, body = ErrorBody)))]
 async fn metrics(State(app): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize_read(&app, &headers)?;
+    // A follower counts the rollouts from the store; while it cannot read
+    // it (etcd without a quorum, say) it shows none, but its role and the
+    // rest still come: /metrics must answer during an outage.
     let statuses: Vec<RolloutStatus> = if reads_from_store(&app) {
-        stored_statuses(&app).await?
+        stored_statuses(&app).await.unwrap_or_default()
     } else {
         app.rollouts
             .lock()
