@@ -224,7 +224,8 @@ async fn stop_all(app: &api::App) {
 }
 
 /// The election of one replica, for as long as the server runs: campaign
-/// every interval; once elected, keep the lease renewed while the
+/// every interval (every half interval while another replica's lease is
+/// timed, see [`ha::Leadership::next_look`]); once elected, keep the lease renewed while the
 /// rollouts are recovered and driven (and the outbox sent); when the lease
 /// cannot be renewed in time, or is gone, stop every rollout and campaign
 /// again. See [`ha`] for the rules and why they are safe.
@@ -239,7 +240,7 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
             Ok(Ok(ha::Campaign::Won(term))) => term,
             Ok(Ok(ha::Campaign::Held(..))) => {
                 said.clear();
-                tokio::time::sleep(opts.interval).await;
+                tokio::time::sleep(l.next_look()).await;
                 continue;
             }
             Ok(Err(e)) => {
@@ -256,7 +257,12 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
                 continue;
             }
         };
-        eprintln!("elected leader (term {won}): resuming the stored rollouts");
+        match l.take_revoked() {
+            Some(was) => eprintln!(
+                "elected leader (term {won}) after revoking the expired lease of `{was}`: resuming the stored rollouts"
+            ),
+            None => eprintln!("elected leader (term {won}): resuming the stored rollouts"),
+        }
         let mut renewer = tokio::spawn(renew(l.clone()));
         let ctx = &app.ctx;
         let sender = outbox::spawn(
