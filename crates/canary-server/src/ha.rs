@@ -56,7 +56,8 @@ pub struct HaOptions {
     pub url: Option<String>,
     /// The lease's time to live.
     pub ttl: Duration,
-    /// How often a follower looks whether it can lead.
+    /// How often a follower looks whether it can lead (every half of it
+    /// while another replica's lease is timed: [`Leadership::next_look`]).
     pub interval: Duration,
     /// The monotonic clock.
     pub clock: Monotonic,
