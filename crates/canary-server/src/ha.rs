@@ -195,12 +195,20 @@ struct ExpiryWatch {
     last_sent: Option<Duration>,
     /// `D` of the current run of zero readings.
     expired_by: Option<Duration>,
+    /// When the last reading was sent, answered or not.
+    last_try: Option<Duration>,
 }
 
 impl ExpiryWatch {
     /// Forgets the holder (the key is gone, or this replica leads).
     fn forget(&mut self) {
         *self = ExpiryWatch::default();
+    }
+
+    /// Notes that a reading is sent at `sent` (it may fail: then it is no
+    /// reading, but the next look is not hurried for it).
+    fn trying(&mut self, sent: Duration) {
+        self.last_try = Some(sent);
     }
 
     /// Takes one reading `t` of `lease`, bound to the key created at
@@ -215,6 +223,7 @@ impl ExpiryWatch {
         if self.holder != Some((term, lease)) {
             *self = ExpiryWatch {
                 holder: Some((term, lease)),
+                last_try: self.last_try,
                 ..ExpiryWatch::default()
             };
         }
@@ -242,7 +251,8 @@ impl ExpiryWatch {
 
     /// How long until the next look: half of `interval` while there is a
     /// holder whose lease can be timed (but never so long that two readings
-    /// are too far apart to form a run), and not past `D`.
+    /// are too far apart to form a run), and not past `D` unless a reading
+    /// sent since `D` failed (no hurry then: etcd is failing).
     fn next_look(&self, now: Duration, interval: Duration) -> Duration {
         let room = self.granted.saturating_sub(Duration::from_secs(1));
         if self.holder.is_none() || room.is_zero() {
@@ -250,6 +260,7 @@ impl ExpiryWatch {
         }
         let look = (interval / 2).min(room / 2);
         match self.expired_by {
+            Some(d) if self.last_try.is_some_and(|t| t >= d) => look,
             Some(d) => look.min(d.saturating_sub(now)),
             None => look,
         }
@@ -484,6 +495,7 @@ impl Leadership {
             return Ok(false);
         }
         let sent = (self.opts.clock)();
+        self.state().watch.trying(sent);
         let Ok(t) = self.client.time_to_live(kv.lease) else {
             return Ok(false);
         };
@@ -743,6 +755,7 @@ mod tests {
                         let e = s + (rtt as f64 * at) as u64;
                         // etcd: int64(Remaining().Seconds()), truncated.
                         let v = remaining(e).trunc() as i64;
+                        w.trying(ms(s));
                         match w.read((7, 42), ms(s), ms(r), ttl(v, 2)) {
                             Verdict::Expired => break Some((s, e)),
                             Verdict::Gone => break None,
@@ -808,6 +821,9 @@ mod tests {
         assert_eq!(w.next_look(ms(5), ms(250)), ms(125));
         assert_eq!(w.next_look(ms(950), ms(250)), ms(55), "looks again at D");
         assert_eq!(w.next_look(ms(1_100), ms(250)), ms(0));
+        // A reading sent after D that failed: no hurry (etcd is failing).
+        w.trying(ms(1_100));
+        assert_eq!(w.next_look(ms(1_200), ms(250)), ms(125));
         // A renewal: 1 again, the run is over.
         assert_eq!(w.read((7, 42), ms(500), ms(505), ttl(1, 2)), Verdict::Alive);
         assert_eq!(w.read((7, 42), ms(600), ms(605), ttl(0, 2)), Verdict::Alive);
