@@ -19,16 +19,28 @@ the last leader is checked (gapless, no decision twice), and the store
 writes refused from deposed leaders are summed from every live replica's
 /metrics (canary_ha_writes_refused_total, by this replica and by etcd's
 fence; the killed replicas' counts die with them, and a killed leader
-writes nothing afterwards anyway).
+writes nothing afterwards anyway), and the elections won by revoking a
+lease proven expired (from the replicas' logs).
+
+The leader renews every TTL/5 from its election, and a kill comes
+--settle + 0.3 s (plus the time to re-create finished rollouts) after
+it: so without --jitter the kills fall at much the same point of the
+renewal cycle. --jitter J adds a random 0..J s (seeded by --seed) before
+each kill; J = TTL/5 spreads the kills over the whole cycle, including
+right after a renewal (the slowest case: the lease then ends a full TTL
+after the kill).
 
 Usage: bench/etcd_failover.py [--binary target/debug/canary] [--kills 20]
        [--pauses 5] [--ttl 2] [--campaign 250ms] [--rollouts 4]
+       [--jitter 0] [--seed 1]
 Prints one line per failover and a summary (median, max) as JSON.
-Results: docs/records/2026-12-07-etcd-failover.md.
+Results: docs/records/2026-12-07-etcd-failover.md (before followers
+revoked expired leases), docs/records/2026-12-07-etcd-failover-v2.md.
 """
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -194,7 +206,10 @@ def main():
     ap.add_argument("--campaign", default="250ms")
     ap.add_argument("--rollouts", type=int, default=4)
     ap.add_argument("--settle", type=float, default=1.5)
+    ap.add_argument("--jitter", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
+    rng = random.Random(a.seed)
     if shutil.which("etcd") is None:
         raise SystemExit("etcd is not installed (apt-get install etcd-server etcd-client)")
     root = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -207,7 +222,7 @@ def main():
         for k in range(a.kills):
             time.sleep(a.settle)
             b.keep_in_flight(b.replicas[l][1])
-            time.sleep(0.3)
+            time.sleep(0.3 + rng.uniform(0, a.jitter))
             p, _ = b.replicas[l]
             t0 = time.monotonic()
             p.send_signal(signal.SIGKILL)
@@ -248,6 +263,14 @@ def main():
                     if line.startswith(tag):
                         refused[by] += int(float(line[len(tag):]))
         bad = check_logs(b.replicas[l][1], a.rollouts)
+        # Elections won by revoking a lease proven expired (the others
+        # found the key already gone: deleted by etcd's sweep, or the
+        # holder's own revocation).
+        by_revoke = 0
+        for name in os.listdir(work):
+            if name.startswith("replica-"):
+                with open(os.path.join(work, name)) as f:
+                    by_revoke += f.read().count("after revoking the expired lease")
         summary = {
             "kills": len(times),
             "failover_median_s": round(statistics.median(times), 3),
@@ -257,9 +280,11 @@ def main():
             "pause_takeover_median_s": round(statistics.median(pause_times), 3) if pause_times else None,
             "pause_takeover_max_s": round(max(pause_times), 3) if pause_times else None,
             "store_writes_refused_from_deposed_leaders": refused,
+            "elections_won_by_revoking_an_expired_lease": by_revoke,
             "api_writes_to_woken_old_leaders_refused": f"{sum(api_refused)}/{len(api_refused)}",
             "lease_ttl_s": a.ttl,
             "campaign_interval": a.campaign,
+            "kill_jitter_s": a.jitter,
             "log_problems": bad,
         }
         print(json.dumps(summary, indent=1))

@@ -10,6 +10,15 @@
 //! is the key's create revision: a number etcd gives once, larger for
 //! every later holder.
 //!
+//! # Taking over as soon as the lease has expired
+//! etcd deletes an expired lease's key only when its lessor next looks for
+//! expired leases (every 500 ms) and the revocation is committed, so the
+//! key outlives the lease by up to half a second. A follower therefore
+//! also reads the holder's lease (`timetolive`) at each look, every half
+//! interval while there is a holder, and revokes the lease itself (which
+//! deletes the key at once) when its readings prove that the lease has
+//! expired, never earlier: [`ExpiryWatch`] has the rule and the proof.
+//!
 //! # Stepping down before the lease expires
 //! The leader renews its lease every `ttl / 5`. The lease cannot expire
 //! before `ttl` after the last renewal that etcd took, which is after the
@@ -32,7 +41,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::etcd::{self, Client, EtcdError};
+use crate::etcd::{self, Client, EtcdError, Kv, TimeToLive};
 
 /// A monotonic clock: time since some fixed instant (passed in).
 pub type Monotonic = Arc<dyn Fn() -> Duration + Send + Sync>;
@@ -47,7 +56,8 @@ pub struct HaOptions {
     pub url: Option<String>,
     /// The lease's time to live.
     pub ttl: Duration,
-    /// How often a follower looks whether it can lead.
+    /// How often a follower looks whether it can lead (every half of it
+    /// while another replica's lease is timed: [`Leadership::next_look`]).
     pub interval: Duration,
     /// The monotonic clock.
     pub clock: Monotonic,
@@ -97,6 +107,164 @@ struct State {
     url: String,
     /// The last failure to reach etcd, cleared on success.
     last_error: Option<String>,
+    /// What this replica, following, has read of the holder's lease.
+    watch: ExpiryWatch,
+    /// The holder whose expired lease this replica revoked last, until
+    /// [`Leadership::take_revoked`].
+    revoked: Option<String>,
+}
+
+/// What a reading of the holder's lease shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Not proven expired: wait.
+    Alive,
+    /// Expired, proven by the readings: revoking it is not early.
+    Expired,
+    /// etcd no longer has it (revoked, or swept after its expiry): its key
+    /// is gone with it.
+    Gone,
+}
+
+/// A follower's readings of the holder's lease, which tell when the lease
+/// has certainly expired.
+///
+/// # The rule
+/// Times are this replica's monotonic clock. A reading is sent at `s`,
+/// answered at `r`, and evaluated by etcd's raft leader at some `e` in
+/// `[s, r]` as `v = int64(R(e).Seconds())`, where `R` is the lease's
+/// remaining time: truncated toward zero (etcd's
+/// `server/etcdserver/v3_server.go`, `LeaseTimeToLive`; measured against
+/// etcd 3.4.23: a lease of 2 s reads 1 from its grant, 0 from 1 s before
+/// its expiry until etcd revokes it, -1 once gone). `G` is the granted
+/// TTL. `R` falls at the rate of time; only a renewal (`R = G` when etcd
+/// applies it) or an etcd leader change (which extends every lease) raise
+/// it. The two clocks are assumed to run at the same rate, as the
+/// leader's step-down rule already assumes.
+///
+/// A **run** is a sequence of readings `j..=k` of one lease, each 0, each
+/// answered less than `G - 1 s` after the previous one was sent. With
+/// `D = r_j + 1 s`, the lease has expired once a reading `k` of the run was
+/// sent at `s_k >= D`:
+///
+/// 1. `v_j = 0` means `R(e_j) < 1 s` (0 stands for anything in (-1 s,
+///    1 s)), so without a renewal after `e_j` the lease expires at
+///    `X = e_j + R(e_j) < e_j + 1 s <= D`.
+/// 2. No renewal (or extension) was applied in `(e_j, e_k]`: one applied
+///    at `a` falls in some `(e_(m-1), e_m]`, and since
+///    `e_m - e_(m-1) <= r_m - s_(m-1) < G - 1 s`, reading `m` would have
+///    been `R(e_m) >= G - (e_m - a) > 1 s`, so `v_m >= 1`, not 0.
+/// 3. So `X < D <= s_k <= e_k`: the lease had expired when etcd evaluated
+///    reading `k`, and etcd renews an expired lease no more (its lessor's
+///    `Renew` waits for the revocation and answers "not found"). Revoking
+///    it after `r_k` is not earlier than etcd's own expiry.
+///
+/// Any reading of 1 or more ends the run (a renewal, or not yet the last
+/// second); a reading answered `G - 1 s` or more after the previous was
+/// sent (etcd slow, this replica paused) starts a new run; another holder
+/// or lease starts over. A replica that has just started needs no history:
+/// its first zero reading starts a run. With `G = 1 s` no run can form and
+/// the follower waits for etcd to delete the key. A failed reading is not a
+/// reading (the next one is checked against the last that succeeded).
+///
+/// How late: the first zero reading comes at most one look after
+/// `X - 1 s`, so `D` is at most a look and a round trip after `X`; the
+/// follower looks again at `D`, then revokes and campaigns (a few round
+/// trips). A look is every half campaign interval while there is a holder.
+///
+/// # Where "never early" leans on etcd
+/// The reading is trusted to be the current raft leader's: an etcd leader
+/// cut off from its quorum answers as leader until it notices (about an
+/// election timeout), and after a raft leader change the new leader extends
+/// every lease, an expired one not yet revoked included. In both cases the
+/// revocation can be earlier than the lease's end as etcd then sees it, but
+/// never before `G` passed without a renewal (step 3), so the holder had
+/// stopped acting already (at `G / 2`). And safety never rests on this
+/// timing: every write of a leader is fenced by the key's create revision,
+/// the leader stops acting at `G / 2` without a renewal, and it confirms
+/// its term with a fenced transaction before each traffic-layer call. A
+/// revocation that came too early would cost a change of leader, nothing
+/// else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ExpiryWatch {
+    /// The key's create revision and its lease, as last read.
+    holder: Option<(i64, i64)>,
+    /// The lease's granted TTL.
+    granted: Duration,
+    /// When the last successful reading was sent.
+    last_sent: Option<Duration>,
+    /// `D` of the current run of zero readings.
+    expired_by: Option<Duration>,
+    /// When the last reading was sent, answered or not.
+    last_try: Option<Duration>,
+}
+
+impl ExpiryWatch {
+    /// Forgets the holder (the key is gone, or this replica leads).
+    fn forget(&mut self) {
+        *self = ExpiryWatch::default();
+    }
+
+    /// Notes that a reading is sent at `sent` (it may fail: then it is no
+    /// reading, but the next look is not hurried for it).
+    fn trying(&mut self, sent: Duration) {
+        self.last_try = Some(sent);
+    }
+
+    /// Takes one reading `t` of `lease`, bound to the key created at
+    /// revision `term`, sent at `sent` and answered at `received`.
+    fn read(
+        &mut self,
+        (term, lease): (i64, i64),
+        sent: Duration,
+        received: Duration,
+        t: TimeToLive,
+    ) -> Verdict {
+        if self.holder != Some((term, lease)) {
+            *self = ExpiryWatch {
+                holder: Some((term, lease)),
+                last_try: self.last_try,
+                ..ExpiryWatch::default()
+            };
+        }
+        if t.ttl < 0 {
+            return Verdict::Gone;
+        }
+        self.granted = Duration::from_secs(u64::try_from(t.granted).unwrap_or(0));
+        let close = self.last_sent.is_some_and(|prev| {
+            received.saturating_sub(prev) < self.granted.saturating_sub(Duration::from_secs(1))
+        });
+        self.last_sent = Some(sent);
+        if t.ttl > 0 {
+            self.expired_by = None;
+            return Verdict::Alive;
+        }
+        match self.expired_by {
+            Some(d) if close && sent >= d => Verdict::Expired,
+            Some(_) if close => Verdict::Alive,
+            _ => {
+                self.expired_by = Some(received + Duration::from_secs(1));
+                Verdict::Alive
+            }
+        }
+    }
+
+    /// How long until the next look: half of `interval` while there is a
+    /// holder whose lease can be timed (but never so long that two readings
+    /// are too far apart to form a run), and not past `D` unless a reading
+    /// sent since `D` failed (no hurry then: etcd is failing).
+    fn next_look(&self, now: Duration, interval: Duration) -> Duration {
+        let room = self.granted.saturating_sub(Duration::from_secs(1));
+        if self.holder.is_none() || room.is_zero() {
+            return interval;
+        }
+        let look = (interval / 2).min(room / 2);
+        match self.expired_by {
+            Some(d) if self.last_try.is_some_and(|t| t >= d) => look,
+            Some(d) => look.min(d.saturating_sub(now)),
+            None => look,
+        }
+    }
 }
 
 /// The election state of one replica, shared by its store (fencing), its
@@ -304,18 +472,77 @@ impl Leadership {
         r
     }
 
+    /// How long a follower waits before its next look at the key.
+    pub fn next_look(&self) -> Duration {
+        let now = (self.opts.clock)();
+        self.state().watch.next_look(now, self.opts.interval)
+    }
+
+    /// The holder whose expired lease this replica revoked before it last
+    /// won, once.
+    pub fn take_revoked(&self) -> Option<String> {
+        self.state().revoked.take()
+    }
+
+    /// Reads the lease of the key `kv` and, when that proves it expired,
+    /// revokes it. Returns whether the key is gone (or going): then this
+    /// replica may try to take it.
+    ///
+    /// # Errors
+    /// The revocation failed (a failed reading is only no reading).
+    fn free_if_expired(&self, kv: &Kv, holder: &Holder) -> Result<bool, EtcdError> {
+        if kv.lease == 0 {
+            return Ok(false);
+        }
+        let sent = (self.opts.clock)();
+        self.state().watch.trying(sent);
+        let Ok(t) = self.client.time_to_live(kv.lease) else {
+            return Ok(false);
+        };
+        let received = (self.opts.clock)();
+        let verdict = self
+            .state()
+            .watch
+            .read((kv.create_revision, kv.lease), sent, received, t);
+        match verdict {
+            Verdict::Alive => Ok(false),
+            Verdict::Gone => Ok(true),
+            Verdict::Expired => {
+                match self.revoke(kv.lease) {
+                    Ok(()) => {}
+                    // Another follower (or etcd's sweep) was first.
+                    Err(e) if etcd::is_lease_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+                let mut s = self.state();
+                s.watch.forget();
+                s.revoked = Some(holder.id.clone());
+                Ok(true)
+            }
+        }
+    }
+
     fn campaign_once(&self) -> Result<Campaign, EtcdError> {
-        let held = |v: &Value| -> Option<Campaign> {
-            let kv = etcd::kvs(v).into_iter().next()?;
-            let h: Holder = serde_json::from_slice(&kv.value).unwrap_or(Holder {
+        let holder = |kv: &Kv| -> Holder {
+            serde_json::from_slice(&kv.value).unwrap_or(Holder {
                 id: String::from_utf8_lossy(&kv.value).into_owned(),
                 url: String::new(),
-            });
-            Some(Campaign::Held(h, kv.create_revision))
+            })
         };
+        let held = |v: &Value| -> Option<Campaign> {
+            let kv = etcd::kvs(v).into_iter().next()?;
+            Some(Campaign::Held(holder(&kv), kv.create_revision))
+        };
+        self.state().revoked = None;
         let now = self.client.range(&self.key, None, 0)?;
-        if let Some(c) = held(&now) {
-            return Ok(c);
+        match etcd::kvs(&now).into_iter().next() {
+            Some(kv) => {
+                let h = holder(&kv);
+                if !self.free_if_expired(&kv, &h)? {
+                    return Ok(Campaign::Held(h, kv.create_revision));
+                }
+            }
+            None => self.state().watch.forget(),
         }
         let sent = (self.opts.clock)();
         let ttl = self.opts.ttl.as_secs().max(1);
@@ -362,6 +589,7 @@ impl Leadership {
         s.lease = lease;
         s.renewed_at = Some(sent);
         s.leader = Some((me, term));
+        s.watch.forget();
         self.elected.fetch_add(1, Ordering::Relaxed);
         Ok(Campaign::Won(term))
     }
@@ -491,5 +719,144 @@ mod tests {
             o.step_down_after() < o.ttl,
             "stops before etcd can expire the lease"
         );
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn ttl(ttl: i64, granted: i64) -> TimeToLive {
+        TimeToLive { ttl, granted }
+    }
+
+    /// A lease of `G` = 2 s renewed every 400 ms (etcd applying each at
+    /// `renewals`) until the holder dies; a follower looks every `look`
+    /// from `phase`, each reading answered `rtt` after it was sent and
+    /// evaluated at `at` (0..=1) of the way. Whatever the phases, the
+    /// follower never revokes before the lease's real expiry `X`, and does
+    /// within a look and three round trips after it (the zero reading comes
+    /// up to a look and a round trip after `X - 1 s`, is answered a round
+    /// trip later, and the reading at `D` may wait for the one before).
+    #[test]
+    fn a_lease_is_declared_expired_never_before_it_expired_and_soon_after() {
+        let g = 2_000_u64;
+        let mut latest = 0;
+        for death in (10_000..10_400).step_by(7) {
+            for phase in (0..125).step_by(9) {
+                for (rtt, at) in [(1, 0.5), (30, 0.0), (30, 1.0), (90, 0.3)] {
+                    // The last renewal etcd applied before the death.
+                    let last = death / 400 * 400;
+                    let x = last + g;
+                    let remaining = |e: u64| x as f64 / 1e3 - e as f64 / 1e3;
+                    let mut w = ExpiryWatch::default();
+                    let mut t = phase;
+                    let found = loop {
+                        let (s, r) = (t, t + rtt);
+                        let e = s + (rtt as f64 * at) as u64;
+                        // etcd: int64(Remaining().Seconds()), truncated.
+                        let v = remaining(e).trunc() as i64;
+                        w.trying(ms(s));
+                        match w.read((7, 42), ms(s), ms(r), ttl(v, 2)) {
+                            Verdict::Expired => break Some((s, e)),
+                            Verdict::Gone => break None,
+                            Verdict::Alive => {}
+                        }
+                        assert!(t < x + 2_000, "never found expired");
+                        t = r + w.next_look(ms(r), ms(250)).as_millis() as u64;
+                    };
+                    let (s, e) = found.unwrap();
+                    assert!(
+                        x <= s && x <= e,
+                        "death {death}, phase {phase}: expired at {x}, declared at {s}"
+                    );
+                    latest = latest.max(s - x);
+                    assert!(
+                        s - x <= 125 + 3 * rtt + 1,
+                        "death {death}, phase {phase}, rtt {rtt}: {s} is {} ms after {x}",
+                        s - x
+                    );
+                }
+            }
+        }
+        assert!(latest > 100, "the bound above is not slack: {latest}");
+    }
+
+    /// A renewal that etcd applied while the follower was not reading (a
+    /// pause longer than `G - 1 s` between two readings) is not missed: the
+    /// run starts again, so the revocation is not early.
+    #[test]
+    fn a_long_gap_between_readings_starts_the_run_again() {
+        let mut w = ExpiryWatch::default();
+        // Zero at 1000 (the lease ends before 2000 if nothing renews it).
+        assert_eq!(
+            w.read((7, 42), ms(1_000), ms(1_005), ttl(0, 2)),
+            Verdict::Alive
+        );
+        // Renewed at 1200 (ends at 3200), unseen; read again at 2500: 0.7 s.
+        assert_eq!(
+            w.read((7, 42), ms(2_500), ms(2_505), ttl(0, 2)),
+            Verdict::Alive
+        );
+        // Without the gap rule 2600 >= 2005 would have revoked it early.
+        assert_eq!(
+            w.read((7, 42), ms(2_600), ms(2_605), ttl(0, 2)),
+            Verdict::Alive
+        );
+        assert_eq!(w.expired_by, Some(ms(3_505)));
+        assert_eq!(
+            w.read((7, 42), ms(3_400), ms(3_405), ttl(0, 2)),
+            Verdict::Alive
+        );
+        // Sent at D of the new run: past the real end (3200).
+        assert_eq!(
+            w.read((7, 42), ms(3_505), ms(3_510), ttl(0, 2)),
+            Verdict::Expired
+        );
+    }
+
+    #[test]
+    fn a_renewal_a_new_lease_or_a_one_second_ttl_resets_the_watch() {
+        let mut w = ExpiryWatch::default();
+        assert_eq!(w.read((7, 42), ms(0), ms(5), ttl(0, 2)), Verdict::Alive);
+        assert_eq!(w.next_look(ms(5), ms(250)), ms(125));
+        assert_eq!(w.next_look(ms(950), ms(250)), ms(55), "looks again at D");
+        assert_eq!(w.next_look(ms(1_100), ms(250)), ms(0));
+        // A reading sent after D that failed: no hurry (etcd is failing).
+        w.trying(ms(1_100));
+        assert_eq!(w.next_look(ms(1_200), ms(250)), ms(125));
+        // A renewal: 1 again, the run is over.
+        assert_eq!(w.read((7, 42), ms(500), ms(505), ttl(1, 2)), Verdict::Alive);
+        assert_eq!(w.read((7, 42), ms(600), ms(605), ttl(0, 2)), Verdict::Alive);
+        assert_eq!(
+            w.read((7, 42), ms(1_100), ms(1_105), ttl(0, 2)),
+            Verdict::Alive
+        );
+        // Another lease (the holder re-elected, or another holder).
+        assert_eq!(
+            w.read((8, 43), ms(1_605), ms(1_610), ttl(0, 2)),
+            Verdict::Alive
+        );
+        assert_eq!(w.expired_by, Some(ms(2_610)));
+        assert_eq!(
+            w.read((8, 43), ms(2_000), ms(2_005), ttl(0, 2)),
+            Verdict::Alive
+        );
+        assert_eq!(
+            w.read((8, 43), ms(2_610), ms(2_615), ttl(0, 2)),
+            Verdict::Expired
+        );
+        // A lease etcd no longer has: its key is gone with it.
+        assert_eq!(
+            w.read((8, 43), ms(2_700), ms(2_705), ttl(-1, 0)),
+            Verdict::Gone
+        );
+        // A granted TTL of 1 s tells nothing: wait for etcd to delete the key.
+        let mut w = ExpiryWatch::default();
+        for t in (0..3_000).step_by(100) {
+            assert_eq!(w.read((9, 44), ms(t), ms(t + 1), ttl(0, 1)), Verdict::Alive);
+        }
+        assert_eq!(w.next_look(ms(3_000), ms(250)), ms(250));
+        w.forget();
+        assert_eq!(w.next_look(ms(3_000), ms(250)), ms(250));
     }
 }

@@ -225,7 +225,8 @@ async fn stop_all(app: &api::App) {
 }
 
 /// The election of one replica, for as long as the server runs: campaign
-/// every interval; once elected, keep the lease renewed while the
+/// every interval (every half interval while another replica's lease is
+/// timed, see [`ha::Leadership::next_look`]); once elected, keep the lease renewed while the
 /// rollouts are recovered and driven (and the outbox sent); when the lease
 /// cannot be renewed in time, or is gone, stop every rollout and campaign
 /// again. See [`ha`] for the rules and why they are safe.
@@ -234,16 +235,16 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
     // The last failure said, so that an outage is said once, not every
     // interval.
     let mut said = String::new();
-    // A follower's watchers see the store's changes through it.
-    let mut mirror = mirror::Mirror::default();
+    // A follower's watchers see the store's changes through a task of its
+    // own (its looks at the store must not delay the election's).
+    let _mirror = AbortOnDrop(tokio::spawn(mirror::follow(app.clone(), l.clone())));
     loop {
         let c = l.clone();
         let won = match tokio::task::spawn_blocking(move || c.campaign()).await {
             Ok(Ok(ha::Campaign::Won(term))) => term,
             Ok(Ok(ha::Campaign::Held(..))) => {
                 said.clear();
-                mirror.step(&app).await;
-                tokio::time::sleep(opts.interval).await;
+                tokio::time::sleep(l.next_look()).await;
                 continue;
             }
             Ok(Err(e)) => {
@@ -260,8 +261,12 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
                 continue;
             }
         };
-        mirror.reset();
-        eprintln!("elected leader (term {won}): resuming the stored rollouts");
+        match l.take_revoked() {
+            Some(was) => eprintln!(
+                "elected leader (term {won}) after revoking the expired lease of `{was}`: resuming the stored rollouts"
+            ),
+            None => eprintln!("elected leader (term {won}): resuming the stored rollouts"),
+        }
         let mut renewer = tokio::spawn(renew(l.clone()));
         let ctx = &app.ctx;
         let sender = outbox::spawn(ctx.clone());
@@ -307,6 +312,15 @@ async fn lead(app: Arc<api::App>, l: Arc<ha::Leadership>) {
             tokio::task::spawn_blocking(move || r.revoke(lease)),
         )
         .await;
+    }
+}
+
+/// A task stopped with the one that holds this.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -24,6 +24,21 @@ pub(crate) struct Mirror {
     seen: Option<HashMap<String, (u64, u64)>>,
 }
 
+/// While this replica follows, a look at the store every campaign
+/// interval; forgets what it saw while it leads.
+pub(crate) async fn follow(app: Arc<App>, l: Arc<crate::ha::Leadership>) {
+    let mut m = Mirror::default();
+    let every = l.options().interval;
+    loop {
+        tokio::time::sleep(every).await;
+        if l.role() == crate::ha::Role::Follower {
+            m.step(&app).await;
+        } else {
+            m.reset();
+        }
+    }
+}
+
 impl Mirror {
     /// Forgets what it saw (this replica led meanwhile).
     pub(crate) fn reset(&mut self) {

@@ -91,10 +91,12 @@ pub struct Args {
     #[arg(long, value_name = "PREFIX", default_value = "/canary/")]
     etcd_prefix: String,
     /// Time to live of the leader's lease, whole seconds, at least 2: a
-    /// dead leader is replaced within it (plus `--campaign-interval`).
+    /// dead leader is replaced within it (plus half `--campaign-interval`
+    /// and a few round trips to etcd).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     lease_ttl: std::time::Duration,
-    /// How often a follower looks whether it can lead.
+    /// How often a follower looks whether it can lead (twice as often
+    /// while another replica leads, to time its lease).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     campaign_interval: std::time::Duration,
     /// This replica's name in the election (default: host name and PID).

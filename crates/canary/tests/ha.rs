@@ -9,9 +9,9 @@
 //! go again; etcd's quorum lost and back. After each, every rollout
 //! finishes with a gapless log, no decision twice and the weight the
 //! traffic layer shows. The one timing bound is the one the issue states
-//! (a new leader within the lease TTL plus the campaign interval, with
-//! etcd's own lease-expiry sweep, 500 ms); the failover figures
-//! themselves are measured by `bench/etcd-failover.sh`.
+//! (a new leader within the lease TTL plus the campaign interval, the
+//! test's own look for a leader included); the failover
+//! figures themselves are measured by `bench/etcd_failover.py`.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -38,8 +38,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// The lease TTL and campaign interval of the replicas here.
 const TTL: Duration = Duration::from_secs(2);
 const CAMPAIGN: Duration = Duration::from_millis(250);
-/// etcd (3.4, 3.5) looks for expired leases every 500 ms.
-const ETCD_SWEEP: Duration = Duration::from_millis(500);
 
 fn args() -> Vec<&'static str> {
     vec!["--lease-ttl", "2s", "--campaign-interval", "250ms"]
@@ -277,7 +275,7 @@ fn cluster(tag: &str) -> Option<(EtcdCluster, TempDir)> {
 /// Three replicas, one leader; followers serve reads and refuse writes
 /// with 503 and the leader's URL; kill -9 the leader again and again while
 /// rollouts run: each time one other replica leads within the lease TTL
-/// plus the campaign interval (and etcd's expiry sweep), no rollout goes
+/// plus the campaign interval, no rollout goes
 /// back, and at the end every one finished with a whole log.
 #[test]
 fn the_leader_killed_again_and_again_loses_and_repeats_nothing() {
@@ -316,7 +314,15 @@ fn the_leader_killed_again_and_again_loses_and_repeats_nothing() {
     assert!(!v["events"].as_array().unwrap().is_empty());
 
     let mut seen: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    let bound = TTL + CAMPAIGN + ETCD_SWEEP;
+    // The issue's bound, with nothing added. The followers no longer wait
+    // for etcd's expiry sweep (every 500 ms): they revoke a lease once it
+    // is proven expired (`ha::ExpiryWatch`), at most half an interval and
+    // a few round trips after it ended, which leaves the other half
+    // (125 ms) for those round trips and for this test's own look for a
+    // leader (every 20 ms, three `/readyz` requests). Seven runs with a
+    // 50 ms allowance on top never needed it: 1.66-2.04 s
+    // (docs/records/2026-12-07-etcd-failover-v2.md).
+    let bound = TTL + CAMPAIGN;
     let mut l = l;
     for round in 0..3 {
         std::thread::sleep(Duration::from_millis(700));
@@ -327,9 +333,10 @@ fn the_leader_killed_again_and_again_loses_and_repeats_nothing() {
         }
         let next = r.leader(Duration::from_secs(30));
         let took = killed.elapsed();
+        eprintln!("round {round}: a new leader after {took:?}");
         assert!(
-            took <= bound + Duration::from_millis(300),
-            "round {round}: a new leader after {took:?}, over the TTL + interval + sweep ({bound:?}) and the poll: {}",
+            took <= bound,
+            "round {round}: a new leader after {took:?}, over the TTL + interval ({bound:?}): {}",
             r.logs()
         );
         let (_, new_term) = role(&r.base(next)).unwrap();

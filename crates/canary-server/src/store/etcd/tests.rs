@@ -250,3 +250,64 @@ fn a_lease(url: &str) -> i64 {
     let v = c.range(b"/f/leader", None, 0).unwrap();
     etcd::int(&v["kvs"][0]["lease"])
 }
+
+/// A follower takes over a lease that expired without waiting for etcd's
+/// sweep to delete the key, and never before the lease could have
+/// expired. On the real clock (etcd times the lease on its own): `a` wins
+/// with a lease of 2 s and never renews it; `b` looks every 50 ms.
+#[test]
+fn a_follower_revokes_an_expired_lease_never_before_it_expired() {
+    let Some(e) = Etcd::start("expiry") else {
+        return;
+    };
+    #[allow(clippy::disallowed_methods)] // etcd's lease runs on real time
+    let origin = std::time::Instant::now();
+    let real = move || origin.elapsed();
+    let on = |id: &str| {
+        Arc::new(Leadership::new(
+            Client::new(vec![e.url.clone()], Duration::from_secs(2)),
+            "/x/",
+            HaOptions {
+                id: id.into(),
+                url: Some(format!("http://{id}")),
+                ttl: Duration::from_secs(2),
+                interval: Duration::from_millis(100),
+                clock: Arc::new(real),
+            },
+        ))
+    };
+    let (a, b) = (on("a"), on("b"));
+    let sent = real();
+    let Campaign::Won(term_a) = a.campaign().unwrap() else {
+        panic!("the first campaign wins");
+    };
+    // etcd granted the lease after `sent`: it cannot end before sent + 2 s.
+    let earliest_end = sent + Duration::from_secs(2);
+    let (term_b, at) = loop {
+        let before = real();
+        match b.campaign().unwrap() {
+            Campaign::Won(t) => break (t, before),
+            Campaign::Held(h, t) => assert_eq!((h.id.as_str(), t), ("a", term_a)),
+        }
+        assert!(
+            real() < earliest_end + Duration::from_secs(5),
+            "no takeover"
+        );
+        std::thread::sleep(b.next_look());
+    };
+    assert!(term_b > term_a);
+    // The look that won began after the lease's earliest end (its revoke,
+    // if it revoked, came later still).
+    assert!(at >= earliest_end, "{at:?} < {earliest_end:?}");
+    // Revoked by b, or deleted by etcd's sweep first (then nothing to say).
+    let revoked = b.take_revoked();
+    assert!(
+        matches!(revoked.as_deref(), Some("a") | None),
+        "{revoked:?}"
+    );
+    eprintln!(
+        "b won {:?} after the lease's earliest end; revoked it: {}",
+        at - earliest_end,
+        revoked.is_some()
+    );
+}
