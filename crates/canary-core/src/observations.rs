@@ -466,6 +466,33 @@ impl LatencyHistogram {
         Some((mean, var))
     }
 
+    /// The `lo` and `hi` quantiles (`lo` ≤ `hi`), as [`Self::quantile`]
+    /// gives them, in one walk over the buckets (a status shows the median
+    /// and the 99th percentile of each version after every look).
+    pub fn quantile_pair(&self, lo: f64, hi: f64) -> (Option<f64>, Option<f64>) {
+        if self.count == 0 {
+            return (None, None);
+        }
+        let rank = |q: f64| ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let (ra, rb) = (rank(lo), rank(hi));
+        if ra > rb {
+            return (self.quantile(lo), self.quantile(hi));
+        }
+        let mut a = None;
+        let mut seen = 0;
+        for i in self.lo..=self.hi {
+            seen += self.at(i);
+            if a.is_none() && seen >= ra {
+                a = Some(Self::mid(i));
+            }
+            if seen >= rb {
+                return (a, Some(Self::mid(i)));
+            }
+        }
+        let top = Some(Self::mid(self.hi));
+        (a.or(top), top)
+    }
+
     /// The `q` quantile (0 ≤ q ≤ 1), ms, within the bucket error.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
@@ -584,12 +611,13 @@ impl VersionStats {
 
     /// A short summary for reports.
     pub fn summary(&self) -> VersionSummary {
+        let (p50, p99) = self.latency.quantile_pair(0.5, 0.99);
         VersionSummary {
             requests: self.requests,
             errors: self.errors,
             error_rate: self.error_rate(),
-            latency_p50_ms: self.latency.quantile(0.5),
-            latency_p99_ms: self.latency.quantile(0.99),
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
             business: self.business.clone(),
             gauges: self.gauges.clone(),
         }
@@ -813,6 +841,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("beyond 1024"), "{e}");
+    }
+
+    #[test]
+    fn a_pair_of_quantiles_is_the_two_quantiles() {
+        let mut h = LatencyHistogram::new();
+        assert_eq!(h.quantile_pair(0.5, 0.99), (None, None));
+        h.record(7.0);
+        assert_eq!(
+            h.quantile_pair(0.5, 0.99),
+            (h.quantile(0.5), h.quantile(0.99))
+        );
+        for i in 0..997 {
+            h.record(1.0 + f64::from(i % 89) * 2.7);
+        }
+        h.record_n(4000.0, 13);
+        for (a, b) in [
+            (0.5, 0.99),
+            (0.0, 1.0),
+            (0.5, 0.5),
+            (0.99, 0.5),
+            (0.001, 0.999),
+        ] {
+            assert_eq!(
+                h.quantile_pair(a, b),
+                (h.quantile(a), h.quantile(b)),
+                "{a} {b}"
+            );
+        }
     }
 
     #[test]
