@@ -20,8 +20,8 @@ const BUCKETS: usize = 1024;
 /// visited), and exact in its count, sum and sums of log-latency, so means of
 /// latency and of log-latency carry no bucket error. Quantiles and the CDF are
 /// within [`LatencyHistogram::RELATIVE_ERROR`] of the truth.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(into = "HistogramWire", try_from = "HistogramWire")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "HistogramWire")]
 pub struct LatencyHistogram {
     /// Counts of buckets `base`, `base + 1`, …: only a span around the
     /// occupied buckets is allocated (a few hundred bytes, not 8 KiB).
@@ -56,74 +56,211 @@ impl PartialEq for LatencyHistogram {
 /// The stored form of a [`LatencyHistogram`]: only the occupied span of
 /// buckets, so an empty histogram costs a few bytes. The sums are kept
 /// exactly, so a histogram read back judges exactly as the one written.
-#[derive(Serialize, Deserialize)]
+/// (Written by the `Serialize` impl below; this is what is read.)
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HistogramWire {
     /// Index of the first stored bucket.
     lo: usize,
     /// Counts of buckets `lo`, `lo + 1`, ….
-    counts: Vec<u64>,
+    counts: Counts,
     sum: f64,
     sum_ln: f64,
     sum_ln2: f64,
 }
 
-impl From<LatencyHistogram> for HistogramWire {
-    fn from(h: LatencyHistogram) -> Self {
-        let counts = if h.count == 0 || h.counts.is_empty() {
-            Vec::new()
+/// Bucket counts as stored: written as one string ([`write_counts`]) of
+/// base-32 numbers ([`push_count`]: 1 character for a count below 32, 2
+/// below 1,024), a run of 3 or more empty buckets as `.` and its length:
+/// a fraction of the bytes of a JSON array of numbers, which is the bulk
+/// of a `canary serve` journal entry. Read from that or from the array of
+/// numbers that earlier versions wrote (journals already on disk).
+struct Counts(Vec<u64>);
+
+/// The last base-32 digit of a count.
+const LAST_DIGITS: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
+/// The digits before the last.
+const MORE_DIGITS: &[u8; 32] = b"wxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
+
+/// Appends `n` in base 32, most significant digit first: every digit but
+/// the last from [`MORE_DIGITS`], the last from [`LAST_DIGITS`].
+fn push_count(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 13];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        let d = (n % 32) as usize;
+        digits[i] = if i == digits.len() - 1 {
+            LAST_DIGITS[d]
         } else {
-            (h.lo..=h.hi).map(|i| h.at(i)).collect()
+            MORE_DIGITS[d]
         };
-        Self {
-            lo: if counts.is_empty() { 0 } else { h.lo },
-            counts,
-            sum: h.sum,
-            sum_ln: h.sum_ln,
-            sum_ln2: h.sum_ln2,
+        n /= 32;
+        if n == 0 {
+            break;
         }
+    }
+    for &c in &digits[i..] {
+        out.push(char::from(c));
+    }
+}
+
+/// Marks a run of empty buckets; its length follows.
+const ZERO_RUN: char = '.';
+
+/// Writes `counts` as [`Counts`] are stored.
+fn write_counts(out: &mut String, counts: impl Iterator<Item = u64>) {
+    let mut zeros = 0u64;
+    let flush = |out: &mut String, zeros: u64| {
+        if zeros >= 3 {
+            out.push(ZERO_RUN);
+            push_count(out, zeros);
+        } else {
+            for _ in 0..zeros {
+                out.push('0');
+            }
+        }
+    };
+    for c in counts {
+        if c == 0 {
+            zeros += 1;
+        } else {
+            flush(out, zeros);
+            zeros = 0;
+            push_count(out, c);
+        }
+    }
+    flush(out, zeros);
+}
+
+/// Reads the counts [`write_counts`] wrote.
+fn parse_counts(text: &str) -> Result<Vec<u64>, String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut acc: u64 = 0;
+    let mut open = false;
+    let mut run = false;
+    for c in text.bytes() {
+        if char::from(c) == ZERO_RUN && !open && !run {
+            run = true;
+            continue;
+        }
+        let (d, last) = match LAST_DIGITS.iter().position(|&x| x == c) {
+            Some(d) => (d, true),
+            None => match MORE_DIGITS.iter().position(|&x| x == c) {
+                Some(d) => (d, false),
+                None => {
+                    return Err(format!(
+                        "latency counts: unexpected character {:?}",
+                        char::from(c)
+                    ))
+                }
+            },
+        };
+        acc = acc
+            .checked_mul(32)
+            .and_then(|a| a.checked_add(d as u64))
+            .ok_or("latency counts: a count overflows")?;
+        open = !last;
+        if last {
+            if run {
+                let n = usize::try_from(acc)
+                    .ok()
+                    .filter(|&n| out.len().saturating_add(n) <= BUCKETS)
+                    .ok_or_else(|| format!("latency counts: more than {BUCKETS} buckets"))?;
+                out.resize(out.len() + n, 0);
+                run = false;
+            } else {
+                out.push(acc);
+            }
+            acc = 0;
+        }
+    }
+    if open || run {
+        return Err("latency counts: the last count is cut short".into());
+    }
+    Ok(out)
+}
+
+impl<'de> Deserialize<'de> for Counts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Counts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bucket counts: a string of base-32 digits or an array of numbers")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Counts, E> {
+                parse_counts(v).map(Counts).map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Counts, A::Error> {
+                let mut out = Vec::with_capacity(a.size_hint().unwrap_or(0));
+                while let Some(n) = a.next_element::<u64>()? {
+                    out.push(n);
+                }
+                Ok(Counts(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Writes the stored form ([`HistogramWire`]) straight from the histogram.
+impl Serialize for LatencyHistogram {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let occupied = self.count > 0 && !self.counts.is_empty();
+        let mut counts = String::new();
+        if occupied {
+            counts.reserve(self.hi + 1 - self.lo);
+            write_counts(&mut counts, (self.lo..=self.hi).map(|i| self.at(i)));
+        }
+        let mut w = s.serialize_struct("HistogramWire", 5)?;
+        w.serialize_field("lo", &if occupied { self.lo } else { 0 })?;
+        w.serialize_field("counts", &counts)?;
+        w.serialize_field("sum", &self.sum)?;
+        w.serialize_field("sum_ln", &self.sum_ln)?;
+        w.serialize_field("sum_ln2", &self.sum_ln2)?;
+        w.end()
     }
 }
 
 impl TryFrom<HistogramWire> for LatencyHistogram {
     type Error = String;
     fn try_from(w: HistogramWire) -> Result<Self, String> {
-        let mut h = LatencyHistogram {
+        let empty = LatencyHistogram {
             sum: w.sum,
             sum_ln: w.sum_ln,
             sum_ln2: w.sum_ln2,
             ..Default::default()
         };
-        if w.counts.is_empty() {
-            return Ok(h);
+        let counts = w.counts.0;
+        if counts.is_empty() {
+            return Ok(empty);
         }
-        let end = w.lo.checked_add(w.counts.len()).filter(|&e| e <= BUCKETS);
-        let Some(end) = end else {
+        if w.lo.checked_add(counts.len()).is_none_or(|e| e > BUCKETS) {
             return Err(format!(
                 "latency buckets {}+{} beyond {BUCKETS}",
                 w.lo,
-                w.counts.len()
+                counts.len()
             ));
+        }
+        let first = counts.iter().position(|&c| c > 0);
+        let last = counts.iter().rposition(|&c| c > 0);
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(empty);
         };
-        h.base = w.lo;
-        h.counts = w.counts.clone();
-        let occupied: Vec<usize> = (w.lo..end).filter(|&i| h.at(i) > 0).collect();
-        let (Some(&lo), Some(&hi)) = (occupied.first(), occupied.last()) else {
-            return Ok(LatencyHistogram {
-                sum: w.sum,
-                sum_ln: w.sum_ln,
-                sum_ln2: w.sum_ln2,
-                ..Default::default()
-            });
-        };
-        h.lo = lo;
-        h.hi = hi;
-        h.count = w
-            .counts
+        let count = counts
             .iter()
             .try_fold(0u64, |a, &c| a.checked_add(c))
             .ok_or("latency bucket counts overflow")?;
-        Ok(h)
+        Ok(LatencyHistogram {
+            base: w.lo,
+            lo: w.lo + first,
+            hi: w.lo + last,
+            count,
+            counts,
+            ..empty
+        })
     }
 }
 
@@ -329,6 +466,33 @@ impl LatencyHistogram {
         Some((mean, var))
     }
 
+    /// The `lo` and `hi` quantiles (`lo` ≤ `hi`), as [`Self::quantile`]
+    /// gives them, in one walk over the buckets (a status shows the median
+    /// and the 99th percentile of each version after every look).
+    pub fn quantile_pair(&self, lo: f64, hi: f64) -> (Option<f64>, Option<f64>) {
+        if self.count == 0 {
+            return (None, None);
+        }
+        let rank = |q: f64| ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let (ra, rb) = (rank(lo), rank(hi));
+        if ra > rb {
+            return (self.quantile(lo), self.quantile(hi));
+        }
+        let mut a = None;
+        let mut seen = 0;
+        for i in self.lo..=self.hi {
+            seen += self.at(i);
+            if a.is_none() && seen >= ra {
+                a = Some(Self::mid(i));
+            }
+            if seen >= rb {
+                return (a, Some(Self::mid(i)));
+            }
+        }
+        let top = Some(Self::mid(self.hi));
+        (a.or(top), top)
+    }
+
     /// The `q` quantile (0 ≤ q ≤ 1), ms, within the bucket error.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
@@ -447,12 +611,13 @@ impl VersionStats {
 
     /// A short summary for reports.
     pub fn summary(&self) -> VersionSummary {
+        let (p50, p99) = self.latency.quantile_pair(0.5, 0.99);
         VersionSummary {
             requests: self.requests,
             errors: self.errors,
             error_rate: self.error_rate(),
-            latency_p50_ms: self.latency.quantile(0.5),
-            latency_p99_ms: self.latency.quantile(0.99),
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
             business: self.business.clone(),
             gauges: self.gauges.clone(),
         }
@@ -620,6 +785,90 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("beyond 1024"), "{e}");
+    }
+
+    #[test]
+    fn counts_are_stored_short_and_read_back_from_the_string_or_the_older_array() {
+        for n in [0, 1, 31, 32, 1023, 1024, 99_999, u64::MAX] {
+            let mut text = String::new();
+            push_count(&mut text, n);
+            assert_eq!(parse_counts(&text).unwrap(), [n], "{n}: {text}");
+        }
+        let counts = [0, 0, 0, 0, 5, 0, 1, 0, 0, 40_000, 0, 0, 0, 7, 0, 0];
+        let mut text = String::new();
+        write_counts(&mut text, counts.into_iter());
+        assert_eq!(parse_counts(&text).unwrap(), counts, "{text}");
+        assert_eq!(text, ".450100xDy0.3700");
+
+        let mut h = LatencyHistogram::new();
+        for i in 0..300 {
+            h.record(20.0 + f64::from(i % 37) * 3.1);
+        }
+        h.record_n(900.0, 123_456_789);
+        let new = serde_json::to_string(&h).unwrap();
+        assert!(new.contains(r#""counts":""#), "{new}");
+        let back: LatencyHistogram = serde_json::from_str(&new).unwrap();
+        assert_eq!(back, h);
+        // The form earlier versions wrote: the counts as an array.
+        let dense: Vec<u64> = (h.lo..=h.hi).map(|i| h.at(i)).collect();
+        let old = format!(
+            r#"{{"lo":{},"counts":{},"sum":{},"sum_ln":{},"sum_ln2":{}}}"#,
+            h.lo,
+            serde_json::to_string(&dense).unwrap(),
+            serde_json::to_string(&h.sum).unwrap(),
+            serde_json::to_string(&h.sum_ln).unwrap(),
+            serde_json::to_string(&h.sum_ln2).unwrap()
+        );
+        let back: LatencyHistogram = serde_json::from_str(&old).unwrap();
+        assert_eq!(back, h);
+        assert!(new.len() < old.len(), "{} vs {}", new.len(), old.len());
+
+        for bad in [
+            "w",
+            ".",
+            "..3",
+            "1.",
+            "!",
+            "1w.3",
+            "._",
+            ".__v",
+            "w_____________0",
+        ] {
+            assert!(parse_counts(bad).is_err(), "{bad:?} was read");
+        }
+        let bad = r#"{"lo":1000,"counts":"1.Av","sum":1,"sum_ln":0,"sum_ln2":0}"#;
+        let e = serde_json::from_str::<LatencyHistogram>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("beyond 1024"), "{e}");
+    }
+
+    #[test]
+    fn a_pair_of_quantiles_is_the_two_quantiles() {
+        let mut h = LatencyHistogram::new();
+        assert_eq!(h.quantile_pair(0.5, 0.99), (None, None));
+        h.record(7.0);
+        assert_eq!(
+            h.quantile_pair(0.5, 0.99),
+            (h.quantile(0.5), h.quantile(0.99))
+        );
+        for i in 0..997 {
+            h.record(1.0 + f64::from(i % 89) * 2.7);
+        }
+        h.record_n(4000.0, 13);
+        for (a, b) in [
+            (0.5, 0.99),
+            (0.0, 1.0),
+            (0.5, 0.5),
+            (0.99, 0.5),
+            (0.001, 0.999),
+        ] {
+            assert_eq!(
+                h.quantile_pair(a, b),
+                (h.quantile(a), h.quantile(b)),
+                "{a} {b}"
+            );
+        }
     }
 
     #[test]

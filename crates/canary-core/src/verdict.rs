@@ -113,25 +113,30 @@ impl Verdict {
     /// inconclusive is inconclusive; else pass. The reason names the metrics
     /// that decided.
     pub fn from_metrics(judge: &str, metrics: Vec<MetricEvidence>) -> Self {
-        let pick = |o: Outcome| -> Vec<&MetricEvidence> {
-            metrics.iter().filter(|m| m.outcome == o).collect()
-        };
-        let (outcome, deciding) = if !pick(Outcome::Fail).is_empty() {
-            (Outcome::Fail, pick(Outcome::Fail))
-        } else if metrics.is_empty() || !pick(Outcome::Inconclusive).is_empty() {
-            (Outcome::Inconclusive, pick(Outcome::Inconclusive))
+        let any = |o: Outcome| metrics.iter().any(|m| m.outcome == o);
+        let outcome = if any(Outcome::Fail) {
+            Outcome::Fail
+        } else if metrics.is_empty() || any(Outcome::Inconclusive) {
+            Outcome::Inconclusive
         } else {
-            (Outcome::Pass, pick(Outcome::Pass))
+            Outcome::Pass
         };
-        let reason = if deciding.is_empty() {
-            "no metrics to judge".to_string()
-        } else {
-            deciding
-                .iter()
-                .map(|m| format!("{}: {}", m.name, m.reason))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
+        // "name: reason; name: reason" of the deciding metrics, written
+        // into one string (a verdict is made at every look).
+        let deciding = || metrics.iter().filter(|m| m.outcome == outcome);
+        let len: usize = deciding().map(|m| m.name.len() + m.reason.len() + 4).sum();
+        let mut reason = String::with_capacity(len);
+        for m in deciding() {
+            if !reason.is_empty() {
+                reason.push_str("; ");
+            }
+            reason.push_str(&m.name);
+            reason.push_str(": ");
+            reason.push_str(&m.reason);
+        }
+        if reason.is_empty() {
+            reason.push_str("no metrics to judge");
+        }
         Self {
             outcome,
             judge: judge.to_string(),

@@ -8,6 +8,7 @@
 //! audit trail and the per-stage report — happens here, once, so the two
 //! cannot drift apart.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -60,7 +61,12 @@ pub struct Engine {
     obs: Observations,
     decisions: Vec<Decision>,
     stages: Vec<StageRecord>,
-    last_verdict: Option<Verdict>,
+    /// Shared, so a status can hold it without copying its words.
+    last_verdict: Option<Arc<Verdict>>,
+    /// Whether the current stage's record should hold `last_verdict`: it
+    /// is copied there only when it is about to change or the record is
+    /// read (`settle_stage_verdict`), not at every look.
+    stage_verdict_pending: bool,
     /// Verdicts reached so far (looks that judged a window).
     looks: u64,
     started_at: Option<Duration>,
@@ -157,6 +163,7 @@ impl Engine {
             decisions: Vec::new(),
             stages: Vec::new(),
             last_verdict: None,
+            stage_verdict_pending: false,
             looks: 0,
             started_at: None,
             now: Duration::ZERO,
@@ -215,7 +222,13 @@ impl Engine {
 
     /// The judge's last verdict, if any.
     pub fn last_verdict(&self) -> Option<&Verdict> {
-        self.last_verdict.as_ref()
+        self.last_verdict.as_deref()
+    }
+
+    /// The same verdict, shared rather than borrowed (a status that keeps
+    /// it copies a pointer, not its evidence).
+    pub fn last_verdict_shared(&self) -> Option<Arc<Verdict>> {
+        self.last_verdict.clone()
     }
 
     /// How many looks have judged a window so far: it grows by one with
@@ -324,7 +337,8 @@ impl Engine {
                     guardrail: None,
                 };
                 apply_checks(&mut verdict, checks);
-                self.last_verdict = Some(verdict.clone());
+                self.settle_stage_verdict();
+                self.last_verdict = Some(Arc::new(verdict.clone()));
                 self.now = now;
                 return self.apply(Event::Verdict(verdict), now);
             }
@@ -352,11 +366,9 @@ impl Engine {
             .analysis
             .guardrails
             .breached(&self.obs.stage.canary, &self.obs.stage.baseline);
-        self.last_verdict = Some(verdict.clone());
+        self.last_verdict = Some(Arc::new(verdict.clone()));
         self.looks += 1;
-        if let Some(rec) = self.stages.last_mut() {
-            rec.verdict = Some(verdict.clone());
-        }
+        self.stage_verdict_pending = !self.stages.is_empty();
         self.apply(Event::Verdict(verdict), now)
     }
 
@@ -480,7 +492,18 @@ impl Engine {
         self.apply(Event::MetricsUnavailable { note }, now)
     }
 
+    /// Copies the latest verdict into the current stage's record, if it
+    /// is that look's (see `stage_verdict_pending`).
+    fn settle_stage_verdict(&mut self) {
+        if std::mem::take(&mut self.stage_verdict_pending) {
+            if let Some(rec) = self.stages.last_mut() {
+                rec.verdict = self.last_verdict.as_deref().cloned();
+            }
+        }
+    }
+
     fn close_stage(&mut self, ended: Option<Duration>) {
+        self.settle_stage_verdict();
         let end = ended.unwrap_or(self.now).as_secs_f64();
         if let Some(rec) = self.stages.last_mut() {
             if rec.ended_at_seconds.is_none() {
@@ -495,6 +518,9 @@ impl Engine {
     pub fn report(&self) -> RolloutReport {
         let mut stages = self.stages.clone();
         if let Some(rec) = stages.last_mut() {
+            if self.stage_verdict_pending {
+                rec.verdict = self.last_verdict.as_deref().cloned();
+            }
             if rec.ended_at_seconds.is_none() {
                 rec.baseline = self.obs.stage.baseline.summary();
                 rec.canary = self.obs.stage.canary.summary();

@@ -9,8 +9,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Store, StoreError, Update, Written};
 
-/// How long the thread waits after the first write of a batch for more.
+/// How long the thread waits after the first write of a batch for more,
+/// and again after each wait that brought more: a batch closes after a
+/// pause this long in the writes.
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
+/// The most waits a batch stays open for (about 50 ms): the rollouts that
+/// tick at the same instant queue their writes over tens of milliseconds
+/// (one tick's work after another on the runtime's threads), and one
+/// transaction for all of them writes each shared page of the file once
+/// rather than once per partial batch.
+const MAX_WAITS: u32 = 25;
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 1024;
@@ -32,12 +40,19 @@ impl Committer {
                 while let Some(first) = rx.blocking_recv() {
                     let mut jobs = vec![first];
                     // Ticks of many rollouts fall on the same instants
-                    // (they are aligned): a moment's wait gathers them.
-                    std::thread::sleep(COALESCE);
-                    while jobs.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => jobs.push(j),
-                            Err(_) => break,
+                    // (they are aligned): waiting while more keep coming
+                    // gathers them.
+                    for _ in 0..MAX_WAITS {
+                        std::thread::sleep(COALESCE);
+                        let before = jobs.len();
+                        while jobs.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(j) => jobs.push(j),
+                                Err(_) => break,
+                            }
+                        }
+                        if jobs.len() == before || jobs.len() >= MAX_BATCH {
+                            break;
                         }
                     }
                     let (updates, replies): (Vec<Update>, Vec<_>) = jobs.into_iter().unzip();

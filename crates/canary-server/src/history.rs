@@ -244,4 +244,51 @@ mod tests {
         };
         assert!(feed(&mut e, missing, 1000).unwrap().1.is_none());
     }
+
+    /// Journal entries as versions before the compact histogram counts
+    /// wrote them (taken from a `canary serve` database): they replay, and
+    /// exactly as the same inputs written today.
+    const OLD_JOURNAL: [&str; 4] = [
+        r#"{"input":"apply","event":{"event":"start"},"now":{"secs":0,"nanos":0}}"#,
+        r#"{"input":"observe","window":{"baseline":{"requests":8,"errors":0,"latency":{"lo":467,"counts":[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0,1,0,0,0,0,0,0,0,0,1,0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,1],"sum":898.4764691554632,"sum_ln":36.211823179694846,"sum_ln2":167.4607582267909}},"canary":{"requests":0,"errors":0,"latency":{"lo":0,"counts":[],"sum":0.0,"sum_ln":0.0,"sum_ln2":0.0}}},"now":{"secs":0,"nanos":83000000}}"#,
+        r#"{"input":"observe","window":{"baseline":{"requests":73,"errors":1,"latency":{"lo":465,"counts":[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,1,0,0,1,0,1,0,0,0,2,0,0,1,1,2,0,2,1,0,0,0,1,0,0,4,1,3,2,2,0,0,0,1,3,1,1,1,0,1,2,1,2,1,0,1,0,1,0,0,1,0,1,0,2,2,1,1,0,2,0,2,0,2,1,2,0,1,1,1,1,0,1,1,0,0,1,0,1,0,0,0,0,1,0,1,0,0,0,0,1,0,0,0,0,0,0,1],"sum":9550.175470862914,"sum_ln":345.1518395468308,"sum_ln2":1654.0312894800345}},"canary":{"requests":8,"errors":0,"latency":{"lo":490,"counts":[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,1,0,0,0,0,0,0,0,0,1,0,0,0,1,0,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1],"sum":1001.2000693658598,"sum_ln":37.94442016860236,"sum_ln2":181.6167932233021}}},"now":{"secs":1,"nanos":83000000}}"#,
+        r#"{"input":"observe","window":{"baseline":{"requests":96,"errors":1,"latency":{"lo":476,"counts":[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0,0,1,1,0,1,0,0,0,2,1,0,3,2,2,1,1,1,0,2,1,3,1,0,1,1,0,1,1,1,1,2,3,1,2,1,1,0,3,1,3,0,0,0,3,2,0,4,2,1,3,0,3,1,2,2,0,2,0,1,1,1,1,0,1,0,0,0,1,0,2,1,0,1,1,2,1,0,1,1,0,0,0,1,0,1,1,0,0,1,0,1,0,0,1,0,1],"sum":12112.398023485832,"sum_ln":450.7849752578132,"sum_ln2":2143.609666938131}},"canary":{"requests":6,"errors":0,"latency":{"lo":509,"counts":[2,0,0,0,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,2,0,0,0,0,0,0,0,0,0,1],"sum":553.7520156127973,"sum_ln":26.87190604032247,"sum_ln2":120.91407279408719}}},"now":{"secs":2,"nanos":83000000}}"#,
+    ];
+
+    #[test]
+    fn a_journal_written_with_counts_as_arrays_replays_as_one_written_today() {
+        use canary_core::Policy;
+        let p = Policy::from_text(
+            "name: svc-0001\nstages:\n  - {weight: 10, duration: 1h}\n  - {weight: 50, duration: 1h}\n  - {weight: 100, duration: 1h}\nanalysis: {interval: 1s}\n",
+        )
+        .unwrap();
+        let old: Vec<Input> = OLD_JOURNAL
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let new: Vec<String> = old
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap())
+            .collect();
+        assert!(new[1].contains(r#""counts":""#), "{}", new[1]);
+        assert!(new[1].len() < OLD_JOURNAL[1].len());
+        let (mut a, mut b) = (Engine::new(p.clone()), Engine::new(p));
+        let (mut la, mut lb) = (Looks::new(0), Looks::new(0));
+        for (o, n) in old.into_iter().zip(&new) {
+            if let Some(l) = feed(&mut a, o, 1000).unwrap().1 {
+                la.push(l);
+            }
+            let n: Input = serde_json::from_str(n).unwrap();
+            if let Some(l) = feed(&mut b, n, 1000).unwrap().1 {
+                lb.push(l);
+            }
+        }
+        assert_eq!(a.looks(), 3);
+        assert_eq!(a.last_verdict(), b.last_verdict());
+        assert_eq!(a.observations().rollout, b.observations().rollout);
+        assert_eq!(
+            serde_json::to_string(&la.history("r")).unwrap(),
+            serde_json::to_string(&lb.history("r")).unwrap()
+        );
+    }
 }

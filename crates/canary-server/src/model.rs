@@ -53,9 +53,17 @@ pub struct RolloutStatus {
     pub counts: Counts,
     /// The judge's latest verdict with per-metric evidence (statistic,
     /// threshold, interval, e-value, sample sizes).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    ///
+    /// Shared with the engine: a status refreshed at every look copies a
+    /// pointer, not the evidence's words.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shared::serialize",
+        deserialize_with = "shared::deserialize"
+    )]
     #[schema(value_type = Option<Object>)]
-    pub verdict: Option<canary_core::Verdict>,
+    pub verdict: Option<std::sync::Arc<canary_core::Verdict>>,
     /// The traffic layer: provider and, for the proxy, where it listens.
     pub traffic: TrafficInfo,
     /// Where the judges' numbers come from.
@@ -423,4 +431,26 @@ pub struct Health {
 pub(crate) fn rfc3339(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// (De)serializes an `Option<Arc<T>>` as the `Option<T>` it holds (serde's
+/// own impls for `Arc` need its `rc` feature, which would rebuild every
+/// crate that uses serde).
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(
+        v: &Option<Arc<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.as_deref().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Arc<T>>, D::Error> {
+        Ok(Option::<T>::deserialize(d)?.map(Arc::new))
+    }
 }

@@ -1060,9 +1060,11 @@ impl Runner {
             Input::Apply { event, .. } => event.name(),
             Input::Observe { .. } => "tick",
         };
-        let (commands, look) =
-            crate::history::feed(&mut self.engine, input.clone(), self.st.origin_ms)
-                .map_err(|e| refused(e, what))?;
+        // The journal entry is written before the engine takes the input
+        // (no copy of its windows).
+        let journal = vec![serde_json::to_string(&input).unwrap_or_default()];
+        let (commands, look) = crate::history::feed(&mut self.engine, input, self.st.origin_ms)
+            .map_err(|e| refused(e, what))?;
         // Kept once its input is committed (`publish`).
         self.fresh_look = look;
         let advisory = self.policy.mode == Mode::Advisory;
@@ -1107,7 +1109,6 @@ impl Runner {
         }
         self.st.desired_weight = self.engine.state().weight;
         self.st.phase = self.engine.state().phase.name().to_string();
-        let journal = vec![serde_json::to_string(&input).unwrap_or_default()];
         self.persist(events, journal, reset).await
     }
 
@@ -1607,7 +1608,7 @@ fn build_status(v: View<'_>) -> RolloutStatus {
             stable: obs.stage.baseline.summary(),
             canary: obs.stage.canary.summary(),
         },
-        verdict: v.engine.last_verdict().cloned(),
+        verdict: v.engine.last_verdict_shared(),
         traffic: TrafficInfo {
             provider: t.map_or("proxy", |t| t.provider.name()).into(),
             listen: v.listen,

@@ -174,6 +174,18 @@ pub struct SequentialJudge {
     max_ln_e_lat: f64,
     min_p_dist: f64,
     stage: StageState,
+    /// What each test's interval is an interval of, in words: fixed by
+    /// the alpha split, so written once rather than at every look.
+    interval_of: IntervalOf,
+}
+
+/// The judge's fixed phrases for [`MetricEvidence::interval_of`]
+/// (`canary_core::MetricEvidence`).
+#[derive(Debug, Clone, Default)]
+struct IntervalOf {
+    errors: String,
+    latency: String,
+    distribution: String,
 }
 
 impl SequentialJudge {
@@ -234,6 +246,21 @@ impl SequentialJudge {
             max_ln_e_lat: 0.0,
             min_p_dist: 1.0,
             stage: StageState::default(),
+            interval_of: IntervalOf::default(),
+        };
+        j.interval_of = IntervalOf {
+            errors: format!(
+                "error-rate ratio canary/baseline (confidence sequence, {:.0} %)",
+                100.0 * (1.0 - j.e_alpha())
+            ),
+            latency: format!(
+                "latency ratio canary/baseline, geometric means (confidence sequence, {:.0} %)",
+                100.0 * (1.0 - j.mean_alpha())
+            ),
+            distribution: format!(
+                "median latency ratio canary/baseline (time-uniform quantile bands at bucket edges, {:.1} %)",
+                100.0 * (1.0 - j.band_alpha_per_stage())
+            ),
         };
         // Without the stages' weights: the restarts share evenly.
         j.set_carry(&vec![1.0; n_stages]);
@@ -316,6 +343,12 @@ impl SequentialJudge {
         }
     }
 
+    /// Level of the band test at each stage (its share split evenly over
+    /// the stages).
+    fn band_alpha_per_stage(&self) -> f64 {
+        self.budget.band_alpha() / self.n_stages as f64
+    }
+
     /// Level of the latency mean test, for its tuning and interval.
     fn mean_alpha(&self) -> f64 {
         match self.budget.combine {
@@ -379,15 +412,13 @@ impl SequentialJudge {
 
         let thr_e = (1.0 / self.budget.per_test()).ln();
         let thr_l = (1.0 / self.budget.mean_alpha()).ln();
-        let ea = format!("{:.0} %", 100.0 * (1.0 - self.e_alpha()));
-        let la = format!("{:.0} %", 100.0 * (1.0 - self.mean_alpha()));
         let me = self.evidence(
             "error_rate",
             &err,
             le,
             self.max_ln_e_err,
             thr_e,
-            &format!("error-rate ratio canary/baseline (confidence sequence, {ea})"),
+            &self.interval_of.errors,
         );
         let ml = self.evidence(
             "latency",
@@ -395,7 +426,7 @@ impl SequentialJudge {
             ll,
             self.max_ln_e_lat,
             thr_l,
-            &format!("latency ratio canary/baseline, geometric means (confidence sequence, {la})"),
+            &self.interval_of.latency,
         );
         let md = self.distribution(&dist_base.latency, &c.latency);
         let mut metrics = self.combine((&err, me, le, thr_e), (&lat, ml, ll, thr_l));

@@ -2,6 +2,8 @@
 //! evidence of each test, their combination (Bonferroni or averaged
 //! e-values), and each metric's outcome and reason in words.
 
+use std::fmt::Write as _;
+
 use canary_core::spec::Combine;
 use canary_core::{MetricEvidence, Outcome, Stage};
 
@@ -11,10 +13,17 @@ use crate::special::ln_mean_exp;
 /// An e-value in words: plain up to a million, in scientific notation
 /// beyond (capped e-values reach 1.8 × 10³⁰⁸, 309 digits written out).
 pub(crate) fn fmt_e(e: f64) -> String {
+    let mut s = String::new();
+    write_fmt_e(&mut s, e);
+    s
+}
+
+/// [`fmt_e`] appended to `s`.
+fn write_fmt_e(s: &mut String, e: f64) {
     if e.abs() < 1e6 {
-        format!("{e:.3}")
+        let _ = write!(s, "{e:.3}");
     } else {
-        format!("{e:.3e}")
+        let _ = write!(s, "{e:.3e}");
     }
 }
 
@@ -109,36 +118,38 @@ impl SequentialJudge {
         stage: &Stage,
         canary_requests: u64,
     ) {
-        let combine = format!("{}; {}", self.budget.describe(), self.describe_carry());
+        // Only a failed test's reason names the alpha split.
+        let combine = || format!("{}; {}", self.budget.describe(), self.describe_carry());
         let ok_size = canary_requests >= stage.min_requests.max(1);
         let any_fail = metrics.iter().any(|m| m.outcome == Outcome::Fail);
         let tol_e = self.opts.tolerated_error_ratio;
         let tol_l = self.opts.tolerated_latency_ratio;
         for m in metrics.iter_mut() {
-            let e_txt = m
-                .e_value
-                .map(|e| {
-                    format!(
-                        "e-value {}, anytime p {:.3e}",
-                        fmt_e(e),
-                        m.p_value.unwrap_or(1.0)
-                    )
-                })
-                .unwrap_or_default();
-            let iv = m
-                .interval
-                .map(|[a, b]| format!("; {} in [{a:.3}, {b:.3}]", m.name.replace('_', " ")))
-                .unwrap_or_default();
             let base = std::mem::take(&mut m.reason);
+            // The reason is written into one string: a verdict is made at
+            // every look, and its words are most of a look's allocations.
+            let mut r = String::with_capacity(base.len() + 160);
             m.reason = match m.outcome {
-                Outcome::Fail if m.name == "latency_distribution" => format!(
-                    "canary latency distribution slower: D = {:.4} > band {:.4} (anytime p {:.3e})",
-                    m.statistic.unwrap_or(0.0),
-                    m.threshold.unwrap_or(0.0),
-                    m.p_value.unwrap_or(1.0)
-                ),
+                Outcome::Fail if m.name == "latency_distribution" => {
+                    let _ = write!(
+                        r,
+                        "canary latency distribution slower: D = {:.4} > band {:.4} (anytime p {:.3e})",
+                        m.statistic.unwrap_or(0.0),
+                        m.threshold.unwrap_or(0.0),
+                        m.p_value.unwrap_or(1.0)
+                    );
+                    r
+                }
                 Outcome::Fail => {
-                    format!("canary worse: {e_txt} reached its threshold ({base}{iv}; {combine})")
+                    r.push_str("canary worse: ");
+                    write_e(&mut r, m);
+                    r.push_str(" reached its threshold (");
+                    r.push_str(&base);
+                    write_interval(&mut r, m);
+                    r.push_str("; ");
+                    r.push_str(&combine());
+                    r.push(')');
+                    r
                 }
                 _ => {
                     // Not failed: pass once the sample is in (and, in
@@ -149,34 +160,62 @@ impl SequentialJudge {
                             "latency" => m.interval.is_some_and(|[_, h]| h < tol_l),
                             _ => true,
                         };
-                    let what = if m.name == "latency_distribution" {
-                        format!(
+                    if !any_fail && ok_size && shown {
+                        m.outcome = Outcome::Pass;
+                        r.push_str("no evidence of harm: ");
+                    } else if !ok_size {
+                        let _ = write!(
+                            r,
+                            "waiting for {} canary requests ({} so far): ",
+                            stage.min_requests.max(1),
+                            canary_requests
+                        );
+                    } else if !shown {
+                        r.push_str("safety not shown yet (evidence mode): ");
+                    }
+                    // What was seen.
+                    if m.name == "latency_distribution" {
+                        let _ = write!(
+                            r,
                             "D = {:.4} within band {:.4}",
                             m.statistic.unwrap_or(0.0),
                             m.threshold.unwrap_or(0.0)
-                        )
+                        );
                     } else if base.is_empty() {
-                        e_txt.clone()
+                        write_e(&mut r, m);
                     } else {
-                        format!("{base}; {e_txt}")
-                    };
-                    if !any_fail && ok_size && shown {
-                        m.outcome = Outcome::Pass;
-                        format!("no evidence of harm: {what}{iv}")
-                    } else if !ok_size {
-                        format!(
-                            "waiting for {} canary requests ({} so far): {what}{iv}",
-                            stage.min_requests.max(1),
-                            canary_requests
-                        )
-                    } else if !shown {
-                        format!("safety not shown yet (evidence mode): {what}{iv}")
-                    } else {
-                        format!("{what}{iv}")
+                        r.push_str(&base);
+                        r.push_str("; ");
+                        write_e(&mut r, m);
                     }
+                    write_interval(&mut r, m);
+                    r
                 }
             };
         }
+    }
+}
+
+/// Appends the e-value and anytime p of `m` in words, if it has an e-value.
+fn write_e(r: &mut String, m: &MetricEvidence) {
+    if let Some(e) = m.e_value {
+        r.push_str("e-value ");
+        write_fmt_e(r, e);
+        let _ = write!(r, ", anytime p {:.3e}", m.p_value.unwrap_or(1.0));
+    }
+}
+
+/// Appends `; <name in words> in [a, b]` for the interval of `m`, if any.
+fn write_interval(r: &mut String, m: &MetricEvidence) {
+    if let Some([a, b]) = m.interval {
+        r.push_str("; ");
+        for (i, part) in m.name.split('_').enumerate() {
+            if i > 0 {
+                r.push(' ');
+            }
+            r.push_str(part);
+        }
+        let _ = write!(r, " in [{a:.3}, {b:.3}]");
     }
 }
 

@@ -135,7 +135,7 @@ impl SequentialJudge {
         hb: &LatencyHistogram,
         hc: &LatencyHistogram,
     ) -> MetricEvidence {
-        let alpha_d = self.budget.band_alpha() / self.n_stages as f64;
+        let alpha_d = self.band_alpha_per_stage();
         let (nb, nc) = (hb.count() as f64, hc.count() as f64);
         // Against a margin: the baseline's distribution made that much
         // slower, in whole buckets (rounded down: never more margin than
@@ -174,10 +174,7 @@ impl SequentialJudge {
                 if bh > 0.0 { cl / bh } else { 0.0 },
                 if bl > 0.0 { ch / bl } else { f64::INFINITY },
             ]);
-            md.interval_of = Some(format!(
-                "median latency ratio canary/baseline (time-uniform quantile bands at bucket edges, {:.1} %)",
-                100.0 * (1.0 - alpha_d)
-            ));
+            md.interval_of = Some(self.interval_of.distribution.clone());
         }
         md.outcome = if dist_fail {
             Outcome::Fail
