@@ -882,8 +882,9 @@ fn a_health_hold_stops_the_stage_clock_until_the_weight_is_applied() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let dir = TempDir::new("health-hold");
-    let srv = ServeProc::start(&dir.0.join("t.db"));
-    let base = srv.base.clone();
+    let db = dir.0.join("t.db");
+    let mut srv = ServeProc::start(&db);
+    let mut base = srv.base.clone();
     let stable_ok = Arc::new(AtomicBool::new(true));
     let canary_ok = Arc::new(AtomicBool::new(true));
     let spec = format!(
@@ -905,8 +906,14 @@ fn a_health_hold_stops_the_stage_clock_until_the_weight_is_applied() {
     });
     assert_eq!(v["applied_weight"], 10.0, "{v}");
     // Held for 40 polls 100 ms apart (over 4 s, twice the stage's 2 s):
-    // never past the 50 % stage.
-    for _ in 0..40 {
+    // never past the 50 % stage, also across a kill -9 and a restart (the
+    // hold is in the journal).
+    for i in 0..40 {
+        if i == 10 {
+            srv.kill9();
+            srv = ServeProc::start(&db);
+            base = srv.base.clone();
+        }
         let (_, v) = get(&base, "/api/v1/rollouts/held");
         assert_eq!(v["phase"], "progressing", "{v}");
         assert_eq!(v["desired_weight"], 50.0, "{v}");
