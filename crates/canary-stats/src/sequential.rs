@@ -41,16 +41,23 @@
 //! averages the error and latency e-values (an average of e-values is an
 //! e-value) at level 2α/3 and gives the band test α/3.
 //!
-//! **At 100 %** the stable version gets no traffic and the split test has
-//! nothing to split. The stage then becomes a one-sample comparison of the
-//! canary with the baseline seen earlier in the rollout: the canary's error
-//! rate is tested against the *upper end* of the baseline rate's confidence
-//! sequence (the count test as a Bernoulli test, one-sided), and its mean
-//! log latency against the upper end of the baseline mean's confidence
-//! sequence. Both bounds are frozen at the stage's first look and hold with
-//! probability ≥ 1 − α/8 each, so when the policy has a 100 % stage the
-//! judge reserves α/4 for them and runs its tests at 3α/4: the rollout-wide
-//! false-alarm rate stays ≤ α. The band test compares with the rollout's
+//! **At 100 %** the stable version keeps `analysis.holdback` % of the
+//! traffic (default 5) while the stage is judged: the stage's routed weight
+//! is below 100 and the tests above run as at any other stage, concurrent
+//! with stable, so drift that moves both versions at once cancels. Only
+//! with `holdback: 0` does the stable version get no traffic, and then the
+//! split test has nothing to split. The stage then becomes a one-sample
+//! comparison of the canary with the baseline seen earlier in the rollout:
+//! the canary's error rate is tested against the *upper end* of the
+//! baseline rate's confidence sequence (the count test as a Bernoulli test,
+//! one-sided), and its mean log latency against the upper end of the
+//! baseline mean's confidence sequence. Both bounds are frozen at the
+//! stage's first look and hold with probability ≥ 1 − α/8 each, so when the
+//! policy routes all traffic to the canary in a stage the judge reserves α/4
+//! for them and runs its tests at 3α/4 (with a holdback there is no reserve:
+//! every test runs at its share of α): the rollout-wide false-alarm rate
+//! stays ≤ α. The one-sample comparison assumes the baseline does not drift;
+//! docs/records/2026-12-05-realism.md shows what shared drift does to it. The band test compares with the rollout's
 //! baseline histogram directly (its band is time-uniform, frozen or not).
 //!
 //! **Pass** means: the stage's `min_requests` canary requests have been
@@ -180,7 +187,9 @@ impl SequentialJudge {
     /// A sequential judge for `policy` (its alpha, options and stages).
     pub fn new(policy: &Policy) -> Self {
         let a = &policy.analysis;
-        let has_full = policy.stages.iter().any(|s| s.weight >= 100.0);
+        // Only a stage that routes all traffic to the canary (no holdback)
+        // needs the frozen baseline bounds and their reserve of alpha.
+        let has_full = policy.stages.iter().any(|s| s.routed_weight() >= 100.0);
         let mut j = Self::with(
             a.alpha,
             a.judges.sequential.clone(),
@@ -188,7 +197,7 @@ impl SequentialJudge {
             has_full,
         )
         .with_margins(a.margins);
-        let stage_weights: Vec<f64> = policy.stages.iter().map(|s| s.weight).collect();
+        let stage_weights: Vec<f64> = policy.stages.iter().map(|s| s.routed_weight()).collect();
         j.set_carry(&stage_weights);
         j
     }
@@ -351,7 +360,9 @@ impl SequentialJudge {
     /// One look at the observations of the current stage.
     pub fn judge(&mut self, stage: &Stage, obs: &Observations) -> Verdict {
         let c = &obs.stage.canary;
-        let full = stage.weight >= 100.0;
+        // All traffic on the canary (a 100 % stage without a holdback):
+        // compare with the baseline frozen from the earlier stages.
+        let full = stage.routed_weight() >= 100.0;
         let (err, lat, dist_base) = if full {
             let r = self.reference(&obs.rollout.baseline);
             (
