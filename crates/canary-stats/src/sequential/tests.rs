@@ -322,8 +322,7 @@ fn the_mixture_concentration_follows_the_stage_weight() {
     );
 }
 
-/// The 100 % stage with the default 5 % holdback: no α reserved for frozen
-/// bounds, and the stage compares the canary with the stable traffic of the
+/// The 100 % stage with the default 5 % holdback: the stage compares the canary with the stable traffic of the
 /// same ticks, so drift that moves both versions together (here, both
 /// versions' error rate tripling and latency rising a third after the first
 /// stage) passes, where the frozen comparison blames it on the canary.
@@ -341,7 +340,9 @@ fn held_back_full_stage_compares_concurrently_and_ignores_shared_drift() {
     let p = policy();
     assert_eq!(p.stages[1].routed_weight(), 95.0);
     let mut j = SequentialJudge::new(&p);
-    assert_eq!(j.budget().reserve, 0.0);
+    // The reserve for the frozen bounds is kept (unused): the tests run at
+    // the levels they were tuned at.
+    assert_eq!(j.budget().reserve, 0.05 / 4.0);
     let mut obs = Observations::new();
     assert_eq!(
         run(&mut j, &mut obs, &p, 0, 10, first).outcome,
