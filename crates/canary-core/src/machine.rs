@@ -10,8 +10,9 @@
 //! - The weight is never above 100 and never decreases while progressing.
 //! - While a stage is judged the canary gets its [routed
 //!   weight](crate::Stage::routed_weight): the stage's weight, less the
-//!   stable holdback (`analysis.holdback`, default 5 %) on a stage of
-//!   weight 100, so the judges always see both versions at once.
+//!   stable holdback (`analysis.holdback`, default 0) on a stage of
+//!   weight 100, so that with a holdback the judges see both versions at
+//!   once there too.
 //! - Rollback and abort end at weight 0; success ends at weight 100 (the
 //!   holdback, if any, goes to the canary when the last stage passes, or at
 //!   a `promote`/`promote-full`).

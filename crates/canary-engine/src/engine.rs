@@ -580,9 +580,7 @@ mod tests {
         assert_eq!(r.stages_completed, 2);
         assert_eq!(r.stages.len(), 2);
         assert_eq!(r.stages[0].canary.requests, 20);
-        // The 100 % stage was judged at 95 % (the default holdback on
-        // stable); the rollout ended at 100.
-        assert_eq!(r.stages[1].weight, 95.0);
+        assert_eq!(r.stages[1].weight, 100.0);
         assert_eq!(r.stages[0].verdict.as_ref().unwrap().outcome, Outcome::Pass);
         assert!(r.stages[0].decision.as_deref().unwrap().contains("passed"));
         assert_eq!(r.final_weight, 100.0);

@@ -395,11 +395,7 @@ mod tests {
     #[test]
     fn gates_end_the_simulation_unless_auto_promoted() {
         let p = Policy::from_text(
-            // Without a holdback: with 5 % of 50 req/s on stable for a
-            // minute, the threshold judge's point estimates at 100 % (limit
-            // 0.005) are noisy enough to roll this seed back, and this test
-            // is about the gates.
-            "name: g\nstages: [{weight: 10, duration: 1m, pause: true, min_requests: 10}, {weight: 100, duration: 1m, min_requests: 10}]\nanalysis: {judge: threshold, holdback: 0}\n",
+            "name: g\nstages: [{weight: 10, duration: 1m, pause: true, min_requests: 10}, {weight: 100, duration: 1m, min_requests: 10}]\nanalysis: {judge: threshold}\n",
         )
         .unwrap();
         let s = Scenario::built_in("healthy").unwrap();

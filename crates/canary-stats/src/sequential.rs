@@ -41,13 +41,14 @@
 //! averages the error and latency e-values (an average of e-values is an
 //! e-value) at level 2α/3 and gives the band test α/3.
 //!
-//! **At 100 %** the stable version keeps `analysis.holdback` % of the
-//! traffic (default 5) while the stage is judged: the stage's routed weight
-//! is below 100 and the tests above run as at any other stage, concurrent
-//! with stable, so drift that moves both versions at once cancels. Only
-//! with `holdback: 0` does the stable version get no traffic, and then the
-//! split test has nothing to split. The stage then becomes a one-sample
-//! comparison of the canary with the baseline seen earlier in the rollout:
+//! **At 100 %** with a stable holdback (`analysis.holdback` > 0) the stable
+//! version keeps that share of the traffic while the stage is judged: the
+//! stage's routed weight is below 100 and the tests above run as at any
+//! other stage, concurrent with stable, so drift that moves both versions
+//! at once cancels (but the small stable share limits their power). Without
+//! one (the default) the stable version gets no traffic, and the split test
+//! has nothing to split. The stage then becomes a one-sample comparison of
+//! the canary with the baseline seen earlier in the rollout:
 //! the canary's error rate is tested against the *upper end* of the
 //! baseline rate's confidence sequence (the count test as a Bernoulli test,
 //! one-sided), and its mean log latency against the upper end of the

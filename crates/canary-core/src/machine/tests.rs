@@ -4,14 +4,15 @@ use crate::verdict::Verdict;
 use proptest::prelude::*;
 
 fn policy() -> Policy {
-    // 10 % (1m) → 50 % (1m, gate) → 100 % (1m; 95 % while judged, the
-    // default holdback of 5 % on stable); timeout 3m.
+    // 10 % (1m) → 50 % (1m, gate) → 100 % (1m; 95 % while judged, a
+    // holdback of 5 % on stable); timeout 3m.
     Policy::from_text(
         "name: t
 stages:
   - {weight: 10, duration: 1m}
   - {weight: 50, duration: 1m, pause: true}
   - {weight: 100, duration: 1m}
+analysis: {holdback: 5}
 ",
     )
     .unwrap()
@@ -658,6 +659,7 @@ stages:
   - {{weight: 10, duration: 1m}}
   - {{weight: 50, duration: 1m}}
   - {{weight: 100, duration: 1m}}
+analysis: {{holdback: 5}}
 webhooks:
   - {{name: more, type: confirm-traffic-increase, url: 'http://127.0.0.1:1/a'}}
   - {{name: full, type: confirm-promotion, url: 'http://127.0.0.1:1/b'}}
@@ -749,7 +751,7 @@ fn a_webhook_gate_holds_the_weight_while_analysis_goes_on_until_it_opens() {
     )
     .unwrap();
     assert_eq!(t.state.phase, Phase::Progressing { stage: 2 });
-    // Judged with the default holdback on stable.
+    // Judged with the holdback on stable.
     assert_eq!(t.state.weight, 95.0);
     // At 100 % there is no further gate (the promotion was confirmed
     // before the stage): the last stage succeeds, the holdback goes too.
@@ -857,7 +859,8 @@ fn a_rollback_event_rolls_back_through_the_gradual_steps() {
     assert!(t.state.weight < st.weight);
 }
 
-/// 1 % → 50 % → 100 % with `analysis.holdback` `holdback` (None: default).
+/// 1 % → 50 % → 100 % with `analysis.holdback` `holdback` (None: the
+/// default, 0).
 fn held(holdback: Option<&str>) -> Policy {
     let analysis = holdback.map_or(String::new(), |h| format!("analysis: {{holdback: {h}}}\n"));
     Policy::from_text(&format!(
@@ -884,7 +887,7 @@ fn set_weights(commands: &[Command]) -> Vec<f64> {
 
 #[test]
 fn the_100_stage_is_judged_with_the_holdback_on_stable_then_succeeds_at_100() {
-    let p = held(None);
+    let p = held(Some("5"));
     assert_eq!(p.analysis.holdback, 5.0);
     assert_eq!(p.stages[2].holdback, 5.0);
     assert_eq!(p.stages[1].holdback, 0.0, "only a 100 % stage holds back");
@@ -926,7 +929,9 @@ fn the_100_stage_is_judged_with_the_holdback_on_stable_then_succeeds_at_100() {
 
 #[test]
 fn a_holdback_of_0_routes_all_traffic_during_the_100_stage() {
-    let p = held(Some("0"));
+    // 0 is the default.
+    assert_eq!(held(None), held(Some("0")));
+    let p = held(None);
     assert_eq!(p.stages[2].holdback, 0.0);
     let t = step(
         &p,
@@ -984,7 +989,7 @@ fn promote_and_promote_full_from_the_held_back_stage_go_to_100() {
 
 #[test]
 fn a_failure_in_the_held_back_stage_rolls_back_through_the_steps_below_it() {
-    let p = held(None);
+    let p = held(Some("5"));
     let t = step(
         &p,
         &at(Phase::Progressing { stage: 2 }, 95.0),
@@ -995,7 +1000,7 @@ fn a_failure_in_the_held_back_stage_rolls_back_through_the_steps_below_it() {
     assert_eq!(t.state.weight, 50.0);
     assert!(matches!(t.state.phase, Phase::RollingBack { step: 0, .. }));
     // And a timeout there names the holdback.
-    let p = held(None);
+    let p = held(Some("5"));
     let t = step(
         &p,
         &at(Phase::Progressing { stage: 2 }, 95.0),

@@ -821,8 +821,9 @@ fn the_holdback_is_a_percentage_below_50_that_keeps_the_last_stage_above_the_one
         (p.stages[1].holdback, p.stages[1].describe_weight()),
         (0.0, "50 %".into())
     );
-    // The default, and 0 (off).
-    assert_eq!(Policy::default_strategy().stages[4].routed_weight(), 95.0);
+    // 0 (off) is the default.
+    assert_eq!(Policy::default_strategy().stages[4].routed_weight(), 100.0);
+    assert_eq!(Policy::default_strategy().analysis.holdback, 0.0);
     assert_eq!(
         Policy::from_text(&spec(usual, "0")).unwrap().stages[2].routed_weight(),
         100.0

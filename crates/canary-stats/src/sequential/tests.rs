@@ -22,11 +22,17 @@ fn policy() -> Policy {
     .unwrap()
 }
 
-/// [`policy`] without the stable holdback: all traffic on the canary while
-/// the 100 % stage is judged, compared with the frozen earlier baseline.
+/// [`policy`] without the stable holdback (the default): all traffic on the
+/// canary while the 100 % stage is judged, compared with the frozen earlier
+/// baseline.
 fn policy_without_holdback() -> Policy {
+    policy()
+}
+
+/// [`policy`] with a 5 % stable holdback at the 100 % stage.
+fn policy_with_holdback() -> Policy {
     Policy::from_text(
-        "name: s\nstages:\n  - {weight: 10, duration: 1m, min_requests: 200}\n  - {weight: 100, duration: 1m, min_requests: 200}\nanalysis: {holdback: 0}\n",
+        "name: s\nstages:\n  - {weight: 10, duration: 1m, min_requests: 200}\n  - {weight: 100, duration: 1m, min_requests: 200}\nanalysis: {holdback: 5}\n",
     )
     .unwrap()
 }
@@ -322,7 +328,7 @@ fn the_mixture_concentration_follows_the_stage_weight() {
     );
 }
 
-/// The 100 % stage with the default 5 % holdback: the stage compares the canary with the stable traffic of the
+/// The 100 % stage with a 5 % holdback: the stage compares the canary with the stable traffic of the
 /// same ticks, so drift that moves both versions together (here, both
 /// versions' error rate tripling and latency rising a third after the first
 /// stage) passes, where the frozen comparison blames it on the canary.
@@ -337,7 +343,7 @@ fn held_back_full_stage_compares_concurrently_and_ignores_shared_drift() {
         baseline: stats(53, 2, 130.0),
         canary: stats(1000, 30, 130.0),
     };
-    let p = policy();
+    let p = policy_with_holdback();
     assert_eq!(p.stages[1].routed_weight(), 95.0);
     let mut j = SequentialJudge::new(&p);
     // The reserve for the frozen bounds is kept (unused): the tests run at
@@ -369,7 +375,7 @@ fn held_back_full_stage_compares_concurrently_and_ignores_shared_drift() {
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
     // A canary really worse than the stable share still fails with it:
     // three times stable's error rate in the same ticks.
-    let p = policy();
+    let p = policy_with_holdback();
     let mut j = SequentialJudge::new(&p);
     let mut obs = Observations::new();
     run(&mut j, &mut obs, &p, 0, 10, first);
