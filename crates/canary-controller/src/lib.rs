@@ -356,6 +356,7 @@ impl<M: MetricsSource, A: TrafficActuator> Controller<M, A> {
             stage,
             stages: policy.stages.len(),
             weight: self.applied_weight,
+            holdback: stage.map_or(0.0, |s| policy.stages[s].holdback),
             bake,
             stage_started: state.stage_started_at,
             stable: obs.stage.baseline.clone(),
@@ -377,6 +378,9 @@ pub struct Status {
     pub stages: usize,
     /// Weight the actuator last applied, percent.
     pub weight: f64,
+    /// Percent kept on stable while the stage is judged (a 100 % stage's
+    /// `analysis.holdback`; else 0).
+    pub holdback: f64,
     /// The stage's bake time.
     pub bake: Option<Duration>,
     /// When the stage began.
@@ -400,7 +404,11 @@ impl fmt::Display for Status {
         if let Phase::Paused { .. } = self.phase {
             f.write_str("(paused) ")?;
         }
-        write!(f, "weight {}% | ", self.weight)?;
+        write!(f, "weight {}%", self.weight)?;
+        if self.holdback > 0.0 {
+            write!(f, " ({}% held back on stable)", self.holdback)?;
+        }
+        f.write_str(" | ")?;
         for (name, v) in [("stable", &self.stable), ("canary", &self.canary)] {
             write!(f, "{name} {} req {} err", v.requests, v.errors)?;
             if let Some(p) = v.latency.quantile(0.5) {

@@ -8,7 +8,14 @@
 //!
 //! # Guarantees
 //! - The weight is never above 100 and never decreases while progressing.
-//! - Rollback and abort end at weight 0; success ends at weight 100.
+//! - While a stage is judged the canary gets its [routed
+//!   weight](crate::Stage::routed_weight): the stage's weight, less the
+//!   stable holdback (`analysis.holdback`, default 0) on a stage of
+//!   weight 100, so that with a holdback the judges see both versions at
+//!   once there too.
+//! - Rollback and abort end at weight 0; success ends at weight 100 (the
+//!   holdback, if any, goes to the canary when the last stage passes, or at
+//!   a `promote`/`promote-full`).
 //! - A terminal phase (succeeded, rolled back, aborted) refuses every event
 //!   with [`TransitionError::Terminal`]; a rollout cannot be re-run.
 //! - A stage advances only on a fresh passing verdict once its bake time is
@@ -314,7 +321,8 @@ pub enum Command {
     StageStarted {
         /// Stage index.
         stage: usize,
-        /// Its weight.
+        /// The canary's weight while it is judged (its routed weight: less
+        /// the stable holdback on a 100 % stage).
         weight: f64,
     },
     /// Append this decision to the audit trail.
@@ -431,7 +439,8 @@ impl Stepper<'_> {
         reason: String,
         verdict: Option<Verdict>,
     ) {
-        let weight = self.policy.stages[stage].weight;
+        // A 100 % stage keeps its holdback on stable until it passes.
+        let weight = self.policy.stages[stage].routed_weight();
         self.decide(action, weight, reason, verdict);
         self.state.phase = Phase::Progressing { stage };
         self.state.stage_started_at = self.now;
@@ -456,10 +465,10 @@ impl Stepper<'_> {
 
     /// Stage `stage` passed on `verdict` (unless a guardrail holds it).
     fn stage_passed(&mut self, stage: usize, verdict: Verdict) {
-        let w = self.policy.stages[stage].weight;
+        let w = self.policy.stages[stage].describe_weight();
         if let Some(breach) = verdict.guardrail.clone() {
             let note = format!(
-                "stage {stage} ({w} %) passed the comparison with stable but not the \
+                "stage {stage} ({w}) passed the comparison with stable but not the \
                  absolute guardrails: {breach}"
             );
             let weight = self.state.weight;
@@ -470,7 +479,7 @@ impl Stepper<'_> {
             };
         } else if let Some(gate) = self.gate_before_next(stage) {
             let reason = format!(
-                "stage {stage} ({w} %) passed: {}; waiting for the {gate} webhook(s)",
+                "stage {stage} ({w}) passed: {}; waiting for the {gate} webhook(s)",
                 verdict.reason
             );
             let weight = self.state.weight;
@@ -481,7 +490,7 @@ impl Stepper<'_> {
             };
         } else if self.policy.stages[stage].pause_after {
             let reason = format!(
-                "stage {stage} ({w} %) passed: {}; waiting for a manual promote",
+                "stage {stage} ({w}) passed: {}; waiting for a manual promote",
                 verdict.reason
             );
             let weight = self.state.weight;
@@ -491,7 +500,7 @@ impl Stepper<'_> {
                 reason: PauseReason::Gate,
             };
         } else {
-            let reason = format!("stage {stage} ({w} %) passed: {}", verdict.reason);
+            let reason = format!("stage {stage} ({w}) passed: {}", verdict.reason);
             self.next_stage(stage, Action::Advance, reason, Some(verdict));
         }
     }
@@ -505,9 +514,12 @@ impl Stepper<'_> {
         if self.policy.stages[stage].pause_after {
             return None;
         }
+        // The move after the last stage sets 100 %; after a 100 % stage
+        // (its holdback the only traffic left to move) it was confirmed
+        // before that stage began.
         let next = match self.policy.stages.get(stage + 1) {
             Some(s) => s.weight,
-            None if self.state.weight < 100.0 => 100.0,
+            None if self.policy.stages[stage].weight < 100.0 => 100.0,
             None => return None,
         };
         let gate = if next >= 100.0 {
@@ -606,8 +618,8 @@ impl Stepper<'_> {
             |v| v.reason.clone(),
         );
         let note = format!(
-            "stage {stage} ({} %) reached its {}s timeout without a pass ({why})",
-            s.weight,
+            "stage {stage} ({}) reached its {}s timeout without a pass ({why})",
+            s.describe_weight(),
             s.timeout.as_secs_f64()
         );
         match self.policy.analysis.on_inconclusive {

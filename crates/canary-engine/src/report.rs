@@ -9,7 +9,8 @@ use serde::Serialize;
 pub struct StageRecord {
     /// Stage index.
     pub index: usize,
-    /// Canary weight, percent.
+    /// Canary weight while the stage was judged, percent (a 100 % stage:
+    /// less its stable holdback).
     pub weight: f64,
     /// When the stage began, seconds.
     pub started_at_seconds: f64,

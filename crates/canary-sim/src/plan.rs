@@ -46,7 +46,8 @@ pub struct StagePlan {
     pub bake_seconds: f64,
     /// Timeout, seconds.
     pub timeout_seconds: f64,
-    /// Canary requests per second at this weight.
+    /// Canary requests per second while the stage is judged (a 100 % stage
+    /// less its stable holdback).
     pub canary_rate: f64,
     /// Canary requests expected over the bake time.
     pub canary_requests_bake: f64,
@@ -108,7 +109,8 @@ pub fn rate_warnings(policy: &Policy, rate: f64) -> Vec<(usize, String)> {
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
-            let canary = rate * s.weight / 100.0;
+            // The stable holdback of a 100 % stage stays on stable.
+            let canary = rate * s.routed_weight() / 100.0;
             let need = if canary > 0.0 {
                 s.min_requests as f64 / canary
             } else {
@@ -119,12 +121,13 @@ pub fn rate_warnings(policy: &Policy, rate: f64) -> Vec<(usize, String)> {
                 (
                     i,
                     format!(
-                        "stage {i} ({} %): at {rate} req/s the canary gets {canary:.2} req/s and \
+                        "stage {i} ({}): at {rate} req/s the canary gets {canary:.2} req/s and \
                          needs {need:.0} s for its min_requests ({}), longer than its timeout \
                          ({timeout:.0} s): it will end by `on_inconclusive` (pause or rollback) \
                          whatever the canary does; raise the weight, the timeout, or lower \
                          min_requests",
-                        s.weight, s.min_requests
+                        s.describe_weight(),
+                        s.min_requests
                     ),
                 )
             })
@@ -227,7 +230,7 @@ pub fn plan(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let canary_rate = cfg.rate * s.weight / 100.0;
+            let canary_rate = cfg.rate * s.routed_weight() / 100.0;
             StagePlan {
                 index: i,
                 weight: s.weight,

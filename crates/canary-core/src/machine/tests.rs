@@ -4,13 +4,15 @@ use crate::verdict::Verdict;
 use proptest::prelude::*;
 
 fn policy() -> Policy {
-    // 10 % (1m) → 50 % (1m, gate) → 100 % (1m); timeout 3m.
+    // 10 % (1m) → 50 % (1m, gate) → 100 % (1m; 95 % while judged, a
+    // holdback of 5 % on stable); timeout 3m.
     Policy::from_text(
         "name: t
 stages:
   - {weight: 10, duration: 1m}
   - {weight: 50, duration: 1m, pause: true}
   - {weight: 100, duration: 1m}
+analysis: {holdback: 5}
 ",
     )
     .unwrap()
@@ -138,7 +140,7 @@ fn expected(phase: &Phase, event: &Event) -> Expect {
                 ..
             },
             Event::GateOpened { .. } | Event::Promote,
-        ) => Ok(("progressing", Some(2), 100.0)),
+        ) => Ok(("progressing", Some(2), 95.0)),
         (
             Phase::Paused {
                 reason: PauseReason::Webhook { .. },
@@ -163,7 +165,7 @@ fn expected(phase: &Phase, event: &Event) -> Expect {
                 ..
             },
             Event::Resume | Event::Promote,
-        ) => Ok(("progressing", Some(2), 100.0)),
+        ) => Ok(("progressing", Some(2), 95.0)),
         (Phase::Paused { .. }, Event::Resume) => Ok(("progressing", Some(0), 10.0)),
         (Phase::Paused { .. }, Event::Promote) => Ok(("progressing", Some(1), 50.0)),
         _ => unreachable!("{phase:?} {event:?}"),
@@ -174,7 +176,7 @@ fn weight_of(p: &Phase) -> f64 {
     match p.stage() {
         Some(0) => 10.0,
         Some(1) => 50.0,
-        Some(_) => 100.0,
+        Some(_) => 95.0,
         None => 0.0,
     }
 }
@@ -404,9 +406,10 @@ fn gate_waits_for_promote_then_last_stage_succeeds() {
         .state;
     assert_eq!(st.phase.name(), "paused");
     st = step(&p, &st, Event::Promote, secs(1001)).unwrap().state;
-    assert_eq!((st.phase.stage(), st.weight), (Some(2), 100.0));
+    assert_eq!((st.phase.stage(), st.weight), (Some(2), 95.0));
     let t = step(&p, &st, Event::Verdict(verdict(Outcome::Pass)), secs(1061)).unwrap();
     assert_eq!(t.state.phase, Phase::Succeeded);
+    assert_eq!(t.state.weight, 100.0);
     let decision = t.commands.iter().find_map(|c| match c {
         Command::RecordDecision(d) => Some(d),
         _ => None,
@@ -459,9 +462,17 @@ fn arb_event() -> impl Strategy<Value = Event> {
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
-    (1usize..6, any::<bool>(), any::<bool>(), any::<bool>()).prop_flat_map(
-        |(n, rollback, gate, gradual)| {
-            prop::collection::btree_set(1u32..=100, n).prop_map(move |ws| {
+    (
+        1usize..6,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![Just(0.0), Just(2.5), Just(5.0), Just(20.0)],
+    )
+        .prop_flat_map(|(n, rollback, gate, gradual, holdback)| {
+            prop::collection::btree_set(1u32..=100, n).prop_filter_map(
+                "the holdback leaves the last stage above the one before it",
+                move |ws| {
                 let stages: Vec<String> = ws
                     .iter()
                     .enumerate()
@@ -473,7 +484,7 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                     })
                     .collect();
                 let text = format!(
-                    "name: p\nstages: [{}]\nanalysis: {{on_inconclusive: {}}}\n{}",
+                    "name: p\nstages: [{}]\nanalysis: {{on_inconclusive: {}, holdback: {holdback}}}\n{}",
                     stages.join(", "),
                     if rollback { "rollback" } else { "pause" },
                     if gradual {
@@ -482,10 +493,9 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                         ""
                     }
                 );
-                Policy::from_text(&text).unwrap()
+                Policy::from_text(&text).ok()
             })
-        },
-    )
+        })
 }
 
 proptest! {
@@ -526,7 +536,10 @@ proptest! {
                             prop_assert!(st.weight < before.weight || before.phase == st.phase, "a rollback only steps down");
                         }
                         Phase::Progressing { stage } | Phase::Paused { stage, .. } => {
-                            prop_assert_eq!(st.weight, policy.stages[*stage].weight);
+                            // A 100 % stage is judged with its holdback on stable.
+                            let s = &policy.stages[*stage];
+                            prop_assert_eq!(st.weight, s.routed_weight());
+                            prop_assert_eq!(s.holdback > 0.0, s.weight == 100.0 && policy.analysis.holdback > 0.0);
                             prop_assert!(st.weight >= before.weight, "weight never decreases while progressing");
                         }
                     }
@@ -654,6 +667,7 @@ stages:
   - {{weight: 10, duration: 1m}}
   - {{weight: 50, duration: 1m}}
   - {{weight: 100, duration: 1m}}
+analysis: {{holdback: 5}}
 webhooks:
   - {{name: more, type: confirm-traffic-increase, url: 'http://127.0.0.1:1/a'}}
   - {{name: full, type: confirm-promotion, url: 'http://127.0.0.1:1/b'}}
@@ -745,10 +759,14 @@ fn a_webhook_gate_holds_the_weight_while_analysis_goes_on_until_it_opens() {
     )
     .unwrap();
     assert_eq!(t.state.phase, Phase::Progressing { stage: 2 });
-    assert_eq!(t.state.weight, 100.0);
-    // At 100 % there is no further gate: the last stage succeeds.
+    // Judged with the holdback on stable.
+    assert_eq!(t.state.weight, 95.0);
+    // At 100 % there is no further gate (the promotion was confirmed
+    // before the stage): the last stage succeeds, the holdback goes too.
     let t = step(&p, &t.state, pass(), secs(200)).unwrap();
     assert_eq!(t.state.phase, Phase::Succeeded);
+    assert_eq!(t.state.weight, 100.0);
+    assert!(t.commands.contains(&Command::SetWeight(100.0)));
 }
 
 #[test]
@@ -930,4 +948,164 @@ fn a_failure_rolls_back_a_held_stage_and_a_promote_by_hand_stays_held() {
         secs(0)
     )
     .is_err());
+}
+
+/// 1 % → 50 % → 100 % with `analysis.holdback` `holdback` (None: the
+/// default, 0).
+fn held(holdback: Option<&str>) -> Policy {
+    let analysis = holdback.map_or(String::new(), |h| format!("analysis: {{holdback: {h}}}\n"));
+    Policy::from_text(&format!(
+        "name: h
+stages:
+  - {{weight: 1, duration: 1m}}
+  - {{weight: 50, duration: 1m}}
+  - {{weight: 100, duration: 1m}}
+rollback: {{mode: gradual, steps: [50, 25, 0], step_interval: 30s}}
+{analysis}"
+    ))
+    .unwrap()
+}
+
+fn set_weights(commands: &[Command]) -> Vec<f64> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::SetWeight(w) => Some(*w),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_100_stage_is_judged_with_the_holdback_on_stable_then_succeeds_at_100() {
+    let p = held(Some("5"));
+    assert_eq!(p.analysis.holdback, 5.0);
+    assert_eq!(p.stages[2].holdback, 5.0);
+    assert_eq!(p.stages[1].holdback, 0.0, "only a 100 % stage holds back");
+    let at_50 = at(Phase::Progressing { stage: 1 }, 50.0);
+    let t = step(&p, &at_50, pass(), secs(60)).unwrap();
+    assert_eq!(t.state.phase, Phase::Progressing { stage: 2 });
+    assert_eq!(t.state.weight, 95.0);
+    assert_eq!(set_weights(&t.commands), [95.0]);
+    assert!(t.commands.contains(&Command::StageStarted {
+        stage: 2,
+        weight: 95.0
+    }));
+    // Passing it sends the holdback to the canary too: success is at 100.
+    let t = step(&p, &t.state, pass(), secs(120)).unwrap();
+    assert_eq!(
+        (t.state.phase.clone(), t.state.weight),
+        (Phase::Succeeded, 100.0)
+    );
+    assert_eq!(set_weights(&t.commands), [100.0]);
+    let d = t
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            Command::RecordDecision(d) => Some(d),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (d.action, d.weight_before, d.weight_after),
+        (Action::Succeed, 95.0, 100.0)
+    );
+    assert!(
+        d.reason
+            .contains("stage 2 (100 %, 5 % held back on stable) passed"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn a_holdback_of_0_routes_all_traffic_during_the_100_stage() {
+    // 0 is the default.
+    assert_eq!(held(None), held(Some("0")));
+    let p = held(None);
+    assert_eq!(p.stages[2].holdback, 0.0);
+    let t = step(
+        &p,
+        &at(Phase::Progressing { stage: 1 }, 50.0),
+        pass(),
+        secs(60),
+    )
+    .unwrap();
+    assert_eq!(t.state.weight, 100.0);
+    let t = step(&p, &t.state, pass(), secs(120)).unwrap();
+    assert_eq!(t.state.phase, Phase::Succeeded);
+    assert!(set_weights(&t.commands).is_empty(), "already at 100");
+    let d = t
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            Command::RecordDecision(d) => Some(d.reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(d.contains("stage 2 (100 %) passed"), "{d}");
+}
+
+#[test]
+fn promote_and_promote_full_from_the_held_back_stage_go_to_100() {
+    let p = held(Some("10"));
+    let judged = at(Phase::Progressing { stage: 2 }, 90.0);
+    for e in [Event::Promote, Event::PromoteFull] {
+        let t = step(&p, &judged, e.clone(), secs(1)).unwrap();
+        assert_eq!(t.state.phase, Phase::Succeeded, "{e:?}");
+        assert_eq!(set_weights(&t.commands), [100.0], "{e:?}");
+    }
+    // Promoted by hand into the 100 % stage: it is judged with the holdback.
+    let t = step(
+        &p,
+        &at(Phase::Progressing { stage: 1 }, 50.0),
+        Event::Promote,
+        secs(1),
+    )
+    .unwrap();
+    assert_eq!((t.state.phase.stage(), t.state.weight), (Some(2), 90.0));
+    // From earlier stages promote-full skips the holdback: straight to 100.
+    let t = step(
+        &p,
+        &at(Phase::Progressing { stage: 0 }, 1.0),
+        Event::PromoteFull,
+        secs(1),
+    )
+    .unwrap();
+    assert_eq!(
+        (t.state.phase.clone(), t.state.weight),
+        (Phase::Succeeded, 100.0)
+    );
+}
+
+#[test]
+fn a_failure_in_the_held_back_stage_rolls_back_through_the_steps_below_it() {
+    let p = held(Some("5"));
+    let t = step(
+        &p,
+        &at(Phase::Progressing { stage: 2 }, 95.0),
+        Event::Verdict(verdict(Outcome::Fail)),
+        secs(1),
+    )
+    .unwrap();
+    assert_eq!(t.state.weight, 50.0);
+    assert!(matches!(t.state.phase, Phase::RollingBack { step: 0, .. }));
+    // And a timeout there names the holdback.
+    let p = held(Some("5"));
+    let t = step(
+        &p,
+        &at(Phase::Progressing { stage: 2 }, 95.0),
+        Event::Tick,
+        secs(180),
+    )
+    .unwrap();
+    let Phase::Paused { reason, .. } = &t.state.phase else {
+        unreachable!("{:?}", t.state.phase)
+    };
+    assert!(
+        reason
+            .to_string()
+            .contains("stage 2 (100 %, 5 % held back on stable) reached its 180s timeout"),
+        "{reason}"
+    );
 }

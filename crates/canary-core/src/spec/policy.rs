@@ -33,6 +33,29 @@ pub struct Stage {
     pub max_latency_delta_ms: f64,
     /// Canary requests needed before the stage may pass.
     pub min_requests: u64,
+    /// Percent of traffic kept on the stable version while the stage is
+    /// judged: `analysis.holdback` on a stage of weight 100, else 0.
+    pub holdback: f64,
+}
+
+impl Stage {
+    /// The canary's share of traffic while the stage is judged, percent:
+    /// its weight less the stable holdback (95 for a 100 % stage with the
+    /// default holdback). A stage that passes at 100 % with a holdback ends
+    /// the rollout at weight 100.
+    pub fn routed_weight(&self) -> f64 {
+        self.weight - self.holdback
+    }
+
+    /// The stage's weight in words, for reasons and status: `50 %`, or
+    /// `100 %, 5 % held back on stable`.
+    pub fn describe_weight(&self) -> String {
+        if self.holdback > 0.0 {
+            format!("{} %, {} % held back on stable", self.weight, self.holdback)
+        } else {
+            format!("{} %", self.weight)
+        }
+    }
 }
 
 /// Validated analysis settings.
@@ -44,6 +67,9 @@ pub struct Analysis {
     pub interval: Duration,
     /// False-alarm level.
     pub alpha: f64,
+    /// Percent of traffic kept on stable while a 100 % stage is judged
+    /// (each stage carries its own share in [`Stage::holdback`]).
+    pub holdback: f64,
     /// What happens at a stage's timeout without a pass.
     pub on_inconclusive: OnInconclusive,
     /// Judge-specific options.
@@ -257,7 +283,8 @@ impl RolloutSpec {
             );
         }
         let a = &self.analysis;
-        let stages = check_stages(&self.stages, a, &mut found);
+        let holdback = check_holdback(&self.stages, a.holdback, &mut found);
+        let stages = check_stages(&self.stages, a, holdback, &mut found);
         check_analysis(a, &mut found);
         check_judges(&a.judges, &mut found);
         check_guardrails(&a.guardrails, &mut found);
@@ -269,6 +296,10 @@ impl RolloutSpec {
                 .enumerate()
                 .map(|(i, s)| (format!("stages[{i}].weight"), s.weight))
                 .collect();
+            if let Some(s) = stages.iter().find(|s| s.holdback > 0.0) {
+                // The layer must also give the split while a 100 % stage is judged.
+                weights.push(("analysis.holdback".into(), s.routed_weight()));
+            }
             if let Some(steps) = self.rollback.as_ref().and_then(|r| r.steps.as_ref()) {
                 weights.extend(
                     steps
@@ -325,6 +356,7 @@ impl RolloutSpec {
                 judge: a.judge,
                 interval: a.interval.0,
                 alpha: a.alpha,
+                holdback,
                 on_inconclusive: a.on_inconclusive,
                 judges: a.judges.clone(),
                 margins: Margins {
@@ -378,9 +410,52 @@ impl Findings<'_> {
     }
 }
 
+/// Checks `analysis.holdback` (a percentage in [0, 50) that leaves the
+/// canary, while a 100 % stage is judged, more than the stage before it)
+/// and returns it, or 0 when it is not valid.
+fn check_holdback(specs: &[StageSpec], holdback: f64, found: &mut Findings) -> f64 {
+    let path = || "analysis.holdback".to_string();
+    if !(holdback.is_finite() && (0.0..50.0).contains(&holdback)) {
+        found.add(
+            path(),
+            fmt_f64(holdback),
+            "the stable holdback is a percentage in [0, 50): the traffic kept on stable while \
+             the 100 % stage is judged (0 turns it off)"
+                .into(),
+        );
+        return 0.0;
+    }
+    let full = specs.iter().position(|s| s.weight == 100.0);
+    if let Some(i) = full.filter(|&i| i > 0 && holdback > 0.0) {
+        let prev = specs[i - 1].weight;
+        if prev.is_finite() && 100.0 - holdback <= prev {
+            found.add(
+                path(),
+                fmt_f64(holdback),
+                format!(
+                    "while stages[{i}] (100 %) is judged the canary would get {} %, not more \
+                     than stages[{}].weight ({}): the holdback must leave the last stage above \
+                     the one before it",
+                    fmt_f64(100.0 - holdback),
+                    i - 1,
+                    fmt_f64(prev)
+                ),
+            );
+            return 0.0;
+        }
+    }
+    holdback
+}
+
 /// Checks the stages (at least one, weights strictly increasing) and builds
-/// them, with the analysis defaults `a` filled in.
-fn check_stages(specs: &[StageSpec], a: &AnalysisSpec, found: &mut Findings) -> Vec<Stage> {
+/// them, with the analysis defaults `a` filled in; a stage of weight 100
+/// gets the stable `holdback`.
+fn check_stages(
+    specs: &[StageSpec],
+    a: &AnalysisSpec,
+    holdback: f64,
+    found: &mut Findings,
+) -> Vec<Stage> {
     if specs.is_empty() {
         found.add(
             "stages".into(),
@@ -395,7 +470,11 @@ fn check_stages(specs: &[StageSpec], a: &AnalysisSpec, found: &mut Findings) -> 
         if s.weight.is_finite() {
             prev = Some(prev.map_or(s.weight, |w: f64| w.max(s.weight)));
         }
-        stages.push(check_stage(i, s, a, found));
+        let mut stage = check_stage(i, s, a, found);
+        if stage.weight == 100.0 {
+            stage.holdback = holdback;
+        }
+        stages.push(stage);
     }
     stages
 }
@@ -472,6 +551,7 @@ fn check_stage(i: usize, s: &StageSpec, a: &AnalysisSpec, found: &mut Findings) 
             .unwrap_or_else(|| default_error_delta(s.weight)),
         max_latency_delta_ms: s.max_latency_delta_ms.unwrap_or(a.max_latency_delta_ms),
         min_requests: s.min_requests.unwrap_or(a.min_requests),
+        holdback: 0.0,
     }
 }
 

@@ -802,3 +802,69 @@ fn health_sections_are_checked() {
     let errs = errors_of(&format!("{base}{proxy}  health: {{}}\n"));
     assert_eq!(errs[0].path, "traffic.health", "{errs:?}");
 }
+
+#[test]
+fn the_holdback_is_a_percentage_below_50_that_keeps_the_last_stage_above_the_one_before() {
+    let spec = |stages: &str, h: &str| {
+        format!("name: h\nstages: [{stages}]\nanalysis:\n  holdback: {h}\n")
+    };
+    let usual =
+        "{weight: 1, duration: 1m}, {weight: 50, duration: 1m}, {weight: 100, duration: 1m}";
+    let p = Policy::from_text(&spec(usual, "2.5")).unwrap();
+    assert_eq!(p.analysis.holdback, 2.5);
+    assert_eq!(p.stages[2].routed_weight(), 97.5);
+    assert_eq!(
+        p.stages[2].describe_weight(),
+        "100 %, 2.5 % held back on stable"
+    );
+    assert_eq!(
+        (p.stages[1].holdback, p.stages[1].describe_weight()),
+        (0.0, "50 %".into())
+    );
+    // 0 (off) is the default.
+    assert_eq!(Policy::default_strategy().stages[4].routed_weight(), 100.0);
+    assert_eq!(Policy::default_strategy().analysis.holdback, 0.0);
+    assert_eq!(
+        Policy::from_text(&spec(usual, "0")).unwrap().stages[2].routed_weight(),
+        100.0
+    );
+    // Without a 100 % stage there is nothing to hold back.
+    let p = Policy::from_text(&spec(
+        "{weight: 10, duration: 1m}, {weight: 60, duration: 1m}",
+        "5",
+    ))
+    .unwrap();
+    assert!(p
+        .stages
+        .iter()
+        .all(|s| s.holdback == 0.0 && s.routed_weight() == s.weight));
+    for bad in ["-1", "50", "120"] {
+        let e = errors_of(&spec(usual, bad));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert_eq!(e[0].path, "analysis.holdback");
+        assert_eq!(e[0].line, Some(4));
+        assert!(e[0].rule.contains("[0, 50)"), "{}", e[0].rule);
+    }
+    // 100 − 30 = 70 is not above the 80 % stage before it.
+    let e = errors_of(&spec(
+        "{weight: 80, duration: 1m}, {weight: 100, duration: 1m}",
+        "30",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].path.as_str(), e[0].value.as_str()),
+        ("analysis.holdback", "30")
+    );
+    assert!(
+        e[0].rule.contains("would get 70 %") && e[0].rule.contains("stages[0].weight (80)"),
+        "{}",
+        e[0].rule
+    );
+    // The traffic layer must be able to give the split while it is judged:
+    // Istio's whole percentages cannot route 97.5 %.
+    let istio = "traffic:\n  provider: istio\n  kubernetes: {namespace: shop, virtual_service: v, stable: s, canary: c}\nmetrics:\n  provider: scrape\n  scrape: {stable: [http://a:1/metrics], canary: [http://b:2/metrics], preset: http}\n";
+    let e = errors_of(&format!("{}{istio}", spec(usual, "2.5")));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "analysis.holdback");
+    assert!(Policy::from_text(&format!("{}{istio}", spec(usual, "5"))).is_ok());
+}

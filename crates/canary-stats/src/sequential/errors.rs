@@ -26,7 +26,7 @@ impl SequentialJudge {
     ) -> Look {
         // Fixed for the stage (its weight, not the observed share), so the
         // stage's e-process keeps one mixture.
-        let k = self.k_at(stage.weight / 100.0);
+        let k = self.k_at(stage.routed_weight() / 100.0);
         let n = (b.requests, c.requests);
         if b.requests == 0 || c.requests == 0 {
             return Look::nothing(n, "no requests on one side yet");

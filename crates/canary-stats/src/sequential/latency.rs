@@ -31,7 +31,7 @@ impl SequentialJudge {
         };
         let var = pooled.max(MIN_LOG_VAR);
         let s2 = var * (1.0 / nb + 1.0 / nc);
-        let w = (stage.weight / 100.0).clamp(1e-6, 1.0 - 1e-6);
+        let w = (stage.routed_weight() / 100.0).clamp(1e-6, 1.0 - 1e-6);
         let nopt_c = stage.min_requests.max(1) as f64;
         let nopt_b = nopt_c * (1.0 - w) / w;
         let tau2 = msprt::kappa(self.mean_alpha()) * var * (1.0 / nopt_c + 1.0 / nopt_b);

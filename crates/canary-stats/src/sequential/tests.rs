@@ -22,6 +22,21 @@ fn policy() -> Policy {
     .unwrap()
 }
 
+/// [`policy`] without the stable holdback (the default): all traffic on the
+/// canary while the 100 % stage is judged, compared with the frozen earlier
+/// baseline.
+fn policy_without_holdback() -> Policy {
+    policy()
+}
+
+/// [`policy`] with a 5 % stable holdback at the 100 % stage.
+fn policy_with_holdback() -> Policy {
+    Policy::from_text(
+        "name: s\nstages:\n  - {weight: 10, duration: 1m, min_requests: 200}\n  - {weight: 100, duration: 1m, min_requests: 200}\nanalysis: {holdback: 5}\n",
+    )
+    .unwrap()
+}
+
 /// Feeds `ticks` windows into stage `index` of a fresh or running judge.
 fn run(
     j: &mut SequentialJudge,
@@ -35,7 +50,7 @@ fn run(
     j.start_stage(index, &p.stages[index]);
     let mut v = None;
     for t in 0..ticks {
-        obs.push_window(window(t), p.stages[index].weight);
+        obs.push_window(window(t), p.stages[index].routed_weight());
         v = Some(j.judge(&p.stages[index], obs));
     }
     v.unwrap()
@@ -129,7 +144,7 @@ fn zero_requests_and_zero_errors() {
 
 #[test]
 fn full_weight_stage_compares_with_the_earlier_baseline() {
-    let p = policy();
+    let p = policy_without_holdback();
     let mut j = SequentialJudge::new(&p);
     assert_eq!(j.budget().reserve, 0.05 / 4.0);
     let mut obs = Observations::new();
@@ -223,7 +238,7 @@ fn evidence_mode_needs_a_tight_interval() {
 
 #[test]
 fn the_weighted_split_still_spends_exactly_the_tests_alpha() {
-    let j = SequentialJudge::new(&policy());
+    let j = SequentialJudge::new(&policy_without_holdback());
     let b = j.budget();
     assert_eq!(b.mean_weight, ROLLOUT_MEAN_WEIGHT);
     let sum = b.per_test() + b.mean_alpha() + b.band_alpha();
@@ -311,4 +326,62 @@ fn the_mixture_concentration_follows_the_stage_weight() {
         "{} {want}",
         j.ln_e_errors()
     );
+}
+
+/// The 100 % stage with a 5 % holdback: the stage compares the canary with the stable traffic of the
+/// same ticks, so drift that moves both versions together (here, both
+/// versions' error rate tripling and latency rising a third after the first
+/// stage) passes, where the frozen comparison blames it on the canary.
+#[test]
+fn held_back_full_stage_compares_concurrently_and_ignores_shared_drift() {
+    let first = |_| Pair {
+        baseline: stats(900, 9, 100.0),
+        canary: stats(100, 1, 100.0),
+    };
+    // 5 % on stable: 1000 canary and 53 stable requests per tick.
+    let drifted = |_| Pair {
+        baseline: stats(53, 2, 130.0),
+        canary: stats(1000, 30, 130.0),
+    };
+    let p = policy_with_holdback();
+    assert_eq!(p.stages[1].routed_weight(), 95.0);
+    let mut j = SequentialJudge::new(&p);
+    // The reserve for the frozen bounds is kept (unused): the tests run at
+    // the levels they were tuned at.
+    assert_eq!(j.budget().reserve, 0.05 / 4.0);
+    let mut obs = Observations::new();
+    assert_eq!(
+        run(&mut j, &mut obs, &p, 0, 10, first).outcome,
+        Outcome::Pass
+    );
+    let v = run(&mut j, &mut obs, &p, 1, 10, drifted);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+    assert!(
+        !v.metrics
+            .iter()
+            .any(|m| m.reason.contains("earlier baseline")),
+        "{:?}",
+        v.metrics
+    );
+    // Without the holdback the same drift at 100 % is a (false) failure.
+    let p = policy_without_holdback();
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    run(&mut j, &mut obs, &p, 0, 10, first);
+    let v = run(&mut j, &mut obs, &p, 1, 10, |t| Pair {
+        baseline: VersionStats::default(),
+        ..drifted(t)
+    });
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
+    // A canary really worse than the stable share still fails with it:
+    // three times stable's error rate in the same ticks.
+    let p = policy_with_holdback();
+    let mut j = SequentialJudge::new(&p);
+    let mut obs = Observations::new();
+    run(&mut j, &mut obs, &p, 0, 10, first);
+    let v = run(&mut j, &mut obs, &p, 1, 10, |_| Pair {
+        baseline: stats(530, 5, 100.0),
+        canary: stats(10_000, 300, 100.0),
+    });
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
 }
