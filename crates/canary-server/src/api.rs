@@ -178,6 +178,21 @@ async fn stored(app: &App, name: &str) -> Result<crate::store::RolloutRecord, Ap
         .ok_or_else(|| ApiError::new(404, format!("no rollout `{name}`")))
 }
 
+/// Every rollout's status: this server's runners', or a follower's from
+/// the store.
+async fn current_statuses(app: &App) -> Result<Vec<RolloutStatus>, ApiError> {
+    if reads_from_store(app) {
+        return stored_statuses(app).await;
+    }
+    Ok(app
+        .rollouts
+        .lock()
+        .await
+        .values()
+        .map(|e| e.status())
+        .collect())
+}
+
 /// Every stored rollout's status (a follower's reads).
 async fn stored_statuses(app: &App) -> Result<Vec<RolloutStatus>, ApiError> {
     let store = app.ctx.store.clone();
@@ -312,16 +327,7 @@ async fn create(
 )]
 async fn list(State(app): Shared, headers: HeaderMap) -> Result<Json<RolloutList>, ApiError> {
     authorize_read(&app, &headers)?;
-    let statuses: Vec<RolloutStatus> = if reads_from_store(&app) {
-        stored_statuses(&app).await?
-    } else {
-        app.rollouts
-            .lock()
-            .await
-            .values()
-            .map(|e| e.status())
-            .collect()
-    };
+    let statuses = current_statuses(&app).await?;
     let rollouts = statuses
         .into_iter()
         .map(|s| RolloutSummary {
@@ -589,12 +595,7 @@ fn watch_stream(
                     if p.is_empty() {
                         // First call, or after a lag: the current state
                         // (a follower's from the store).
-                        let statuses: Vec<RolloutStatus> = if reads_from_store(&app) {
-                            stored_statuses(&app).await.unwrap_or_default()
-                        } else {
-                            let map = app.rollouts.lock().await;
-                            map.values().map(|e| e.status()).collect()
-                        };
+                        let statuses = current_statuses(&app).await.unwrap_or_default();
                         for s in &statuses {
                             if only.as_deref().is_none_or(|o| o == s.name) {
                                 p.push(snapshot_event(s));
@@ -721,16 +722,7 @@ async fn metrics(State(app): Shared, headers: HeaderMap) -> Result<Response, Api
     // A follower counts the rollouts from the store; while it cannot read
     // it (etcd without a quorum, say) it shows none, but its role and the
     // rest still come: /metrics must answer during an outage.
-    let statuses: Vec<RolloutStatus> = if reads_from_store(&app) {
-        stored_statuses(&app).await.unwrap_or_default()
-    } else {
-        app.rollouts
-            .lock()
-            .await
-            .values()
-            .map(|e| e.status())
-            .collect()
-    };
+    let statuses = current_statuses(&app).await.unwrap_or_default();
     let ha = app.ctx.leadership.as_ref().map(|l| l.status());
     // Left out when the store does not answer (its outage shows on
     // /readyz).

@@ -655,18 +655,30 @@ fn a_followers_watch_stream_and_metrics_follow_the_leaders_rollouts() {
     assert!(phases.len() >= 2, "{phases:?}");
     // The log entries after the snapshot: consecutive, none twice, and
     // with the earlier ones they are the whole log.
-    let log: Vec<u64> = get(&leader, "/api/v1/rollouts/seen/events").1["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
-    assert!(!seqs.is_empty());
+    let log = || -> Vec<u64> {
+        get(&leader, "/api/v1/rollouts/seen/events").1["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    // Entries written after the one that finished it (the final weight
+    // applied) come with the follower's next look.
+    let mut whole = log();
+    while seqs.last() != whole.last() {
+        let (_, data) = one
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("the rest of the log ({e}): {seqs:?} against {whole:?}"));
+        for e in data["events"].as_array().unwrap() {
+            seqs.push(e["seq"].as_u64().unwrap());
+        }
+        whole = log();
+    }
     assert!(
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "not gapless: {seqs:?}"
     );
-    assert_eq!(seqs.last(), log.last(), "{seqs:?} against {log:?}");
     // /metrics on the follower.
     let metrics = metrics_of(&follower);
     assert!(
