@@ -44,14 +44,7 @@ fn args() -> Vec<&'static str> {
 }
 
 fn get(base: &str, path: &str) -> (u16, Value) {
-    match agent().get(format!("{base}{path}")).call() {
-        Ok(mut r) => {
-            let s = r.status().as_u16();
-            let t = r.body_mut().read_to_string().unwrap_or_default();
-            (s, serde_json::from_str(&t).unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
+    support::get_json(base, path)
 }
 
 fn post(base: &str, path: &str, body: &str) -> (u16, Value) {

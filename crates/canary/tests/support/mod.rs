@@ -400,6 +400,22 @@ pub fn api_agent() -> ureq::Agent {
         .into()
 }
 
+/// GET `base` + `path` with [`api_agent`]: the status and the body as
+/// JSON (`Null` when it is not); (0, `Null`) when nothing answered.
+pub fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
+    match api_agent().get(format!("{base}{path}")).call() {
+        Ok(mut r) => {
+            let s = r.status().as_u16();
+            let t = r.body_mut().read_to_string().unwrap_or_default();
+            (
+                s,
+                serde_json::from_str(&t).unwrap_or(serde_json::Value::Null),
+            )
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
 /// Follows a server-sent event stream at `url` on a thread of its own:
 /// each event as (its `event:` kind, its `data:` as JSON). The channel
 /// closes when the stream ends or cannot be opened.
