@@ -8,7 +8,11 @@
 //! watcher of a follower therefore sees every change, up to one interval
 //! late, without the judge's `look` (`/history` has it). A change between
 //! a watcher's snapshot and the next look may come to it once more: the
-//! same status again, never a lost one.
+//! same status again, never a lost one. While nobody watches, a look reads
+//! only the list of rollouts; so the first change of each rollout after a
+//! watcher connects to an idle follower carries its status but not the log
+//! entries written before it (`/events` has them); every later one carries
+//! its new entries, gapless.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -16,12 +20,13 @@ use std::sync::Arc;
 use crate::api::App;
 use crate::rollout::{entry_of, placeholder, stored_status, Change};
 
-/// What a follower saw at its last look: each rollout's revision and the
-/// number of its last log entry. `None` until the first look, which
-/// publishes nothing (watchers get their snapshot when they connect).
+/// What a follower saw at its last look: each rollout's revision and,
+/// while someone watches, the number of its last log entry. `None` until
+/// the first look, which publishes nothing (watchers get their snapshot
+/// when they connect).
 #[derive(Default)]
 pub(crate) struct Mirror {
-    seen: Option<HashMap<String, (u64, u64)>>,
+    seen: Option<HashMap<String, (u64, Option<u64>)>>,
 }
 
 /// While this replica follows, a look at the store every campaign
@@ -62,7 +67,21 @@ impl Mirror {
             if before.is_some_and(|(revision, _)| revision == rec.revision) {
                 continue;
             }
-            let after = before.map_or(0, |(_, seq)| seq);
+            // Nobody watching: only the revision is kept (one list a look,
+            // no log reads); the log's end is learnt again once someone
+            // watches.
+            if first || !watching {
+                seen.insert(rec.name.clone(), (rec.revision, None));
+                continue;
+            }
+            // A rollout new to this follower: its whole log is new. One
+            // whose log end was not followed: read to learn it, sent without
+            // entries (its status still is).
+            let (after, send_entries) = match before {
+                None => (0, true),
+                Some((_, Some(seq))) => (seq, true),
+                Some((_, None)) => (0, false),
+            };
             let store = ctx.store.clone();
             let name = rec.name.clone();
             let Ok(Ok(events)) =
@@ -71,10 +90,8 @@ impl Mirror {
                 continue;
             };
             let last = events.last().map_or(after, |e| e.seq);
-            seen.insert(rec.name.clone(), (rec.revision, last));
-            if first || !watching {
-                continue;
-            }
+            seen.insert(rec.name.clone(), (rec.revision, Some(last)));
+            let events = if send_entries { events } else { Vec::new() };
             let Ok(status) = stored_status(ctx, rec).await else {
                 continue;
             };
