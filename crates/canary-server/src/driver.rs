@@ -407,13 +407,7 @@ impl Driver {
 /// GETs `url`: `Ok` for a 2xx answer within `timeout`.
 async fn probe(url: String, timeout: Duration) -> Result<(), String> {
     let r = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .build()
-            .into();
-        match agent.get(&url).call() {
+        match crate::hooks::plain_agent(timeout).get(&url).call() {
             Ok(resp) if resp.status().is_success() => Ok(()),
             Ok(resp) => Err(format!("answered {}", resp.status().as_u16())),
             Err(e) => Err(format!("unreachable: {e}")),

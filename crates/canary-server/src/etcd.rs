@@ -198,16 +198,8 @@ pub fn get(key: &[u8]) -> Value {
 impl Client {
     /// A client of `endpoints` whose requests each give up after `timeout`.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Client {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .build()
-            .into();
-        Client {
-            endpoints,
-            agent,
-            current: AtomicUsize::new(0),
-        }
+        Client::with_tls(endpoints, timeout, None)
+            .unwrap_or_else(|e| unreachable!("no TLS files to read: {e}"))
     }
 
     /// A client of `endpoints` for `https://` ones: `tls` says which CA to

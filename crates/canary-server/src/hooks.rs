@@ -193,6 +193,18 @@ fn shown(bytes: &[u8]) -> String {
     }
 }
 
+/// An agent for one call to a user's endpoint (a webhook, a health
+/// probe): `timeout` for the whole call, any status an answer, no
+/// redirects followed.
+pub(crate) fn plain_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
 /// POSTs `body` (JSON) to `url`, signed with the secret `secret` points to
 /// at `now_unix`, within `timeout`; reads at most [`MAX_ANSWER_BYTES`] of
 /// the answer. Blocking. A secret that cannot be read fails the call
@@ -209,13 +221,7 @@ pub fn post(
         Ok(s) => s.map(|s| sign(&s, now_unix, body)),
         Err(e) => return Answer::failed(e),
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let mut req = agent
+    let mut req = plain_agent(timeout)
         .post(url)
         .header("Content-Type", "application/json")
         .header(TIMESTAMP_HEADER, now_unix.to_string());
